@@ -1,0 +1,406 @@
+//! The validated, immutable configuration model.
+//!
+//! Everything here has passed validation: names are unique, references resolve, numbers are in range,
+//! defaults are filled in. Later stages (snapshot building, health, scaler) never re-check the file.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole, valid configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from (for messages and reloads).
+    pub source: PathBuf,
+    pub admin: Admin,
+    pub access_log: AccessLog,
+    /// Global defaults for connection limits; each listener carries its resolved copy.
+    pub limits: Limits,
+    pub services: Vec<Service>,
+    pub target_groups: Vec<TargetGroup>,
+    pub scaling_groups: Vec<ScalingGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admin {
+    /// Default `127.0.0.1:9901`.
+    pub listen: SocketAddr,
+    /// Required when `listen` is not a loopback address.
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLog {
+    pub destination: LogDestination,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogDestination {
+    Stdout,
+    Off,
+    File(PathBuf),
+}
+
+/// Downstream connection limits (`[limits]`, overridable per listener with `listener.limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Whole request head must arrive within this (default 10s); slower clients are cut off.
+    pub header_timeout: Duration,
+    /// Keep-alive connections with no request in flight close after this (default 60s).
+    pub idle_timeout: Duration,
+    /// Largest request head in bytes (default 64 KiB); larger gets `431`.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    pub listeners: Vec<Listener>,
+}
+
+/// A host name a service answers to. Stored lower-case.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostPattern {
+    /// `shop.internal`
+    Exact(String),
+    /// `*.shop.internal`, stored as the suffix with its leading dot: `.shop.internal`.
+    Suffix(String),
+    /// `*`: any host.
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListenerProtocol {
+    Http,
+    Https,
+    TlsPassthrough,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub name: String,
+    pub protocol: ListenerProtocol,
+    pub port: u16,
+    /// Default `0.0.0.0` (all IPv4 addresses).
+    pub bind: IpAddr,
+    /// Required for `https`; forbidden otherwise.
+    pub tls: Option<TlsFiles>,
+    /// `[limits]` with this listener's overrides applied.
+    pub limits: Limits,
+    /// Sorted by priority, lowest first.
+    pub rules: Vec<Rule>,
+    pub default_action: Action,
+}
+
+impl Listener {
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain; relative paths are resolved against the config file's directory.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    /// 1..=2000, unique within the listener.
+    pub priority: u16,
+    pub matcher: Match,
+    pub action: Action,
+}
+
+/// Every present condition must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Match {
+    /// Upper-case HTTP method, one of Lattice's (CONNECT DELETE GET HEAD OPTIONS POST PUT TRACE) or PATCH.
+    pub method: Option<String>,
+    pub path: Option<PathMatch>,
+    /// At most 5.
+    pub headers: Vec<HeaderMatch>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringMatchKind {
+    Exact,
+    Prefix,
+    Contains,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathMatch {
+    /// `Exact` or `Prefix` only.
+    pub kind: StringMatchKind,
+    /// Starts with `/`, 1..=200 chars. Stored as written (not lower-cased).
+    pub value: String,
+    /// Default false.
+    pub case_sensitive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderMatch {
+    /// Lower-case header name.
+    pub name: String,
+    pub kind: StringMatchKind,
+    /// Stored as written (not lower-cased).
+    pub value: String,
+    /// Default false.
+    pub case_sensitive: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Non-empty; weights 0..=999 (default 1); names resolve to a target group.
+    Forward(Vec<WeightedTargetGroup>),
+    FixedResponse(FixedResponse),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedTargetGroup {
+    pub target_group: String,
+    pub weight: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedResponse {
+    /// 100..=599.
+    pub status: u16,
+    pub body: Option<String>,
+    pub content_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TargetProtocol {
+    Http,
+    Https,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProtocolVersion {
+    Http1,
+    Http2,
+    Grpc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Fewest in-flight requests, ties broken by weight.
+    LeastOutstanding,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetGroup {
+    pub name: String,
+    pub protocol: TargetProtocol,
+    pub protocol_version: ProtocolVersion,
+    pub algorithm: Algorithm,
+    /// Unique addresses.
+    pub targets: Vec<TargetSpec>,
+    /// Default 30s.
+    pub deregistration_delay: Duration,
+    /// Time from request sent to response head received (default 60s); exceeded: `504`.
+    pub response_timeout: Duration,
+    /// TCP connect timeout (default 5s); exceeded: next target.
+    pub connect_timeout: Duration,
+    pub health_check: HealthCheck,
+    pub outlier_detection: OutlierDetection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TargetSpec {
+    pub address: SocketAddr,
+    /// 0..=999, default 1 (0 = takes no traffic).
+    pub weight: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheckProtocol {
+    Http,
+    Https,
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    /// Default true.
+    pub enabled: bool,
+    /// Default `http` (`tcp` for tcp target groups).
+    pub protocol: HealthCheckProtocol,
+    /// Default "/".
+    pub path: String,
+    /// Default: the target's own port.
+    pub port: Option<u16>,
+    /// >= 100ms, <= 300s; default 30s.
+    pub interval: Duration,
+    /// < interval; default 5s.
+    pub timeout: Duration,
+    /// 1..=10, default 5.
+    pub healthy_threshold: u32,
+    /// 1..=10, default 2.
+    pub unhealthy_threshold: u32,
+    /// Default "200".
+    pub matcher: StatusMatcher,
+}
+
+/// `"200"`, `"200,202"`, `"200-299"`: a list of inclusive ranges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusMatcher {
+    pub ranges: Vec<(u16, u16)>,
+    /// As written, for messages (`status 500 not in 200-299`).
+    pub text: String,
+}
+
+impl StatusMatcher {
+    pub fn matches(&self, status: u16) -> bool {
+        self.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+}
+
+/// Passive health (`[target_group.outlier_detection]`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutlierDetection {
+    /// Default true.
+    pub enabled: bool,
+    /// Connect errors or 5xx in a row that eject a target; default 5.
+    pub consecutive_failures: u32,
+    /// Default 30s; multiplied by the number of ejections so far.
+    pub base_ejection_time: Duration,
+    /// Cap on one ejection; default 300s.
+    pub max_ejection_time: Duration,
+    /// 0..=100; default 50.
+    pub max_ejection_percent: u8,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScalingGroup {
+    pub name: String,
+    /// Resolves to a target group.
+    pub target_group: String,
+    pub min: u32,
+    pub max: u32,
+    /// min <= desired <= max.
+    pub desired: u32,
+    /// Default 0s.
+    pub health_check_grace_period: Duration,
+    /// Default 300s.
+    pub cooldown: Duration,
+    /// Default 0s.
+    pub instance_warmup: Duration,
+    /// Default `Oldest`.
+    pub termination_policy: TerminationPolicy,
+    pub launch: Launch,
+    pub policies: Vec<Policy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminationPolicy {
+    Oldest,
+    Newest,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Launch {
+    Process(ProcessLaunch),
+    Command(CommandLaunch),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessLaunch {
+    /// argv; placeholders `{self}`, `{port}`, `{id}`, `{group}`; non-empty.
+    pub command: Vec<String>,
+    /// Inclusive port range for `{port}` (required when a `{port}` placeholder is used).
+    pub ports: Option<(u16, u16)>,
+    pub env: BTreeMap<String, String>,
+    pub workdir: Option<PathBuf>,
+    pub log_dir: Option<PathBuf>,
+    /// Signal number; default SIGTERM (15). Written as "SIGTERM", "TERM", "SIGINT", ...
+    pub stop_signal: i32,
+    /// Default 10s.
+    pub stop_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandLaunch {
+    /// argv of each hook; non-empty.
+    pub launch: Vec<String>,
+    pub terminate: Vec<String>,
+    pub list: Option<Vec<String>>,
+    /// Default 60s.
+    pub hook_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub name: String,
+    pub kind: PolicyKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalingMetric {
+    /// Requests/s per in-service target.
+    RequestCountPerTarget,
+    InFlightPerTarget,
+    /// Average CPU % of the instances (process provider).
+    CpuUtilization,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdjustmentType {
+    Change,
+    Exact,
+    Percent,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PolicyKind {
+    TargetTracking {
+        metric: ScalingMetric,
+        /// > 0.
+        target: f64,
+        /// Default false.
+        disable_scale_in: bool,
+    },
+    Step {
+        metric: ScalingMetric,
+        adjustment_type: AdjustmentType,
+        /// Non-overlapping, sorted by lower bound.
+        steps: Vec<Step>,
+    },
+    Scheduled {
+        /// Five-field cron expression, validated.
+        cron: String,
+        /// IANA name; default "UTC".
+        timezone: String,
+        min: Option<u32>,
+        max: Option<u32>,
+        desired: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    /// Inclusive lower bound of the metric; None = unbounded.
+    pub lower: Option<f64>,
+    /// Exclusive upper bound; None = unbounded.
+    pub upper: Option<f64>,
+    pub adjustment: i64,
+}
