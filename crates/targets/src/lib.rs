@@ -1,1 +1,14 @@
+//! trellis-targets: target groups at run time — who the targets are, how loaded they are, and which one
+//! takes the next request. No I/O and no hyper here: this is the part that must be exactly right, so it is
+//! plain data and pure functions, tested without sockets.
 #![forbid(unsafe_code)]
+
+mod balancer;
+mod registry;
+mod schedule;
+mod target;
+
+pub use balancer::{Balancer, Pick, Tried};
+pub use registry::TargetRegistry;
+pub use schedule::SmoothSchedule;
+pub use target::{InFlight, Target, TargetStats};
