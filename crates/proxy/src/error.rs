@@ -1,0 +1,71 @@
+//! What can go wrong, and — in one place — what the client is told when it does.
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+/// Errors of the proxy library (setting up; request-time failures are [`Failure`]s).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot serve {addr}: {what}")]
+    Unsupported {
+        addr: std::net::SocketAddr,
+        what: &'static str,
+    },
+}
+
+/// Why trellis answered a request itself instead of a target. Each maps to one status, one
+/// `x-trellis-error` code and one short body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No service on this port answers to the request's host.
+    NoService,
+    /// The chosen target group has no targets that can take traffic.
+    NoTargets,
+    /// Every candidate target refused or timed out the connection.
+    ConnectFailed,
+    /// The target accepted the request but broke the exchange before a response head.
+    UpstreamReset,
+    /// No response head within the group's `response_timeout`.
+    UpstreamTimeout,
+}
+
+impl Failure {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Failure::NoService => StatusCode::NOT_FOUND,
+            Failure::NoTargets => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::ConnectFailed | Failure::UpstreamReset => StatusCode::BAD_GATEWAY,
+            Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The `x-trellis-error` value.
+    pub fn code(self) -> &'static str {
+        match self {
+            Failure::NoService => "no_service",
+            Failure::NoTargets => "no_targets",
+            Failure::ConnectFailed => "connect_failed",
+            Failure::UpstreamReset => "upstream_reset",
+            Failure::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+
+    pub fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(self.code())
+    }
+
+    pub fn body(self) -> Bytes {
+        Bytes::from_static(match self {
+            Failure::NoService => b"no service for this host\n",
+            Failure::NoTargets => b"no targets available\n",
+            Failure::ConnectFailed => b"could not connect to any target\n",
+            Failure::UpstreamReset => b"target closed the connection before responding\n",
+            Failure::UpstreamTimeout => b"target did not respond in time\n",
+        })
+    }
+}

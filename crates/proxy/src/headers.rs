@@ -1,0 +1,272 @@
+//! Header rewriting between client and target: hop-by-hop headers out, forwarding headers in.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme, Uri};
+use http::{Request, Version};
+
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_TRELLIS_TARGET: HeaderName = HeaderName::from_static("x-trellis-target");
+pub static X_TRELLIS_IDENTITY: HeaderName = HeaderName::from_static("x-trellis-identity");
+pub static X_TRELLIS_ERROR: HeaderName = HeaderName::from_static("x-trellis-error");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// What a connection tells its targets about the client, computed once per connection.
+pub struct ClientInfo {
+    pub ip_text: HeaderValue,
+    pub forwarded_proto: HeaderValue,
+    pub forwarded_port: HeaderValue,
+}
+
+impl ClientInfo {
+    pub fn new(ip: IpAddr, tls: bool, port: u16) -> Self {
+        ClientInfo {
+            ip_text: HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+            forwarded_proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            forwarded_port: HeaderValue::from(port),
+        }
+    }
+}
+
+/// An HTTP/1.1 upgrade request (WebSocket and the like): `Connection: upgrade` plus an `Upgrade` header.
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+}
+
+/// Turns a client's request into the request a target gets.
+pub fn to_target<B>(
+    req: &mut Request<B>,
+    client: &ClientInfo,
+    target_header: &HeaderValue,
+    http2: bool,
+    upgrade: bool,
+) {
+    let headers = req.headers_mut();
+    remove_hop_by_hop(headers, upgrade);
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(prior) => append_ip(prior, &client.ip_text),
+        None => client.ip_text.clone(),
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(X_FORWARDED_PROTO.clone(), client.forwarded_proto.clone());
+    headers.insert(X_FORWARDED_PORT.clone(), client.forwarded_port.clone());
+    headers.insert(X_TRELLIS_TARGET.clone(), target_header.clone());
+    headers.remove(&X_TRELLIS_IDENTITY);
+    if !headers.get(&X_REQUEST_ID).is_some_and(|v| !v.is_empty()) {
+        headers.insert(X_REQUEST_ID.clone(), new_request_id());
+    }
+    if http2 {
+        to_http2_form(req);
+    } else {
+        to_http1_form(req);
+    }
+}
+
+/// Cleans a target's response for the client.
+pub fn from_target(headers: &mut HeaderMap, upgrade: bool) {
+    remove_hop_by_hop(headers, upgrade);
+}
+
+fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        // Headers the sender named as connection-specific go too (RFC 9110 §7.6.1).
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|t| !(upgrade && t.eq_ignore_ascii_case(b"upgrade")))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        if !upgrade {
+            headers.remove(header::CONNECTION);
+        }
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    if !upgrade {
+        headers.remove(header::UPGRADE);
+    }
+    // `te: trailers` is what gRPC needs end to end; any other TE is hop-by-hop.
+    if let Some(te) = headers.get(header::TE) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            headers.remove(header::TE);
+        }
+    }
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&c| c == b','))
+        .map(|t| t.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+fn append_ip(prior: &HeaderValue, ip: &HeaderValue) -> HeaderValue {
+    let mut v = Vec::with_capacity(prior.len() + 2 + ip.len());
+    v.extend_from_slice(prior.as_bytes());
+    v.extend_from_slice(b", ");
+    v.extend_from_slice(ip.as_bytes());
+    HeaderValue::from_bytes(&v).unwrap_or_else(|_| ip.clone())
+}
+
+/// HTTP/1.1 to the target: origin-form request target and a Host header (HTTP/2 clients send
+/// `:authority` instead).
+fn to_http1_form<B>(req: &mut Request<B>) {
+    *req.version_mut() = Version::HTTP_11;
+    if let Some(authority) = req.uri().authority().cloned() {
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                req.headers_mut().insert(header::HOST, v);
+            }
+        }
+        let origin = req.uri().path_and_query().cloned();
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = origin;
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
+/// HTTP/2 to the target: absolute URI (scheme and `:authority`), no Host header.
+fn to_http2_form<B>(req: &mut Request<B>) {
+    *req.version_mut() = Version::HTTP_2;
+    let authority = req.uri().authority().cloned().or_else(|| {
+        let host = req.headers().get(header::HOST)?;
+        Authority::try_from(host.as_bytes()).ok()
+    });
+    req.headers_mut().remove(header::HOST);
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.unwrap_or(Authority::from_static("localhost")));
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// A request id unique to this process run: a random 64-bit prefix and a counter, as 32 hex digits.
+fn new_request_id() -> HeaderValue {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| std::collections::hash_map::RandomState::new().build_hasher().finish());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut buf = [0u8; 32];
+    hex(prefix, &mut buf[..16]);
+    hex(n, &mut buf[16..]);
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+}
+
+fn hex(mut v: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> ClientInfo {
+        ClientInfo::new("127.0.0.1".parse().unwrap(), false, 8080)
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut req = Request::builder()
+            .uri("/x")
+            .header("connection", "keep-alive, x-secret")
+            .header("keep-alive", "timeout=5")
+            .header("x-secret", "1")
+            .header("te", "gzip")
+            .header("upgrade", "h2c")
+            .header("x-trellis-target", "spoofed")
+            .header("x-trellis-identity", "spoofed")
+            .body(())
+            .unwrap();
+        let target = HeaderValue::from_static("service=s;target-group=g");
+        to_target(&mut req, &client(), &target, false, false);
+        let h = req.headers();
+        for gone in ["connection", "keep-alive", "x-secret", "te", "upgrade", "x-trellis-identity"] {
+            assert!(!h.contains_key(gone), "{gone} should be removed");
+        }
+        assert_eq!(h["x-trellis-target"], "service=s;target-group=g");
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-port"], "8080");
+        assert_eq!(h["x-request-id"].len(), 32);
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_request_id_kept() {
+        let mut req = Request::builder()
+            .uri("/")
+            .header("x-forwarded-for", "1.2.3.4")
+            .header("x-request-id", "abc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        to_target(&mut req, &client(), &HeaderValue::from_static("t"), false, false);
+        assert_eq!(req.headers()["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
+        assert_eq!(req.headers()["x-request-id"], "abc");
+        assert_eq!(req.headers()["te"], "trailers");
+    }
+
+    #[test]
+    fn upgrade_requests_keep_their_upgrade_headers() {
+        let mut req = Request::builder()
+            .uri("/ws")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        assert!(is_upgrade(&req));
+        to_target(&mut req, &client(), &HeaderValue::from_static("t"), false, true);
+        assert_eq!(req.headers()["upgrade"], "websocket");
+        assert_eq!(req.headers()["connection"], "Upgrade");
+    }
+
+    #[test]
+    fn http2_clients_become_http1_requests_with_host() {
+        let mut req = Request::builder()
+            .version(Version::HTTP_2)
+            .uri("http://shop.internal:8080/a?b=1")
+            .body(())
+            .unwrap();
+        to_target(&mut req, &client(), &HeaderValue::from_static("t"), false, false);
+        assert_eq!(req.uri(), "/a?b=1");
+        assert_eq!(req.headers()["host"], "shop.internal:8080");
+        assert_eq!(req.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn http1_clients_become_http2_requests_with_authority() {
+        let mut req = Request::builder().uri("/a").header("host", "api").body(()).unwrap();
+        to_target(&mut req, &client(), &HeaderValue::from_static("t"), true, false);
+        assert_eq!(req.uri(), "http://api/a");
+        assert!(!req.headers().contains_key("host"));
+        assert_eq!(req.version(), Version::HTTP_2);
+    }
+
+    #[test]
+    fn request_ids_differ() {
+        assert_ne!(new_request_id(), new_request_id());
+    }
+}

@@ -1,0 +1,122 @@
+//! One client connection: HTTP/1.1 or h2c (detected by hyper-util's auto builder), driven under the
+//! watchdog's timers and the server's shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+use trellis_config::Limits;
+
+use super::watchdog::{ConnState, Verdict, WatchedIo};
+use crate::headers::ClientInfo;
+use crate::Proxy;
+
+/// What every connection of one listening address shares.
+pub struct ListenerContext {
+    pub proxy: Arc<Proxy>,
+    pub listen: SocketAddr,
+    pub limits: Limits,
+    pub builder: auto::Builder<TokioExecutor>,
+    pub tasks: TaskTracker,
+}
+
+impl ListenerContext {
+    pub fn new(proxy: Arc<Proxy>, listen: SocketAddr, limits: Limits, tasks: TaskTracker) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            // The watchdog enforces header_timeout; hyper's timer would also fire on idle keep-alive.
+            .header_read_timeout(None)
+            // hyper answers a head past this with 431; it cannot go below its 8 KiB minimum.
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(limits.max_header_bytes as u32);
+        ListenerContext {
+            proxy,
+            listen,
+            limits,
+            builder,
+            tasks,
+        }
+    }
+}
+
+/// What the request path needs to know about the connection a request came on.
+pub struct ConnContext {
+    pub proxy: Arc<Proxy>,
+    /// The listening address (the snapshot's key for this port's routes).
+    pub listen: SocketAddr,
+    pub client: ClientInfo,
+    /// Tunnels (upgraded connections) are tracked with the connections, for graceful shutdown.
+    pub tasks: TaskTracker,
+    state: Arc<ConnState>,
+}
+
+/// Counts a request on its connection from head parsed to response head sent, even if the client goes
+/// away and the request's future is dropped.
+struct RequestGuard(Arc<ConnState>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<ListenerContext>, mut shutdown: watch::Receiver<bool>) {
+    let _ = stream.set_nodelay(true);
+    let state = Arc::new(ConnState::new());
+    let ctx = Arc::new(ConnContext {
+        proxy: listener.proxy.clone(),
+        listen: listener.listen,
+        client: ClientInfo::new(peer.ip(), false, listener.listen.port()),
+        tasks: listener.tasks.clone(),
+        state: state.clone(),
+    });
+    let service = service_fn(move |req: Request<Incoming>| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.state.request_started(req.version() == Version::HTTP_2);
+            let _guard = RequestGuard(ctx.state.clone());
+            crate::forward::handle(ctx, req).await
+        }
+    });
+    let io = TokioIo::new(WatchedIo::new(stream, state.clone()));
+    let conn = listener.builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+
+    let timer = tokio::time::sleep(listener.limits.header_timeout);
+    tokio::pin!(timer);
+    let mut closing = *shutdown.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            _ = &mut timer, if !closing => match state.verdict(&listener.limits) {
+                Verdict::Wait(at) => timer.as_mut().reset(at),
+                // Dropping the connection closes the socket; there is no request to answer yet.
+                Verdict::HeadTimeout => break,
+                Verdict::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            },
+            _ = shutdown.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Per-connection timing: how long a client may take to send a request head, and how long a
+//! keep-alive connection may sit idle.
+//!
+//! hyper's own `header_read_timeout` starts whenever it waits for a head — including while a
+//! keep-alive connection is idle — so it cannot tell "slow head" (cut off after `header_timeout`) from
+//! "idle between requests" (closed after `idle_timeout`). This watchdog can: the I/O wrapper notes the
+//! first bytes of a new head, the service notes when a request starts and ends.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+use trellis_config::Limits;
+
+/// Shared by the connection's I/O, its service and its driver. Times are milliseconds since `base`.
+#[derive(Debug)]
+pub struct ConnState {
+    base: Instant,
+    in_flight: AtomicU32,
+    /// 0: no head in progress; otherwise 1 + ms when its first bytes arrived.
+    head_started: AtomicU64,
+    /// ms when the connection last finished a request (or was accepted).
+    last_active: AtomicU64,
+    /// HTTP/2 has no request heads on the wire between frames, so the head timer does not apply.
+    http2: AtomicBool,
+}
+
+/// What the watchdog decided at a wake-up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Sleep until this instant and ask again.
+    Wait(Instant),
+    /// A request head did not arrive in time: close now.
+    HeadTimeout,
+    /// Nothing in flight for `idle_timeout`: close gracefully.
+    Idle,
+}
+
+impl ConnState {
+    pub fn new() -> Self {
+        // The head timer runs from accept: a client that connects and never sends a full head is cut off.
+        ConnState {
+            base: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            head_started: AtomicU64::new(1),
+            last_active: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.base + Duration::from_millis(ms)
+    }
+
+    /// Bytes arrived from the client.
+    fn on_read(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == 0 {
+            self.head_started.store(1 + self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// A whole request head was parsed.
+    pub fn request_started(&self, http2: bool) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The response head went out.
+    pub fn request_finished(&self) {
+        self.last_active.store(self.now_ms(), Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn verdict(&self, limits: &Limits) -> Verdict {
+        let now = self.now_ms();
+        let head = self.head_started.load(Ordering::Relaxed);
+        if head != 0 && !self.http2.load(Ordering::Relaxed) {
+            let deadline = head - 1 + limits.header_timeout.as_millis() as u64;
+            return if now >= deadline { Verdict::HeadTimeout } else { Verdict::Wait(self.at(deadline)) };
+        }
+        let idle_ms = limits.idle_timeout.as_millis() as u64;
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Verdict::Wait(self.at(now + idle_ms));
+        }
+        let deadline = self.last_active.load(Ordering::Relaxed) + idle_ms;
+        if now >= deadline {
+            Verdict::Idle
+        } else {
+            Verdict::Wait(self.at(deadline))
+        }
+    }
+}
+
+/// The client socket, reporting reads to its [`ConnState`].
+pub struct WatchedIo<T> {
+    inner: T,
+    state: Arc<ConnState>,
+}
+
+impl<T> WatchedIo<T> {
+    pub fn new(inner: T, state: Arc<ConnState>) -> Self {
+        WatchedIo { inner, state }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.state.on_read();
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_header_bytes: 65536,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_new_connection_gets_the_head_timeout() {
+        let s = ConnState::new();
+        assert!(matches!(s.verdict(&limits()), Verdict::Wait(_)));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(s.verdict(&limits()), Verdict::HeadTimeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_keep_alive_waits_for_the_idle_timeout_not_the_head_timeout() {
+        let s = ConnState::new();
+        s.request_started(false);
+        s.request_finished();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(matches!(s.verdict(&limits()), Verdict::Wait(_)));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(s.verdict(&limits()), Verdict::Idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_bytes_of_a_new_head_start_the_head_timer() {
+        let s = ConnState::new();
+        s.request_started(false);
+        s.request_finished();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        s.on_read();
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(matches!(s.verdict(&limits()), Verdict::Wait(_)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(s.verdict(&limits()), Verdict::HeadTimeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_request_in_flight_is_never_idle() {
+        let s = ConnState::new();
+        s.request_started(false);
+        s.on_read(); // body bytes
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(matches!(s.verdict(&limits()), Verdict::Wait(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_connections_only_idle_out() {
+        let s = ConnState::new();
+        s.request_started(true);
+        s.request_finished();
+        s.on_read(); // a PING or WINDOW_UPDATE
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(matches!(s.verdict(&limits()), Verdict::Wait(_)));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(s.verdict(&limits()), Verdict::Idle);
+    }
+}

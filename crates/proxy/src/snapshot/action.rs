@@ -1,0 +1,78 @@
+//! What a matched rule (or a listener's default) does, prepared once per snapshot.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use trellis_config as config;
+use trellis_targets::SmoothSchedule;
+
+use crate::upstream::Group;
+
+pub enum Action {
+    Forward(Forward),
+    Fixed(Fixed),
+}
+
+/// A weighted split over target groups; the group for each request comes from a smooth schedule.
+pub struct Forward {
+    to: Box<[ForwardTo]>,
+    schedule: SmoothSchedule,
+}
+
+pub struct ForwardTo {
+    pub group: Arc<Group>,
+    /// `x-trellis-target: service=…;target-group=…`, built once.
+    pub target_header: HeaderValue,
+}
+
+impl Forward {
+    /// The group for this request; `None` when every weight is 0.
+    #[inline]
+    pub fn pick(&self) -> Option<&ForwardTo> {
+        self.schedule.next().map(|i| &self.to[i])
+    }
+}
+
+pub struct Fixed {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub content_type: Option<HeaderValue>,
+}
+
+impl Action {
+    pub fn build(action: &config::Action, service: &str, groups: &dyn Fn(&str) -> Option<Arc<Group>>) -> Self {
+        match action {
+            config::Action::Forward(list) => {
+                let to: Vec<ForwardTo> = list
+                    .iter()
+                    .filter_map(|w| {
+                        let group = groups(&w.target_group)?;
+                        let header = format!("service={service};target-group={}", w.target_group);
+                        Some(ForwardTo {
+                            group,
+                            target_header: HeaderValue::from_str(&header).unwrap_or(HeaderValue::from_static("")),
+                        })
+                    })
+                    .collect();
+                let weights: Vec<u16> = list.iter().map(|w| w.weight).collect();
+                Action::Forward(Forward {
+                    schedule: SmoothSchedule::new(&weights[..to.len().min(weights.len())]),
+                    to: to.into_boxed_slice(),
+                })
+            }
+            config::Action::FixedResponse(f) => {
+                let content_type = match (&f.content_type, &f.body) {
+                    (Some(ct), _) => HeaderValue::from_str(ct).ok(),
+                    (None, Some(_)) => Some(HeaderValue::from_static("text/plain; charset=utf-8")),
+                    (None, None) => None,
+                };
+                Action::Fixed(Fixed {
+                    status: StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK),
+                    body: Bytes::from(f.body.clone().unwrap_or_default()),
+                    content_type,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! One request, one target: take a connection, send, wait for the response head.
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::pool::{ConnectError, PooledSender, Sender, TargetPool};
+use super::Group;
+
+pub enum ExchangeError {
+    /// No connection could be made; the request comes back unsent, for another target.
+    Connect(Request<Incoming>, ConnectError),
+    /// The request was (maybe partly) sent, then the exchange broke: never resent.
+    Reset(hyper::Error),
+    Timeout,
+}
+
+/// Sends `req` to the target behind `pool`. Pooled connections that turn out to have closed while idle
+/// give the request back untouched; then the next one, and finally a fresh connection, is tried.
+pub async fn exchange(
+    group: &Group,
+    pool: &Arc<TargetPool>,
+    mut req: Request<Incoming>,
+) -> Result<(Response<Incoming>, Option<PooledSender>), ExchangeError> {
+    loop {
+        let (sender, fresh) = match pool.idle() {
+            Some(s) => (s, false),
+            None => match pool.connect(group.connect_timeout).await {
+                Ok(s) => (s, true),
+                Err(e) => return Err(ExchangeError::Connect(req, e)),
+            },
+        };
+        let sent = match sender {
+            Sender::H1(mut s) => {
+                if let Err(e) = s.ready().await {
+                    if fresh {
+                        return Err(ExchangeError::Connect(req, ConnectError::Handshake(e)));
+                    }
+                    continue;
+                }
+                let response = tokio::time::timeout(group.response_timeout, s.try_send_request(req)).await;
+                let pooled = PooledSender { sender: s, pool: pool.clone() };
+                response.map(|r| r.map(|resp| (resp, Some(pooled))))
+            }
+            Sender::H2(mut s) => {
+                let response = tokio::time::timeout(group.response_timeout, s.try_send_request(req)).await;
+                response.map(|r| r.map(|resp| (resp, None)))
+            }
+        };
+        match sent {
+            Err(_elapsed) => return Err(ExchangeError::Timeout),
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(mut e)) => match e.take_message() {
+                Some(unsent) if !fresh => req = unsent,
+                Some(unsent) => {
+                    return Err(ExchangeError::Connect(unsent, ConnectError::Handshake(e.into_error())))
+                }
+                None => return Err(ExchangeError::Reset(e.into_error())),
+            },
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The target side: connection pools per target and the exchange of one request with one target.
+
+mod exchange;
+mod group;
+mod pool;
+
+pub use exchange::{exchange, ExchangeError};
+pub use group::Group;
+pub use pool::{PoolRegistry, PooledSender, TargetPool};
