@@ -1,0 +1,182 @@
+//! `trellis check` (and `run` refusing what `check` refuses): exit codes and located diagnostics.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::support::config::{fixed, forward_to, listener, rule, service, target_group, targets};
+use crate::support::free_port;
+use crate::support::process::ChildGuard;
+use crate::support::trellis::bin;
+
+/// Writes `text` as `trellis.toml` in a fresh directory.
+fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("trellis.toml");
+    std::fs::write(&path, text).expect("write config");
+    (dir, path)
+}
+
+fn check(path: &Path) -> Output {
+    Command::new(bin())
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .expect("run trellis check")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// 1-based number of the `nth` (0-based) line equal to `line` after trimming.
+fn line_number(config: &str, line: &str, nth: usize) -> usize {
+    config
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == line)
+        .nth(nth)
+        .map(|(i, _)| i + 1)
+        .unwrap_or_else(|| panic!("no {nth}th line {line:?} in:\n{config}"))
+}
+
+/// A file with two independent errors: a duplicate rule priority and a forward to an undefined group.
+fn two_errors() -> String {
+    [
+        service("shop", &["*"]),
+        listener(8080, &forward_to("missing-group")),
+        rule(
+            "first",
+            10,
+            r#"{ path = { prefix = "/a" } }"#,
+            &fixed(200, "a"),
+        ),
+        rule(
+            "second",
+            10,
+            r#"{ path = { prefix = "/b" } }"#,
+            &fixed(200, "b"),
+        ),
+        target_group("web", "[\"127.0.0.1:9001\"]"),
+    ]
+    .concat()
+}
+
+#[tokio::test]
+async fn check_accepts_a_valid_file_with_a_one_line_summary() {
+    let echo_addr = "127.0.0.1:9001".to_owned();
+    let cfg = [
+        service("shop", &["shop.internal", "*.shop.internal"]),
+        listener(8080, &forward_to("web")),
+        rule(
+            "gone",
+            20,
+            r#"{ path = { exact = "/old" } }"#,
+            &fixed(410, "gone\n"),
+        ),
+        target_group("web", &targets(&[echo_addr])),
+    ]
+    .concat();
+    let (_dir, path) = write_config(&cfg);
+    let out = check(&path);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected a one-line summary, got: {stdout:?}"
+    );
+}
+
+#[tokio::test]
+async fn check_reports_every_error_with_file_line_and_key_path() {
+    let cfg = two_errors();
+    let (_dir, path) = write_config(&cfg);
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr: {stderr}\nstdout: {}",
+        text(&out.stdout)
+    );
+
+    let file = path.display().to_string();
+    let priority_line = line_number(&cfg, "priority = 10", 1);
+    let prefix = format!("{file}:{priority_line}: service[0].listener[0].rule[1].priority:");
+    let duplicate = stderr
+        .lines()
+        .find(|l| l.contains("service[0].listener[0].rule[1].priority"));
+    let duplicate =
+        duplicate.unwrap_or_else(|| panic!("no duplicate-priority error in:\n{stderr}"));
+    assert!(
+        duplicate.starts_with(&prefix),
+        "want {prefix:?}..., got {duplicate:?}"
+    );
+    assert!(
+        duplicate.contains("is already used by rule"),
+        "{duplicate:?}"
+    );
+
+    let missing = stderr.lines().find(|l| l.contains("missing-group"));
+    let missing =
+        missing.unwrap_or_else(|| panic!("the undefined target group is not reported:\n{stderr}"));
+    let action_line = line_number(
+        &cfg,
+        "default_action = { forward = [{ target_group = \"missing-group\" }] }",
+        0,
+    );
+    let want = format!("{file}:{action_line}: service[0].listener[0].default_action");
+    assert!(
+        missing.starts_with(&want),
+        "want {want:?}..., got {missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn check_fails_on_a_missing_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("absent.toml");
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("absent.toml"),
+        "the error names the file: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_an_invalid_file_and_serves_nothing() {
+    // Same errors as above, but the listener port is one this test owns, to see nothing binds it.
+    let port = free_port();
+    let cfg = two_errors().replace("port = 8080", &format!("port = {port}"));
+    let (_dir, path) = write_config(&cfg);
+    let mut cmd = Command::new(bin());
+    cmd.args(["run", "--workers", "1", "-c"]).arg(&path);
+    let mut run = ChildGuard::spawn("trellis run", cmd);
+    let status = run
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "trellis run kept running on an invalid file\n{}",
+                run.report()
+            )
+        });
+    assert_ne!(status.code(), Some(0), "{}", run.report());
+    let stderr = run.stderr.text();
+    assert!(
+        stderr.contains("is already used by rule"),
+        "errors on stderr: {stderr}"
+    );
+    assert!(
+        !crate::support::accepts(port).await,
+        "port {port} is served despite the invalid file"
+    );
+}

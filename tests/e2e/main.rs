@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `trellis` binary, real sockets on 127.0.0.1, real backends and clients.
+//!
+//! Run with `cargo test -p trellis --test e2e`.
+
+mod support;
+
+mod balancing;
+mod check;
+mod failures;
+mod forwarding;
+mod limits;
+mod routing;
+mod shutdown;

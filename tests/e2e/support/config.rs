@@ -1,0 +1,90 @@
+//! TOML fragments in the shape of DESIGN.md's configuration contract.
+//!
+//! A test's configuration is these fragments concatenated in file order: `service`, its `listener`, the
+//! listener's `rule`s, then `target_group`s. Every listener binds 127.0.0.1, every target group has
+//! active health checks off (probing is not what these tests are about).
+
+/// Quotes a string as a TOML basic string.
+pub fn quote(s: &str) -> String {
+    format!("{s:?}")
+}
+
+fn list(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| quote(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// `[[service]]` with its name and hosts.
+pub fn service(name: &str, hosts: &[&str]) -> String {
+    format!(
+        "[[service]]\nname = {}\nhosts = {}\n\n",
+        quote(name),
+        list(hosts)
+    )
+}
+
+/// `[[service.listener]]` named `web`, plain HTTP on 127.0.0.1:`port`.
+pub fn listener(port: u16, default_action: &str) -> String {
+    listener_with(port, default_action, "")
+}
+
+/// Like [`listener`], with extra `key = value` lines (e.g. `limits = { header_timeout = "500ms" }`).
+pub fn listener_with(port: u16, default_action: &str, extra: &str) -> String {
+    format!(
+        "[[service.listener]]\nname = \"web\"\nprotocol = \"http\"\nport = {port}\nbind = \"127.0.0.1\"\n\
+         default_action = {default_action}\n{extra}\n"
+    )
+}
+
+/// `[[service.listener.rule]]`; `matches` is the inline table after `match =`.
+pub fn rule(name: &str, priority: u16, matches: &str, action: &str) -> String {
+    format!(
+        "[[service.listener.rule]]\nname = {}\npriority = {priority}\nmatch = {matches}\naction = {action}\n\n",
+        quote(name)
+    )
+}
+
+/// `{ forward = [{ target_group = "a", weight = 90 }, ...] }`.
+pub fn forward(groups: &[(&str, u16)]) -> String {
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(tg, w)| format!("{{ target_group = {}, weight = {w} }}", quote(tg)))
+        .collect();
+    format!("{{ forward = [{}] }}", parts.join(", "))
+}
+
+/// Forward everything to one target group.
+pub fn forward_to(target_group: &str) -> String {
+    format!(
+        "{{ forward = [{{ target_group = {} }}] }}",
+        quote(target_group)
+    )
+}
+
+/// `{ fixed_response = { status, body } }` (content type left to its default).
+pub fn fixed(status: u16, body: &str) -> String {
+    format!(
+        "{{ fixed_response = {{ status = {status}, body = {} }} }}",
+        quote(body)
+    )
+}
+
+/// `["127.0.0.1:A", "127.0.0.1:B"]`.
+pub fn targets(addrs: &[String]) -> String {
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    list(&refs)
+}
+
+/// `[[target_group]]` with the given `targets = ...` value and health checks off.
+pub fn target_group(name: &str, targets: &str) -> String {
+    target_group_with(name, targets, "")
+}
+
+/// Like [`target_group`], with extra `key = value` lines (`algorithm`, `response_timeout`, ...).
+pub fn target_group_with(name: &str, targets: &str, extra: &str) -> String {
+    format!(
+        "[[target_group]]\nname = {}\ntargets = {targets}\n{extra}\n\
+         [target_group.health_check]\nenabled = false\n\n",
+        quote(name)
+    )
+}

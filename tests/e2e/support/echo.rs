@@ -1,0 +1,55 @@
+//! `trellis echo` as a backend process.
+
+use std::process::Command;
+use std::time::Duration;
+
+use super::eventually;
+use super::process::ChildGuard;
+use super::trellis::bin;
+
+/// A running `trellis echo --listen 127.0.0.1:0 --name NAME`.
+pub struct Echo {
+    pub port: u16,
+    _child: ChildGuard,
+}
+
+impl Echo {
+    /// Spawns the echo backend on a kernel-chosen port and waits for its `echo listening on ADDR` line.
+    pub async fn start(name: &str) -> Echo {
+        let mut cmd = Command::new(bin());
+        cmd.args(["echo", "--listen", "127.0.0.1:0", "--name", name]);
+        let mut child = ChildGuard::spawn(format!("echo {name}"), cmd);
+        let port = eventually(
+            Duration::from_secs(10),
+            "the echo backend's `echo listening on` line",
+            || {
+                if let Some(status) = child.try_exit() {
+                    panic!("echo {name} exited early: {status}\n{}", child.report());
+                }
+                let line = child
+                    .stdout
+                    .text()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("echo listening on ").map(str::to_owned));
+                let port = line.map(|addr| {
+                    addr.trim()
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| p.parse::<u16>().ok())
+                        .unwrap_or_else(|| panic!("cannot parse echo address {addr:?}"))
+                });
+                async move { port }
+            },
+        )
+        .await;
+        assert_ne!(port, 0, "echo reported port 0");
+        Echo {
+            port,
+            _child: child,
+        }
+    }
+
+    /// `127.0.0.1:PORT`, as written in a target group.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}

@@ -1,0 +1,60 @@
+//! The harness of the end-to-end suite: the real `trellis` binary, real backends, real clients, all on
+//! 127.0.0.1. Nothing here mocks the proxy.
+//!
+//! Waiting is always a bounded poll on an observable event (a port accepting, a line printed, a counter
+//! moving), never a blind sleep.
+
+pub mod client;
+pub mod config;
+pub mod echo;
+pub mod process;
+pub mod raw;
+pub mod rss;
+pub mod servers;
+pub mod trellis;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use echo::Echo;
+pub use trellis::{Options, Trellis};
+
+/// How often bounded polling loops look again.
+pub const POLL: Duration = Duration::from_millis(10);
+
+/// A port that was free a moment ago on 127.0.0.1.
+///
+/// Binds `127.0.0.1:0`, reads the port the kernel chose and releases it. Between this call and the
+/// moment trellis binds it, another process could take it: that race is accepted (the kernel hands out
+/// ephemeral ports in rotation, so a collision within milliseconds is very unlikely). Backends started by
+/// the tests themselves bind port 0 directly and have no such race.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+/// Polls `probe` every [`POLL`] until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// True when something accepts TCP connections on `127.0.0.1:port`.
+pub async fn accepts(port: u16) -> bool {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok()
+}

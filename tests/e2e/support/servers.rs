@@ -1,0 +1,193 @@
+//! In-test backends for what `trellis echo` cannot do: never answer, send HTTP/2 trailers, accept an
+//! upgrade, or tell the test the moment a request arrives.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http_body_util::{Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderMap, HeaderValue, CONNECTION, UPGRADE};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A backend task on 127.0.0.1:`port`; its accept loop stops when this is dropped.
+pub struct TestServer {
+    pub port: u16,
+    accept: JoinHandle<()>,
+}
+
+impl TestServer {
+    /// `127.0.0.1:PORT`, as written in a target group.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Binds 127.0.0.1:0 and runs `on_conn` on its own task for every accepted connection.
+async fn spawn_server<F, Fut>(on_conn: F) -> TestServer
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let port = listener.local_addr().expect("local_addr").port();
+    let accept = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(on_conn(stream));
+        }
+    });
+    TestServer { port, accept }
+}
+
+/// A port nothing listens on: connecting to it is refused.
+pub fn closed_port_addr() -> String {
+    format!("127.0.0.1:{}", super::free_port())
+}
+
+/// Accepts connections, reads whatever comes and never answers.
+pub async fn silent() -> TestServer {
+    spawn_server(|mut stream| async move {
+        let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+    })
+    .await
+}
+
+/// An h2c-only backend whose every answer is `200`, body `ok`, `x-backend-protocol: h2` and trailers
+/// `grpc-status: 0`, `grpc-message: fine`.
+pub async fn h2c_with_trailers() -> TestServer {
+    spawn_server(|stream| async move {
+        let svc = service_fn(|_req: Request<Incoming>| async {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert("grpc-message", HeaderValue::from_static("fine"));
+            let frames = vec![
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"ok"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let resp = Response::builder()
+                .header("content-type", "application/grpc")
+                .header("x-backend-protocol", "h2")
+                .body(StreamBody::new(stream::iter(frames)))
+                .expect("valid response");
+            Ok::<_, Infallible>(resp)
+        });
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), svc)
+            .await;
+    })
+    .await
+}
+
+/// An HTTP/1.1 backend that answers `Upgrade: websocket` with `101 Switching Protocols` and then echoes
+/// every byte on the upgraded stream; anything else gets `400`.
+pub async fn upgrade_echo() -> TestServer {
+    spawn_server(|stream| async move {
+        let svc = service_fn(|mut req: Request<Incoming>| async move {
+            let wants_ws = req
+                .headers()
+                .get(UPGRADE)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            if !wants_ws {
+                *resp.status_mut() = StatusCode::BAD_REQUEST;
+                return Ok::<_, Infallible>(resp);
+            }
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let (mut rd, mut wr) = tokio::io::split(TokioIo::new(upgraded));
+                    let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+                }
+            });
+            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            resp.headers_mut()
+                .insert(UPGRADE, HeaderValue::from_static("websocket"));
+            Ok(resp)
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades()
+            .await;
+    })
+    .await
+}
+
+/// An HTTP/1.1 backend that counts requests the moment they arrive (before any delay), so a test can
+/// wait until a slow request is really in flight. Answers `200 hello` with `x-served-by: NAME` after
+/// `?delay=MS`.
+pub struct Tracking {
+    pub server: TestServer,
+    pub name: String,
+    arrived: Arc<AtomicUsize>,
+}
+
+impl Tracking {
+    pub async fn start(name: &str) -> Tracking {
+        let arrived = Arc::new(AtomicUsize::new(0));
+        let served_by = HeaderValue::from_str(name).expect("name is a header value");
+        let counter = arrived.clone();
+        let server = spawn_server(move |stream| {
+            let counter = counter.clone();
+            let served_by = served_by.clone();
+            async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let served_by = served_by.clone();
+                    async move {
+                        if let Some(ms) = query_value(req.uri().query(), "delay") {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
+                        let mut resp = Response::new(Full::new(Bytes::from_static(b"hello\n")));
+                        resp.headers_mut().insert("x-served-by", served_by);
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            }
+        })
+        .await;
+        Tracking {
+            server,
+            name: name.to_owned(),
+            arrived,
+        }
+    }
+
+    /// Requests that have reached this backend so far.
+    pub fn arrived(&self) -> usize {
+        self.arrived.load(Ordering::SeqCst)
+    }
+
+    pub fn addr(&self) -> String {
+        self.server.addr()
+    }
+}
+
+fn query_value(query: Option<&str>, key: &str) -> Option<u64> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+}

@@ -1,0 +1,144 @@
+//! `Trellis`: the real binary running a test's configuration.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use super::process::ChildGuard;
+use super::{accepts, free_port, POLL};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_trellis")
+}
+
+/// How long a start may take before the test gives up.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Command-line knobs of `trellis run`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub workers: usize,
+    /// `--shutdown-grace`, when set.
+    pub shutdown_grace: Option<&'static str>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            workers: 2,
+            shutdown_grace: None,
+        }
+    }
+}
+
+impl Options {
+    /// One worker: the balancers' counters are then exactly reproducible.
+    pub fn single_worker() -> Self {
+        Options {
+            workers: 1,
+            ..Options::default()
+        }
+    }
+}
+
+/// A running `trellis run -c <tempdir>/trellis.toml`.
+pub struct Trellis {
+    child: ChildGuard,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Trellis {
+    /// Starts trellis with `--workers 2` and waits until every port in `ports` accepts connections.
+    pub async fn start(config: &str, ports: &[u16]) -> Trellis {
+        Trellis::start_with(config, ports, Options::default()).await
+    }
+
+    /// Starts trellis and waits until every port in `ports` accepts connections; panics with trellis's
+    /// output if it exits first or is not ready within 10s.
+    ///
+    /// Unless the configuration has its own `[admin]` table, an admin listener on a free loopback port
+    /// is prepended so that tests running in parallel do not fight over the default admin port.
+    pub async fn start_with(config: &str, ports: &[u16], opts: Options) -> Trellis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("trellis.toml");
+        let text = if config.contains("[admin]") {
+            config.to_owned()
+        } else {
+            format!(
+                "[admin]\nlisten = \"127.0.0.1:{}\"\n\n{config}",
+                free_port()
+            )
+        };
+        std::fs::write(&path, text).expect("write config");
+
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
+            .arg("-c")
+            .arg(&path)
+            .arg("--workers")
+            .arg(opts.workers.to_string());
+        if let Some(grace) = opts.shutdown_grace {
+            cmd.arg("--shutdown-grace").arg(grace);
+        }
+        let mut trellis = Trellis {
+            child: ChildGuard::spawn("trellis", cmd),
+            config: path,
+            _dir: dir,
+        };
+        trellis.wait_ready(ports).await;
+        trellis
+    }
+
+    async fn wait_ready(&mut self, ports: &[u16]) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for &port in ports {
+            loop {
+                if let Some(status) = self.child.try_exit() {
+                    panic!(
+                        "trellis exited before listening on {port}: {status}\nconfig:\n{}\n{}",
+                        self.config_text(),
+                        self.child.report()
+                    );
+                }
+                if accepts(port).await {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "trellis not accepting on port {port} after {READY_TIMEOUT:?}\nconfig:\n{}",
+                    self.config_text()
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        self.child.signal(signal);
+    }
+
+    /// Waits for trellis to exit; panics with its output if it is still running after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        match self.child.wait_exit(timeout).await {
+            Some(status) => status,
+            None => panic!(
+                "trellis still running {timeout:?} later\n{}",
+                self.child.report()
+            ),
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        self.child.stderr.text()
+    }
+}
