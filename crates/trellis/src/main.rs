@@ -1,4 +1,90 @@
-#[allow(dead_code)] // until the CLI wires `trellis echo`
-mod echo;
+//! The `trellis` command: run the proxy, check a configuration, or serve a demo backend.
 
-fn main() {}
+mod check;
+mod echo;
+mod run;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "trellis", version, about = "A Lattice-style L7 proxy: host and rule routing to weighted, health-checked, autoscaled target groups")]
+struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every listener of a configuration file until SIGTERM or SIGINT.
+    Run {
+        /// The configuration file (TOML).
+        #[arg(short, long, default_value = "/etc/trellis/trellis.toml")]
+        config: PathBuf,
+        /// Worker threads for the data plane (default: one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        shutdown_grace: Duration,
+    },
+    /// Validate a configuration file: exit 0 with a summary, or 1 with every error (file:line: key: message).
+    Check {
+        #[arg(short, long, default_value = "/etc/trellis/trellis.toml")]
+        config: PathBuf,
+    },
+    /// A tiny, fast HTTP backend for demos, tests and load tests.
+    Echo {
+        /// Address to listen on (port 0 picks a free port, printed at start).
+        #[arg(long, default_value = "127.0.0.1:9001")]
+        listen: SocketAddr,
+        /// Name reported in `x-served-by` and bodies (default: the listening address).
+        #[arg(long)]
+        name: Option<String>,
+        /// Worker threads (default: one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let result = match cli.command {
+        Command::Run { config, workers, shutdown_grace } => run::run(&config, workers, shutdown_grace),
+        Command::Check { config } => return check::check(&config),
+        Command::Echo { listen, name, workers } => {
+            runtime(workers).and_then(|rt| rt.block_on(echo::run(echo::EchoOptions { listen, name })))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trellis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+/// A multi-threaded runtime with `workers` threads (default: one per CPU).
+pub fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        anyhow::ensure!(n >= 1, "--workers must be at least 1");
+        builder.worker_threads(n);
+    }
+    Ok(builder.enable_all().build()?)
+}
