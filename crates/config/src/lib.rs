@@ -2,10 +2,21 @@
 //!
 //! One entry point ([`load`] / [`parse`]) is shared by `trellis check`, start-up and reload, so the three can
 //! never disagree about what a valid file is.
+//!
+//! Pipeline: `toml_edit` parses the text keeping spans; `spans` indexes every key path's location;
+//! `sections` deserializes each section and array element on its own (so one bad unit does not hide the
+//! others); `validate` turns raw structs into the model, collecting every problem.
 #![forbid(unsafe_code)]
 
+mod cron;
+mod diag;
 mod error;
 mod model;
+mod raw;
+mod sections;
+mod spans;
+mod summary;
+mod validate;
 
 pub use error::{ConfigError, Diagnostic};
 pub use model::*;
@@ -23,6 +34,37 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates configuration text; `path` names the file in diagnostics and resolves relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let _ = (text, path);
-    todo!("parser and validator")
+    let file = path.display().to_string();
+    let doc = match toml_edit::ImDocument::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            // A syntax error stops the parser, so it is the only diagnostic there can be.
+            let mut d = diag::Diags::new(file, None);
+            let line = e.span().map(|s| line_of_offset(text, s.start));
+            d.push(
+                line,
+                String::new(),
+                e.message().trim_end().replace('\n', "; "),
+            );
+            return Err(ConfigError::Invalid(d.into_sorted()));
+        }
+    };
+    let index = spans::SpanIndex::new(text, doc.as_table());
+    let mut d = diag::Diags::new(file, Some(&index));
+    let raw = sections::split(doc.as_table(), &mut d);
+    let config = validate::validate(raw, path, &mut d);
+    if d.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(d.into_sorted()))
+    }
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }

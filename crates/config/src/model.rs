@@ -271,7 +271,9 @@ pub struct StatusMatcher {
 
 impl StatusMatcher {
     pub fn matches(&self, status: u16) -> bool {
-        self.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+        self.ranges
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&status))
     }
 }
 

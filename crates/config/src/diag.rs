@@ -1,0 +1,94 @@
+//! Collects every problem in a file instead of stopping at the first.
+
+use crate::error::Diagnostic;
+use crate::spans::SpanIndex;
+
+pub(crate) struct Diags<'a> {
+    file: String,
+    index: Option<&'a SpanIndex>,
+    list: Vec<Diagnostic>,
+}
+
+impl<'a> Diags<'a> {
+    pub(crate) fn new(file: String, index: Option<&'a SpanIndex>) -> Self {
+        Diags {
+            file,
+            index,
+            list: Vec::new(),
+        }
+    }
+
+    /// A problem with the key at `path`, located on that key's line (or its table's header if absent).
+    pub(crate) fn err(&mut self, path: &str, message: impl Into<String>) {
+        let line = self.index.and_then(|i| i.line_of(path));
+        self.push(line, path.to_string(), message.into());
+    }
+
+    pub(crate) fn push(&mut self, line: Option<usize>, key: String, message: String) {
+        self.list.push(Diagnostic {
+            file: self.file.clone(),
+            line,
+            key,
+            message,
+        });
+    }
+
+    /// A serde error from deserializing the unit at `unit_path`: locate it by its span when it has one.
+    pub(crate) fn serde(&mut self, unit_path: &str, e: &toml_edit::de::Error) {
+        let located = self.index.zip(e.span()).map(|(idx, span)| {
+            let path = idx.path_at(&span).unwrap_or(unit_path).to_string();
+            (Some(idx.line_at(span.start)), path)
+        });
+        let (line, key) = match located {
+            Some(l) => l,
+            None => (
+                self.index.and_then(|i| i.line_of(unit_path)),
+                unit_path.to_string(),
+            ),
+        };
+        self.push(line, key, friendly(e.message()));
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// All diagnostics in file order (stable, so same-line problems keep the order they were found in).
+    pub(crate) fn into_sorted(mut self) -> Vec<Diagnostic> {
+        self.list.sort_by_key(|d| d.line.unwrap_or(0));
+        self.list
+    }
+}
+
+/// Serde speaks Rust (`expected i64`); users wrote TOML.
+fn friendly(message: &str) -> String {
+    let msg = message.trim_end().replace("unknown field", "unknown key");
+    [
+        ("expected i64", "expected an integer"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected a table"),
+        ("expected a borrowed string", "expected a string"),
+    ]
+    .iter()
+    .fold(msg, |m, (from, to)| m.replace(from, to))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn friendly_messages() {
+        assert_eq!(
+            super::friendly("invalid type: string \"x\", expected i64"),
+            "invalid type: string \"x\", expected an integer"
+        );
+        assert_eq!(
+            super::friendly("unknown field `a`, expected `b`"),
+            "unknown key `a`, expected `b`"
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! Splits the document into independent units (`[admin]`, each `[[service]]`, each `[[target_group]]`, ...)
+//! and deserializes each one on its own, so a type error or unknown key in one unit does not hide the
+//! problems in the others.
+
+use serde::de::{DeserializeOwned, IntoDeserializer};
+use toml_edit::{Item, Table, Value};
+
+use crate::diag::Diags;
+use crate::raw::*;
+
+/// The document as raw structs. Array entries keep their file index (for key paths); `None` marks an entry
+/// that failed to deserialize (already reported).
+#[derive(Default)]
+pub(crate) struct RawDoc {
+    pub admin: Option<RawAdmin>,
+    pub access_log: Option<RawAccessLog>,
+    pub limits: Option<RawLimits>,
+    pub services: Vec<Option<RawService>>,
+    pub target_groups: Vec<Option<RawTargetGroup>>,
+    pub scaling_groups: Vec<Option<RawScalingGroup>>,
+    /// Names of target groups that failed to deserialize: references to them are not reported again.
+    pub broken_target_groups: Vec<String>,
+}
+
+const SECTIONS: &[&str] = &[
+    "admin",
+    "access_log",
+    "limits",
+    "service",
+    "target_group",
+    "scaling_group",
+];
+
+pub(crate) fn split(root: &Table, d: &mut Diags) -> RawDoc {
+    let mut doc = RawDoc::default();
+    for (key, item) in root.iter() {
+        match key {
+            "admin" => doc.admin = unit(item, key, d),
+            "access_log" => doc.access_log = unit(item, key, d),
+            "limits" => doc.limits = unit(item, key, d),
+            "service" => doc.services = array(item, key, d).into_iter().map(|(_, r)| r).collect(),
+            "target_group" => {
+                for (item, raw) in array::<RawTargetGroup>(item, key, d) {
+                    if raw.is_none() {
+                        if let Some(name) = item
+                            .as_table_like()
+                            .and_then(|t| t.get("name"))
+                            .and_then(Item::as_str)
+                        {
+                            doc.broken_target_groups.push(name.to_string());
+                        }
+                    }
+                    doc.target_groups.push(raw);
+                }
+            }
+            "scaling_group" => {
+                doc.scaling_groups = array(item, key, d).into_iter().map(|(_, r)| r).collect()
+            }
+            _ => d.err(
+                key,
+                format!(
+                    "unknown section `{key}`, expected one of {}",
+                    SECTIONS.join(", ")
+                ),
+            ),
+        }
+    }
+    doc
+}
+
+fn unit<T: DeserializeOwned>(item: &Item, path: &str, d: &mut Diags) -> Option<T> {
+    let value = match item.clone().into_value() {
+        Ok(v) => v,
+        Err(_) => return None,
+    };
+    match T::deserialize(value.into_deserializer()) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            d.serde(path, &e);
+            None
+        }
+    }
+}
+
+/// Each element of an array of tables, deserialized separately, paired with its source item.
+fn array<T: DeserializeOwned>(item: &Item, key: &str, d: &mut Diags) -> Vec<(Item, Option<T>)> {
+    let elements: Vec<Item> = match item {
+        Item::ArrayOfTables(a) => a.iter().map(|t| Item::Table(t.clone())).collect(),
+        Item::Value(Value::Array(a)) => a.iter().map(|v| Item::Value(v.clone())).collect(),
+        _ => {
+            d.err(key, format!("expected an array of tables ([[{key}]])"));
+            return Vec::new();
+        }
+    };
+    elements
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let raw = unit(&item, &format!("{key}[{i}]"), d);
+            (item, raw)
+        })
+        .collect()
+}

@@ -1,0 +1,129 @@
+//! Raw structs → validated model. Every check reports into [`Diags`] and carries on; the caller rejects the
+//! file if anything was reported.
+
+mod fields;
+mod policy;
+mod rules;
+mod scaling;
+mod service;
+mod target_group;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::diag::Diags;
+use crate::model::*;
+use crate::raw::{RawAccessLog, RawAdmin, RawLimits};
+use crate::sections::RawDoc;
+
+/// What later sections need to know about earlier ones.
+pub(crate) struct Ctx<'a> {
+    /// Directory of the configuration file, for relative paths.
+    pub base: &'a Path,
+    /// Every target group name in the file, with its protocol (`None` if the group itself is broken).
+    pub target_groups: HashMap<String, Option<TargetProtocol>>,
+}
+
+pub(crate) fn validate(doc: RawDoc, source: &Path, d: &mut Diags) -> Config {
+    let base = source.parent().unwrap_or(Path::new(""));
+    let admin = admin(d, doc.admin.unwrap_or_default(), base);
+    let access_log = access_log(d, doc.access_log.unwrap_or_default(), base);
+    let limits = limits(
+        d,
+        "limits",
+        &doc.limits.unwrap_or_default(),
+        Limits::default(),
+    );
+
+    let target_groups = target_group::target_groups(d, &doc.target_groups);
+    let mut ctx = Ctx {
+        base,
+        target_groups: HashMap::new(),
+    };
+    for name in doc.broken_target_groups {
+        ctx.target_groups.insert(name, None);
+    }
+    for tg in &target_groups {
+        ctx.target_groups.insert(tg.name.clone(), Some(tg.protocol));
+    }
+    let services = service::services(d, &ctx, &doc.services, limits);
+    let scaling_groups = scaling::scaling_groups(d, &ctx, &doc.scaling_groups);
+
+    Config {
+        source: source.to_path_buf(),
+        admin,
+        access_log,
+        limits,
+        services,
+        target_groups,
+        scaling_groups,
+    }
+}
+
+fn admin(d: &mut Diags, raw: RawAdmin, base: &Path) -> Admin {
+    let default = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
+    let listen = match &raw.listen {
+        None => default,
+        Some(s) => s.parse::<SocketAddr>().unwrap_or_else(|_| {
+            d.err(
+                "admin.listen",
+                format!("{s:?} is not an address with a port, such as \"127.0.0.1:9901\""),
+            );
+            default
+        }),
+    };
+    let token_file = raw
+        .token_file
+        .as_deref()
+        .map(|t| fields::file_path(d, "admin.token_file", t, base));
+    if !listen.ip().is_loopback() && token_file.is_none() {
+        d.err(
+            "admin.listen",
+            format!("{listen} is not a loopback address, so admin.token_file is required"),
+        );
+    }
+    Admin { listen, token_file }
+}
+
+fn access_log(d: &mut Diags, raw: RawAccessLog, base: &Path) -> AccessLog {
+    let destination = match raw.destination.as_deref() {
+        None | Some("stdout") => LogDestination::Stdout,
+        Some("off") => LogDestination::Off,
+        Some(p) => LogDestination::File(fields::file_path(d, "access_log.destination", p, base)),
+    };
+    AccessLog { destination }
+}
+
+/// `[limits]` or a listener's `limits = {...}`: keys present override `base`.
+pub(crate) fn limits(d: &mut Diags, path: &str, raw: &RawLimits, base: Limits) -> Limits {
+    let max = fields::int_in(
+        d,
+        &format!("{path}.max_header_bytes"),
+        raw.max_header_bytes,
+        base.max_header_bytes as i64,
+        1024,
+        1_048_576,
+    );
+    Limits {
+        header_timeout: fields::positive_duration(
+            d,
+            &format!("{path}.header_timeout"),
+            &raw.header_timeout,
+            base.header_timeout,
+        ),
+        idle_timeout: fields::positive_duration(
+            d,
+            &format!("{path}.idle_timeout"),
+            &raw.idle_timeout,
+            base.idle_timeout,
+        ),
+        max_header_bytes: usize::try_from(max).unwrap_or(base.max_header_bytes),
+    }
+}
+
+/// `(lo, hi)` bounds of durations used in several places.
+pub(crate) const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
