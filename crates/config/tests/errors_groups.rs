@@ -413,7 +413,7 @@ fn admin_access_log_limits() {
         &t,
         "max_header_bytes",
         "limits.max_header_bytes",
-        "100 is outside 1024..=1048576",
+        "100 is outside 8192..=1048576",
     );
     expect(
         &t,
@@ -438,7 +438,7 @@ fn admin_access_log_limits() {
         &t,
         "limits",
         "service[0].listener[0].limits.max_header_bytes",
-        "2000000 is outside 1024..=1048576",
+        "2000000 is outside 8192..=1048576",
     );
 }
 

@@ -103,7 +103,8 @@ pub(crate) fn limits(d: &mut Diags, path: &str, raw: &RawLimits, base: Limits) -
         &format!("{path}.max_header_bytes"),
         raw.max_header_bytes,
         base.max_header_bytes as i64,
-        1024,
+        // hyper cannot buffer less than 8 KiB for a request head.
+        8192,
         1_048_576,
     );
     Limits {
