@@ -62,7 +62,7 @@ pub fn to_target<B>(
     headers.insert(X_FORWARDED_PORT.clone(), client.forwarded_port.clone());
     headers.insert(X_TRELLIS_TARGET.clone(), target_header.clone());
     headers.remove(&X_TRELLIS_IDENTITY);
-    if !headers.get(&X_REQUEST_ID).is_some_and(|v| !v.is_empty()) {
+    if headers.get(&X_REQUEST_ID).is_none_or(|v| v.is_empty()) {
         headers.insert(X_REQUEST_ID.clone(), new_request_id());
     }
     if http2 {

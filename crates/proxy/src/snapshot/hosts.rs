@@ -31,7 +31,7 @@ impl HostTable {
                 }
             }
         }
-        self.suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.suffixes.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
     }
 
     /// The service for a raw Host value: port stripped, case-insensitive; exact, then wildcard, then `*`.

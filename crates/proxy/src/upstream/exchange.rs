@@ -8,6 +8,9 @@ use hyper::body::Incoming;
 use super::pool::{ConnectError, PooledSender, Sender, TargetPool};
 use super::Group;
 
+// The error carries the unsent request back for a retry on another target; boxing it would only add an
+// allocation to that path.
+#[allow(clippy::large_enum_variant)]
 pub enum ExchangeError {
     /// No connection could be made; the request comes back unsent, for another target.
     Connect(Request<Incoming>, ConnectError),
@@ -18,6 +21,7 @@ pub enum ExchangeError {
 
 /// Sends `req` to the target behind `pool`. Pooled connections that turn out to have closed while idle
 /// give the request back untouched; then the next one, and finally a fresh connection, is tried.
+#[allow(clippy::result_large_err)]
 pub async fn exchange(
     group: &Group,
     pool: &Arc<TargetPool>,
