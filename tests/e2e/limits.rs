@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::support::client::{get_request, h1_connect, h1_send};
+use tokio::io::AsyncWriteExt;
+
 use crate::support::config::{fixed, listener, listener_with, service};
 use crate::support::raw::{self, End};
 use crate::support::{free_port, Trellis};
@@ -139,17 +140,28 @@ async fn idle_keep_alive_connection_is_closed_after_idle_timeout() {
     let port = free_port();
     let _trellis = fixed_ok(port, "[limits]\nidle_timeout = \"500ms\"\n").await;
 
-    let (mut conn, driver) = h1_connect(port).await;
+    let mut stream = raw::connect(port).await;
     for _ in 0..2 {
-        let reply = h1_send(&mut conn, get_request("/", &[("host", "shop.internal")])).await;
-        assert_eq!((reply.status, reply.text().as_str()), (200, "ok"));
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: shop.internal\r\n\r\n")
+            .await
+            .expect("write request");
+        let (head, body) = raw::read_response(&mut stream).await;
+        assert_eq!(
+            (raw::status_of(head.as_bytes()), &body[..]),
+            (200, &b"ok"[..]),
+            "{head}"
+        );
     }
     // The second answer came on the same connection; now it sits idle until trellis closes it.
-    let idle_since = std::time::Instant::now();
-    let closed = tokio::time::timeout(Duration::from_secs(5), driver).await;
-    let after = idle_since.elapsed();
+    let (data, end, after) = raw::read_until_end(&mut stream, Duration::from_secs(5)).await;
     assert!(
-        closed.is_ok(),
+        data.is_empty(),
+        "unexpected bytes on an idle connection: {data:?}"
+    );
+    assert_ne!(
+        end,
+        End::StillOpen,
         "idle connection still open after {after:?} (idle_timeout 500ms)"
     );
     assert!(

@@ -179,6 +179,7 @@ pub async fn h1_send(
     sender: &mut http1::SendRequest<Full<Bytes>>,
     req: Request<Full<Bytes>>,
 ) -> Reply {
+    sender.ready().await.expect("HTTP/1.1 connection ready");
     let resp = sender.send_request(req).await.expect("HTTP/1.1 request");
     Reply::from_hyper(resp).await
 }
@@ -188,6 +189,7 @@ pub async fn h2_send(
     sender: &mut http2::SendRequest<Full<Bytes>>,
     req: Request<Full<Bytes>>,
 ) -> Reply {
+    sender.ready().await.expect("HTTP/2 connection ready");
     let resp = sender.send_request(req).await.expect("HTTP/2 request");
     Reply::from_hyper(resp).await
 }

@@ -70,6 +70,26 @@ pub async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
         .expect("response head within 5s")
 }
 
+/// Reads one whole response whose length is given by `content-length`; returns its head and body.
+pub async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let (head, mut body) = read_head(stream).await;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no content-length in {head:?}"));
+    let mut rest = vec![0u8; length.saturating_sub(body.len())];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut rest))
+        .await
+        .expect("response body within 5s")
+        .expect("read response body");
+    body.extend_from_slice(&rest);
+    (head, body)
+}
+
 /// The status code of a response that starts `HTTP/1.x NNN`.
 pub fn status_of(response: &[u8]) -> u16 {
     let text = String::from_utf8_lossy(response);
