@@ -94,9 +94,9 @@ async fn least_outstanding_avoids_the_busy_target() {
     .concat();
     let _trellis = Trellis::start_with(&cfg, &[port], Options::single_worker()).await;
 
-    // One slow request, held in flight by its backend for 1.5s.
+    // One slow request, held in flight by its backend for 3s.
     let slow =
-        tokio::spawn(async move { client::get(&client::http1(), port, "/?delay=1500").await });
+        tokio::spawn(async move { client::get(&client::http1(), port, "/?delay=3000").await });
     eventually(
         Duration::from_secs(5),
         "the slow request to reach a backend",

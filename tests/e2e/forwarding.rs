@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::client::{self, get_request, h1_connect, h1_send, h2_connect, h2_send, url};
 use crate::support::config::{
-    forward_to, listener, service, target_group, target_group_with, targets,
+    forward_to, listener, rule, service, target_group, target_group_with, targets,
 };
 use crate::support::rss::RssWatch;
 use crate::support::servers;
@@ -158,26 +158,60 @@ async fn large_download_streams_in_constant_memory() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2c_clients_are_served_and_h2_targets_spoken_to() {
+async fn h2c_clients_reach_http1_and_http2_target_groups() {
     let echo = Echo::start("e1").await;
-    let (_trellis, port) = proxy_to(&targets(&[echo.addr()]), "protocol_version = \"http2\"").await;
+    let port = free_port();
+    let cfg = [
+        service("shop", &["*"]),
+        listener(port, &forward_to("modern")),
+        rule(
+            "legacy",
+            1,
+            r#"{ path = { prefix = "/h1" } }"#,
+            &forward_to("legacy"),
+        ),
+        target_group("legacy", &targets(&[echo.addr()])),
+        target_group_with(
+            "modern",
+            &targets(&[echo.addr()]),
+            "protocol_version = \"http2\"",
+        ),
+    ]
+    .concat();
+    let _trellis = Trellis::start(&cfg, &[port]).await;
+    let h2c = client::h2c();
 
-    let resp = client::h2c()
-        .post(url(port, "/h2?echo"))
-        .body(vec![7u8; 100_000])
-        .send()
-        .await
-        .expect("h2c request through trellis");
-    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
-    assert_eq!(resp.status().as_u16(), 200);
-    let seen: serde_json::Value =
-        serde_json::from_slice(&resp.bytes().await.expect("body")).expect("JSON");
+    for (path, target_version) in [("/h2", "HTTP/2.0"), ("/h1", "HTTP/1.1")] {
+        let resp = h2c
+            .post(url(port, &format!("{path}?echo")))
+            .body(vec![7u8; 100_000])
+            .send()
+            .await
+            .expect("h2c request through trellis");
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        assert_eq!(resp.status().as_u16(), 200);
+        let body = resp.bytes().await.expect("body");
+        let seen: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(seen["version"], target_version, "{path}: {seen}");
+        assert_eq!(seen["body_bytes"], 100_000, "{path}: {seen}");
+        assert_eq!(seen["path"], path);
+        assert_eq!(
+            seen["headers"]["x-forwarded-proto"],
+            json!(["http"]),
+            "{seen}"
+        );
+    }
+    // An HTTP/1.1 target needs exactly one Host, even though the client sent only `:authority`.
+    let seen = client::get(&h2c, port, "/h1?echo").await.json();
+    let hosts = seen["headers"]["host"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(
-        seen["version"], "HTTP/2.0",
-        "trellis spoke h2c to the http2 target group: {seen}"
+        hosts.len(),
+        1,
+        "host headers at the HTTP/1.1 target: {seen}"
     );
-    assert_eq!(seen["body_bytes"], 100_000);
-    assert_eq!(seen["path"], "/h2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,7 +28,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let http = client::http1();
     let slow = {
         let http = http.clone();
-        tokio::spawn(async move { client::get(&http, port, "/?delay=1500").await })
+        tokio::spawn(async move { client::get(&http, port, "/?delay=2000").await })
     };
     eventually(
         Duration::from_secs(5),
