@@ -20,12 +20,18 @@ use crate::upstream::{exchange, ExchangeError, Group};
 const MAX_CONNECT_RETRIES: usize = 2;
 
 /// Answers one request. Never fails: every failure becomes a response trellis writes itself.
-pub async fn handle(conn: Arc<ConnContext>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(
+    conn: Arc<ConnContext>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
     // Routing happens under the one snapshot load of this request; only the chosen group (an Arc) is
     // carried past it, so a reload during a slow exchange frees the old snapshot as soon as it can.
     let (group, target_header) = {
         let snapshot = conn.proxy.snapshot();
-        let Some(service) = snapshot.port(conn.listen).and_then(|p| p.service(host(&req))) else {
+        let Some(service) = snapshot
+            .port(conn.listen)
+            .and_then(|p| p.service(host(&req)))
+        else {
             return Ok(failure(Failure::NoService));
         };
         let (_rule, action) = service.route(req.method(), req.uri().path(), req.headers());
@@ -61,7 +67,11 @@ async fn forward(
     let mut tried = Tried::default();
     loop {
         let Some(pick) = group.balancer.pick(&tried) else {
-            return failure(if tried.is_empty() { Failure::NoTargets } else { Failure::ConnectFailed });
+            return failure(if tried.is_empty() {
+                Failure::NoTargets
+            } else {
+                Failure::ConnectFailed
+            });
         };
         tried.insert(pick.index);
         let in_flight = group.balancer.targets()[pick.index].begin();
@@ -70,7 +80,8 @@ async fn forward(
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_upgrade {
                         let target_side = hyper::upgrade::on(&mut resp);
-                        conn.tasks.spawn(tunnel(client_side, target_side, in_flight));
+                        conn.tasks
+                            .spawn(tunnel(client_side, target_side, in_flight));
                         headers::from_target(resp.headers_mut(), true);
                         return resp.map(|_| ProxyBody::empty());
                     }
@@ -102,9 +113,14 @@ async fn forward(
 }
 
 /// After a `101`, both sides become one byte stream until either closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, target: hyper::upgrade::OnUpgrade, in_flight: InFlight) {
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    target: hyper::upgrade::OnUpgrade,
+    in_flight: InFlight,
+) {
     if let (Ok(client), Ok(target)) = tokio::join!(client, target) {
-        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(target)).await;
+        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(target))
+            .await;
     }
     drop(in_flight);
 }
@@ -123,7 +139,9 @@ fn failure(f: Failure) -> Response<ProxyBody> {
     *resp.status_mut() = f.status();
     let h = resp.headers_mut();
     h.insert(X_TRELLIS_ERROR.clone(), f.header_value());
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
-

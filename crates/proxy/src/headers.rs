@@ -29,7 +29,8 @@ pub struct ClientInfo {
 impl ClientInfo {
     pub fn new(ip: IpAddr, tls: bool, port: u16) -> Self {
         ClientInfo {
-            ip_text: HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+            ip_text: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
             forwarded_proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
             forwarded_port: HeaderValue::from(port),
         }
@@ -164,7 +165,11 @@ fn to_http2_form<B>(req: &mut Request<B>) {
 fn new_request_id() -> HeaderValue {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| std::collections::hash_map::RandomState::new().build_hasher().finish());
+    let prefix = *PREFIX.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut buf = [0u8; 32];
     hex(prefix, &mut buf[..16]);
@@ -204,7 +209,14 @@ mod tests {
         let target = HeaderValue::from_static("service=s;target-group=g");
         to_target(&mut req, &client(), &target, false, false);
         let h = req.headers();
-        for gone in ["connection", "keep-alive", "x-secret", "te", "upgrade", "x-trellis-identity"] {
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "te",
+            "upgrade",
+            "x-trellis-identity",
+        ] {
             assert!(!h.contains_key(gone), "{gone} should be removed");
         }
         assert_eq!(h["x-trellis-target"], "service=s;target-group=g");
@@ -223,7 +235,13 @@ mod tests {
             .header("te", "trailers")
             .body(())
             .unwrap();
-        to_target(&mut req, &client(), &HeaderValue::from_static("t"), false, false);
+        to_target(
+            &mut req,
+            &client(),
+            &HeaderValue::from_static("t"),
+            false,
+            false,
+        );
         assert_eq!(req.headers()["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
         assert_eq!(req.headers()["x-request-id"], "abc");
         assert_eq!(req.headers()["te"], "trailers");
@@ -238,7 +256,13 @@ mod tests {
             .body(())
             .unwrap();
         assert!(is_upgrade(&req));
-        to_target(&mut req, &client(), &HeaderValue::from_static("t"), false, true);
+        to_target(
+            &mut req,
+            &client(),
+            &HeaderValue::from_static("t"),
+            false,
+            true,
+        );
         assert_eq!(req.headers()["upgrade"], "websocket");
         assert_eq!(req.headers()["connection"], "Upgrade");
     }
@@ -250,7 +274,13 @@ mod tests {
             .uri("http://shop.internal:8080/a?b=1")
             .body(())
             .unwrap();
-        to_target(&mut req, &client(), &HeaderValue::from_static("t"), false, false);
+        to_target(
+            &mut req,
+            &client(),
+            &HeaderValue::from_static("t"),
+            false,
+            false,
+        );
         assert_eq!(req.uri(), "/a?b=1");
         assert_eq!(req.headers()["host"], "shop.internal:8080");
         assert_eq!(req.version(), Version::HTTP_11);
@@ -258,8 +288,18 @@ mod tests {
 
     #[test]
     fn http1_clients_become_http2_requests_with_authority() {
-        let mut req = Request::builder().uri("/a").header("host", "api").body(()).unwrap();
-        to_target(&mut req, &client(), &HeaderValue::from_static("t"), true, false);
+        let mut req = Request::builder()
+            .uri("/a")
+            .header("host", "api")
+            .body(())
+            .unwrap();
+        to_target(
+            &mut req,
+            &client(),
+            &HeaderValue::from_static("t"),
+            true,
+            false,
+        );
         assert_eq!(req.uri(), "http://api/a");
         assert!(!req.headers().contains_key("host"));
         assert_eq!(req.version(), Version::HTTP_2);

@@ -76,9 +76,15 @@ impl Balancer {
             Algorithm::LeastOutstanding => self.least_outstanding(tried, routable_only),
         };
         if let Some(index) = pick(true) {
-            return Some(Pick { index, failed_open: false });
+            return Some(Pick {
+                index,
+                failed_open: false,
+            });
         }
-        pick(false).map(|index| Pick { index, failed_open: true })
+        pick(false).map(|index| Pick {
+            index,
+            failed_open: true,
+        })
     }
 
     fn candidate(&self, index: usize, tried: &Tried, routable_only: bool) -> bool {
@@ -187,7 +193,11 @@ mod tests {
     #[test]
     fn least_outstanding_prefers_idle_targets() {
         let b = group(&[1, 1, 1], Algorithm::LeastOutstanding);
-        let _busy = [b.targets()[0].begin(), b.targets()[0].begin(), b.targets()[2].begin()];
+        let _busy = [
+            b.targets()[0].begin(),
+            b.targets()[0].begin(),
+            b.targets()[2].begin(),
+        ];
         for _ in 0..5 {
             assert_eq!(b.pick(&Tried::default()).unwrap().index, 1);
         }
@@ -238,6 +248,10 @@ mod tests {
     }
 
     fn num_gcd(a: usize, b: usize) -> usize {
-        if b == 0 { a } else { num_gcd(b, a % b) }
+        if b == 0 {
+            a
+        } else {
+            num_gcd(b, a % b)
+        }
     }
 }

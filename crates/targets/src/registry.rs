@@ -39,6 +39,9 @@ mod tests {
         assert!(!r.stats("web", a).is_routable());
         assert!(r.stats("api", a).is_routable());
         r.retain(|g, _| g == "api");
-        assert!(r.stats("web", a).is_routable(), "forgotten, then created anew");
+        assert!(
+            r.stats("web", a).is_routable(),
+            "forgotten, then created anew"
+        );
     }
 }

@@ -124,7 +124,10 @@ mod tests {
         for _ in 0..s.period() {
             seen[s.next().unwrap()] = true;
         }
-        assert!(seen.iter().all(|&x| x), "every positive weight keeps at least one slot");
+        assert!(
+            seen.iter().all(|&x| x),
+            "every positive weight keeps at least one slot"
+        );
     }
 
     proptest! {

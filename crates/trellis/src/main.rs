@@ -12,7 +12,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "trellis", version, about = "A Lattice-style L7 proxy: host and rule routing to weighted, health-checked, autoscaled target groups")]
+#[command(
+    name = "trellis",
+    version,
+    about = "A Lattice-style L7 proxy: host and rule routing to weighted, health-checked, autoscaled target groups"
+)]
 struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info")]
@@ -58,11 +62,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let result = match cli.command {
-        Command::Run { config, workers, shutdown_grace } => run::run(&config, workers, shutdown_grace),
+        Command::Run {
+            config,
+            workers,
+            shutdown_grace,
+        } => run::run(&config, workers, shutdown_grace),
         Command::Check { config } => return check::check(&config),
-        Command::Echo { listen, name, workers } => {
-            runtime(workers).and_then(|rt| rt.block_on(echo::run(echo::EchoOptions { listen, name })))
-        }
+        Command::Echo {
+            listen,
+            name,
+            workers,
+        } => runtime(workers)
+            .and_then(|rt| rt.block_on(echo::run(echo::EchoOptions { listen, name }))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,7 +87,10 @@ fn main() -> ExitCode {
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// A multi-threaded runtime with `workers` threads (default: one per CPU).

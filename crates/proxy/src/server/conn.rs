@@ -1,8 +1,10 @@
 //! One client connection: HTTP/1.1 or h2c (detected by hyper-util's auto builder), driven under the
 //! watchdog's timers and the server's shutdown signal.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 
 use http::{Request, Version};
 use hyper::body::Incoming;
@@ -73,7 +75,12 @@ impl Drop for RequestGuard {
     }
 }
 
-pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<ListenerContext>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
     let state = Arc::new(ConnState::new());
     let ctx = Arc::new(ConnContext {
@@ -103,7 +110,23 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, listener: Arc<ListenerCo
     }
     loop {
         tokio::select! {
-            _ = conn.as_mut() => break,
+            // Ready(true) when the connection is done; Ready(false) when a request finished during this
+            // poll (hyper runs an HTTP/1 service inside it), so the timer is re-armed for the idle
+            // deadline without any cross-task signalling.
+            done = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
+                Poll::Ready(_) => Poll::Ready(true),
+                Poll::Pending if state.take_changed() => Poll::Ready(false),
+                Poll::Pending => Poll::Pending,
+            }) => {
+                if done {
+                    break;
+                }
+                if !closing {
+                    if let Verdict::Wait(at) = state.verdict(&listener.limits) {
+                        timer.as_mut().reset(at);
+                    }
+                }
+            }
             _ = &mut timer, if !closing => match state.verdict(&listener.limits) {
                 Verdict::Wait(at) => timer.as_mut().reset(at),
                 // Dropping the connection closes the socket; there is no request to answer yet.

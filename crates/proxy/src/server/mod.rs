@@ -38,7 +38,10 @@ impl Server {
                     what: "https and tls_passthrough listeners (TLS support is not built yet)",
                 });
             }
-            let listener = bind(port.addr).map_err(|source| ProxyError::Bind { addr: port.addr, source })?;
+            let listener = bind(port.addr).map_err(|source| ProxyError::Bind {
+                addr: port.addr,
+                source,
+            })?;
             bound.push((listener, port.addr, port.limits));
         }
         drop(snapshot);
@@ -48,10 +51,19 @@ impl Server {
         let mut addrs = Vec::new();
         for (listener, addr, limits) in bound {
             addrs.push(listener.local_addr().unwrap_or(addr));
-            let ctx = Arc::new(ListenerContext::new(proxy.clone(), addr, limits, tasks.clone()));
+            let ctx = Arc::new(ListenerContext::new(
+                proxy.clone(),
+                addr,
+                limits,
+                tasks.clone(),
+            ));
             tasks.spawn(accept_loop(listener, ctx, shutdown.subscribe()));
         }
-        Ok(Server { shutdown, tasks, addrs })
+        Ok(Server {
+            shutdown,
+            tasks,
+            addrs,
+        })
     }
 
     /// The bound addresses, in snapshot order.
@@ -68,7 +80,11 @@ impl Server {
     }
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<ListenerContext>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<ListenerContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             biased;

@@ -27,6 +27,8 @@ pub struct ConnState {
     last_active: AtomicU64,
     /// HTTP/2 has no request heads on the wire between frames, so the head timer does not apply.
     http2: AtomicBool,
+    /// Set when a request finishes, so the driver re-arms its timer for the idle deadline.
+    changed: AtomicBool,
 }
 
 /// What the watchdog decided at a wake-up.
@@ -49,6 +51,7 @@ impl ConnState {
             head_started: AtomicU64::new(1),
             last_active: AtomicU64::new(0),
             http2: AtomicBool::new(false),
+            changed: AtomicBool::new(false),
         }
     }
 
@@ -62,8 +65,11 @@ impl ConnState {
 
     /// Bytes arrived from the client.
     fn on_read(&self) {
-        if self.in_flight.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == 0 {
-            self.head_started.store(1 + self.now_ms(), Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+        {
+            self.head_started
+                .store(1 + self.now_ms(), Ordering::Relaxed);
         }
     }
 
@@ -80,6 +86,12 @@ impl ConnState {
     pub fn request_finished(&self) {
         self.last_active.store(self.now_ms(), Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.changed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a request finished since the last call.
+    pub fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::Relaxed)
     }
 
     pub fn verdict(&self, limits: &Limits) -> Verdict {
@@ -87,7 +99,11 @@ impl ConnState {
         let head = self.head_started.load(Ordering::Relaxed);
         if head != 0 && !self.http2.load(Ordering::Relaxed) {
             let deadline = head - 1 + limits.header_timeout.as_millis() as u64;
-            return if now >= deadline { Verdict::HeadTimeout } else { Verdict::Wait(self.at(deadline)) };
+            return if now >= deadline {
+                Verdict::HeadTimeout
+            } else {
+                Verdict::Wait(self.at(deadline))
+            };
         }
         let idle_ms = limits.idle_timeout.as_millis() as u64;
         if self.in_flight.load(Ordering::Relaxed) > 0 {
@@ -115,7 +131,11 @@ impl<T> WatchedIo<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -127,7 +147,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 

@@ -41,7 +41,11 @@ pub struct Fixed {
 }
 
 impl Action {
-    pub fn build(action: &config::Action, service: &str, groups: &dyn Fn(&str) -> Option<Arc<Group>>) -> Self {
+    pub fn build(
+        action: &config::Action,
+        service: &str,
+        groups: &dyn Fn(&str) -> Option<Arc<Group>>,
+    ) -> Self {
         match action {
             config::Action::Forward(list) => {
                 let to: Vec<ForwardTo> = list
@@ -51,7 +55,8 @@ impl Action {
                         let header = format!("service={service};target-group={}", w.target_group);
                         Some(ForwardTo {
                             group,
-                            target_header: HeaderValue::from_str(&header).unwrap_or(HeaderValue::from_static("")),
+                            target_header: HeaderValue::from_str(&header)
+                                .unwrap_or(HeaderValue::from_static("")),
                         })
                     })
                     .collect();

@@ -31,7 +31,8 @@ impl HostTable {
                 }
             }
         }
-        self.suffixes.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+        self.suffixes
+            .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
     }
 
     /// The service for a raw Host value: port stripped, case-insensitive; exact, then wildcard, then `*`.
@@ -84,7 +85,13 @@ mod tests {
 
     fn table() -> HostTable {
         let mut t = HostTable::default();
-        t.add(&[HostPattern::Exact("shop.internal".into()), HostPattern::Suffix(".shop.internal".into())], 0);
+        t.add(
+            &[
+                HostPattern::Exact("shop.internal".into()),
+                HostPattern::Suffix(".shop.internal".into()),
+            ],
+            0,
+        );
         t.add(&[HostPattern::Exact("api.shop.internal".into())], 1);
         t.add(&[HostPattern::Suffix(".deep.shop.internal".into())], 2);
         t
@@ -96,7 +103,11 @@ mod tests {
         assert_eq!(t.lookup(Some(b"shop.internal")), Some(0));
         assert_eq!(t.lookup(Some(b"API.Shop.Internal:8080")), Some(1));
         assert_eq!(t.lookup(Some(b"www.shop.internal")), Some(0));
-        assert_eq!(t.lookup(Some(b"a.deep.shop.internal")), Some(2), "longest wildcard wins");
+        assert_eq!(
+            t.lookup(Some(b"a.deep.shop.internal")),
+            Some(2),
+            "longest wildcard wins"
+        );
         assert_eq!(t.lookup(Some(b"other")), None);
         assert_eq!(t.lookup(None), None);
         t.add(&[HostPattern::Any], 3);

@@ -123,7 +123,12 @@ impl PortRoutes {
 impl ServiceRoutes {
     /// The first rule (by priority) whose conditions all hold, else the listener's default action.
     #[inline]
-    pub fn route(&self, method: &Method, path: &str, headers: &HeaderMap) -> (Option<&Rule>, &Action) {
+    pub fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> (Option<&Rule>, &Action) {
         for rule in self.rules.iter() {
             if rule.conditions.matches(method, path, headers) {
                 return (Some(rule), &rule.action);

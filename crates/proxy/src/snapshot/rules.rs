@@ -14,12 +14,20 @@ pub struct Conditions {
 impl Conditions {
     pub fn compile(m: &Match) -> Self {
         Conditions {
-            method: m.method.as_deref().and_then(|s| Method::from_bytes(s.as_bytes()).ok()),
+            method: m
+                .method
+                .as_deref()
+                .and_then(|s| Method::from_bytes(s.as_bytes()).ok()),
             path: m.path.as_ref().map(TextMatcher::path),
             headers: m
                 .headers
                 .iter()
-                .filter_map(|h| Some((HeaderName::from_bytes(h.name.as_bytes()).ok()?, TextMatcher::header(h))))
+                .filter_map(|h| {
+                    Some((
+                        HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                        TextMatcher::header(h),
+                    ))
+                })
                 .collect(),
         }
     }
@@ -104,7 +112,11 @@ mod tests {
     fn path(kind: StringMatchKind, v: &str, cs: bool) -> Conditions {
         Conditions::compile(&Match {
             method: None,
-            path: Some(PathMatch { kind, value: v.into(), case_sensitive: cs }),
+            path: Some(PathMatch {
+                kind,
+                value: v.into(),
+                case_sensitive: cs,
+            }),
             headers: vec![],
         })
     }
@@ -134,8 +146,18 @@ mod tests {
             method: Some("POST".into()),
             path: None,
             headers: vec![
-                HeaderMatch { name: "x-canary".into(), kind: StringMatchKind::Exact, value: "Yes".into(), case_sensitive: false },
-                HeaderMatch { name: "user-agent".into(), kind: StringMatchKind::Contains, value: "Bot".into(), case_sensitive: true },
+                HeaderMatch {
+                    name: "x-canary".into(),
+                    kind: StringMatchKind::Exact,
+                    value: "Yes".into(),
+                    case_sensitive: false,
+                },
+                HeaderMatch {
+                    name: "user-agent".into(),
+                    kind: StringMatchKind::Contains,
+                    value: "Bot".into(),
+                    case_sensitive: true,
+                },
             ],
         });
         let mut h = HeaderMap::new();
@@ -144,9 +166,15 @@ mod tests {
         assert!(c.matches(&Method::POST, "/", &h));
         assert!(!c.matches(&Method::GET, "/", &h));
         h.insert("user-agent", HeaderValue::from_static("goodbot/1"));
-        assert!(!c.matches(&Method::POST, "/", &h), "contains is case-sensitive here");
+        assert!(
+            !c.matches(&Method::POST, "/", &h),
+            "contains is case-sensitive here"
+        );
         h.remove("user-agent");
-        assert!(!c.matches(&Method::POST, "/", &h), "a missing header fails its condition");
+        assert!(
+            !c.matches(&Method::POST, "/", &h),
+            "a missing header fails its condition"
+        );
     }
 
     #[test]
@@ -154,7 +182,12 @@ mod tests {
         let c = Conditions::compile(&Match {
             method: None,
             path: None,
-            headers: vec![HeaderMatch { name: "x-t".into(), kind: StringMatchKind::Prefix, value: "ab".into(), case_sensitive: false }],
+            headers: vec![HeaderMatch {
+                name: "x-t".into(),
+                kind: StringMatchKind::Prefix,
+                value: "ab".into(),
+                case_sensitive: false,
+            }],
         });
         let mut h = HeaderMap::new();
         h.append("x-t", HeaderValue::from_static("zz"));

@@ -43,12 +43,17 @@ pub async fn exchange(
                     }
                     continue;
                 }
-                let response = tokio::time::timeout(group.response_timeout, s.try_send_request(req)).await;
-                let pooled = PooledSender { sender: s, pool: pool.clone() };
+                let response =
+                    tokio::time::timeout(group.response_timeout, s.try_send_request(req)).await;
+                let pooled = PooledSender {
+                    sender: s,
+                    pool: pool.clone(),
+                };
                 response.map(|r| r.map(|resp| (resp, Some(pooled))))
             }
             Sender::H2(mut s) => {
-                let response = tokio::time::timeout(group.response_timeout, s.try_send_request(req)).await;
+                let response =
+                    tokio::time::timeout(group.response_timeout, s.try_send_request(req)).await;
                 response.map(|r| r.map(|resp| (resp, None)))
             }
         };
@@ -58,7 +63,10 @@ pub async fn exchange(
             Ok(Err(mut e)) => match e.take_message() {
                 Some(unsent) if !fresh => req = unsent,
                 Some(unsent) => {
-                    return Err(ExchangeError::Connect(unsent, ConnectError::Handshake(e.into_error())))
+                    return Err(ExchangeError::Connect(
+                        unsent,
+                        ConnectError::Handshake(e.into_error()),
+                    ))
                 }
                 None => return Err(ExchangeError::Reset(e.into_error())),
             },

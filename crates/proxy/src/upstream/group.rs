@@ -20,7 +20,10 @@ pub struct Group {
 
 impl Group {
     pub fn build(tg: &TargetGroup, targets: &TargetRegistry, pools: &PoolRegistry) -> Self {
-        let http2 = matches!(tg.protocol_version, ProtocolVersion::Http2 | ProtocolVersion::Grpc);
+        let http2 = matches!(
+            tg.protocol_version,
+            ProtocolVersion::Http2 | ProtocolVersion::Grpc
+        );
         let members: Vec<Target> = tg
             .targets
             .iter()

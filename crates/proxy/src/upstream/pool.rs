@@ -55,8 +55,15 @@ impl TargetPool {
     /// A connection that is already open, if any is still alive.
     pub fn idle(&self) -> Option<Sender> {
         if self.http2 {
-            let shared = self.shared_h2.lock().unwrap_or_else(PoisonError::into_inner);
-            return shared.as_ref().filter(|s| !s.is_closed()).cloned().map(Sender::H2);
+            let shared = self
+                .shared_h2
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            return shared
+                .as_ref()
+                .filter(|s| !s.is_closed())
+                .cloned()
+                .map(Sender::H2);
         }
         while let Some(sender) = self.idle.pop() {
             if !sender.is_closed() {
@@ -82,7 +89,10 @@ impl TargetPool {
                 .await
                 .map_err(ConnectError::Handshake)?;
             tokio::spawn(conn);
-            *self.shared_h2.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
+            *self
+                .shared_h2
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
             Ok(Sender::H2(sender))
         } else {
             let (sender, conn) = http1::Builder::new()
