@@ -86,3 +86,21 @@ async fn slow_answer_times_out_but_fast_one_passes() {
         "{quick:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_are_retried_at_most_twice() {
+    let live = Echo::start("fourth").await;
+    let refused = [closed_port_addr(), closed_port_addr(), closed_port_addr()];
+    let all = [refused[0].clone(), refused[1].clone(), refused[2].clone(), live.addr()];
+    let (_trellis, port) = proxy_to(&targets(&all), "").await;
+    let http = client::http1();
+
+    // Equal weights walk the targets in order: the first request tries the three refused ones (the
+    // first attempt and two retries) and gives up before reaching the live fourth; the next request
+    // starts at the fourth.
+    client::get(&http, port, "/")
+        .await
+        .assert_trellis_error(502, "connect_failed");
+    let next = client::get(&http, port, "/").await;
+    assert_eq!((next.status, next.served_by().as_str()), (200, "fourth"), "{next:?}");
+}

@@ -93,12 +93,19 @@ fn init_logging(level: &str) {
         .init();
 }
 
-/// A multi-threaded runtime with `workers` threads (default: one per CPU).
+/// The runtime for `workers` threads (default: one per CPU). One worker gets tokio's current-thread
+/// scheduler: everything on the calling thread, no work-stealing queues or cross-thread wake-ups, which
+/// is what a proxy pinned to one core wants.
 pub fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
-        anyhow::ensure!(n >= 1, "--workers must be at least 1");
-        builder.worker_threads(n);
-    }
+    let mut builder = match workers {
+        Some(0) => anyhow::bail!("--workers must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     Ok(builder.enable_all().build()?)
 }
