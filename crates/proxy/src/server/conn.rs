@@ -104,15 +104,19 @@ pub async fn serve(
 
     let timer = tokio::time::sleep(listener.limits.header_timeout);
     tokio::pin!(timer);
-    let mut closing = *shutdown.borrow();
-    if closing {
-        conn.as_mut().graceful_shutdown();
-    }
+    // Made once: re-creating it each turn of the loop would re-register with the channel every request.
+    let shutdown_signal = async move {
+        if !*shutdown.borrow_and_update() {
+            let _ = shutdown.changed().await;
+        }
+    };
+    tokio::pin!(shutdown_signal);
+    let mut closing = false;
     loop {
         tokio::select! {
             // Ready(true) when the connection is done; Ready(false) when a request finished during this
-            // poll (hyper runs an HTTP/1 service inside it), so the timer is re-armed for the idle
-            // deadline without any cross-task signalling.
+            // poll (hyper runs an HTTP/1 service inside it), so the idle deadline can be brought forward
+            // without any cross-task signalling.
             done = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
                 Poll::Ready(_) => Poll::Ready(true),
                 Poll::Pending if state.take_changed() => Poll::Ready(false),
@@ -121,8 +125,10 @@ pub async fn serve(
                 if done {
                     break;
                 }
-                if !closing {
-                    if let Verdict::Wait(at) = state.verdict(&listener.limits) {
+                // Only an earlier deadline needs the timer moved now; a later one is found when the
+                // timer fires and asks again. This keeps timer-wheel updates off the per-request path.
+                if let Verdict::Wait(at) = state.verdict(&listener.limits) {
+                    if !closing && at < timer.deadline() {
                         timer.as_mut().reset(at);
                     }
                 }
@@ -136,7 +142,7 @@ pub async fn serve(
                     closing = true;
                 }
             },
-            _ = shutdown.changed(), if !closing => {
+            _ = &mut shutdown_signal, if !closing => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
