@@ -91,7 +91,12 @@ async fn slow_answer_times_out_but_fast_one_passes() {
 async fn connect_failures_are_retried_at_most_twice() {
     let live = Echo::start("fourth").await;
     let refused = [closed_port_addr(), closed_port_addr(), closed_port_addr()];
-    let all = [refused[0].clone(), refused[1].clone(), refused[2].clone(), live.addr()];
+    let all = [
+        refused[0].clone(),
+        refused[1].clone(),
+        refused[2].clone(),
+        live.addr(),
+    ];
     let (_trellis, port) = proxy_to(&targets(&all), "").await;
     let http = client::http1();
 
@@ -102,5 +107,9 @@ async fn connect_failures_are_retried_at_most_twice() {
         .await
         .assert_trellis_error(502, "connect_failed");
     let next = client::get(&http, port, "/").await;
-    assert_eq!((next.status, next.served_by().as_str()), (200, "fourth"), "{next:?}");
+    assert_eq!(
+        (next.status, next.served_by().as_str()),
+        (200, "fourth"),
+        "{next:?}"
+    );
 }
