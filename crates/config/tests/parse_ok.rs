@@ -187,7 +187,7 @@ hosts = ["API.Example.com", "*"]
   port = 8443
   bind = "::1"
   tls = { cert = "certs/a.pem", key = "/abs/a.key" }
-  limits = { max_header_bytes = 2048 }
+  limits = { max_header_bytes = 16384 }
   default_action = { fixed_response = { status = 404 } }
     [[service.listener.rule]]
     name = "late"
@@ -225,7 +225,7 @@ hosts = ["API.Example.com", "*"]
         Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
-            max_header_bytes: 2048
+            max_header_bytes: 16384
         }
     );
     let names: Vec<&str> = l.rules.iter().map(|r| r.name.as_str()).collect();
