@@ -48,21 +48,25 @@ impl Action {
     ) -> Self {
         match action {
             config::Action::Forward(list) => {
-                let to: Vec<ForwardTo> = list
+                // Built in one pass so each destination keeps its own weight, whatever is skipped.
+                let (to, weights): (Vec<ForwardTo>, Vec<u16>) = list
                     .iter()
                     .filter_map(|w| {
                         let group = groups(&w.target_group)?;
                         let header = format!("service={service};target-group={}", w.target_group);
-                        Some(ForwardTo {
-                            group,
-                            target_header: HeaderValue::from_str(&header)
-                                .unwrap_or(HeaderValue::from_static("")),
-                        })
+                        let target_header =
+                            HeaderValue::from_str(&header).unwrap_or(HeaderValue::from_static(""));
+                        Some((
+                            ForwardTo {
+                                group,
+                                target_header,
+                            },
+                            w.weight,
+                        ))
                     })
-                    .collect();
-                let weights: Vec<u16> = list.iter().map(|w| w.weight).collect();
+                    .unzip();
                 Action::Forward(Forward {
-                    schedule: SmoothSchedule::new(&weights[..to.len().min(weights.len())]),
+                    schedule: SmoothSchedule::new(&weights),
                     to: to.into_boxed_slice(),
                 })
             }
