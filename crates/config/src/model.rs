@@ -22,6 +22,23 @@ pub struct Config {
     pub scaling_groups: Vec<ScalingGroup>,
 }
 
+impl Config {
+    /// Names of the target groups some rule or default action forwards to; the others are `unused`.
+    pub fn target_groups_in_use(&self) -> std::collections::HashSet<&str> {
+        self.services
+            .iter()
+            .flat_map(|s| &s.listeners)
+            .flat_map(|l| l.rules.iter().map(|r| &r.action).chain([&l.default_action]))
+            .filter_map(|a| match a {
+                Action::Forward(groups) => Some(groups),
+                Action::FixedResponse(_) => None,
+            })
+            .flatten()
+            .map(|g| g.target_group.as_str())
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admin {
     /// Default `127.0.0.1:9901`.

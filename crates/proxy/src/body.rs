@@ -80,3 +80,49 @@ impl Body for ProxyBody {
         }
     }
 }
+
+/// A request body on its way to a target: the client's stream, or nothing. A bodiless request is sent as
+/// `Empty` so that it can be rebuilt and sent again when its target breaks the exchange.
+pub enum RequestBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl RequestBody {
+    pub fn from_client(body: Incoming) -> Self {
+        if body.is_end_stream() {
+            RequestBody::Empty
+        } else {
+            RequestBody::Client(body)
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Client(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}

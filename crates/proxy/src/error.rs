@@ -11,6 +11,8 @@ pub enum ProxyError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     #[error("cannot serve {addr}: {what}")]
     Unsupported {
         addr: std::net::SocketAddr,

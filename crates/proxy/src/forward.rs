@@ -2,22 +2,21 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use trellis_targets::{InFlight, Tried};
+use trellis_targets::{Ejection, InFlight, Tried};
 
-use crate::body::{ProxyBody, UpstreamBody};
+use crate::body::{ProxyBody, RequestBody, UpstreamBody};
 use crate::error::Failure;
 use crate::headers::{self, X_TRELLIS_ERROR};
+use crate::retry::{Replay, MAX_RETRIES};
 use crate::server::ConnContext;
 use crate::snapshot::{Action, Fixed};
 use crate::upstream::{exchange, ExchangeError, Group};
-
-/// After the first attempt, at most this many other targets are tried when connecting fails.
-const MAX_CONNECT_RETRIES: usize = 2;
 
 /// Answers one request. Never fails: every failure becomes a response trellis writes itself.
 pub async fn handle(
@@ -63,8 +62,11 @@ async fn forward(
     let upgrade = !group.http2 && headers::is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     headers::to_target(&mut req, &conn.client, target_header, group.http2, upgrade);
+    let mut req = req.map(RequestBody::from_client);
+    let replay = Replay::of(&req, upgrade);
 
     let mut tried = Tried::default();
+    let mut retry_reason = None;
     loop {
         let Some(pick) = group.balancer.pick(&tried) else {
             return failure(if tried.is_empty() {
@@ -73,10 +75,20 @@ async fn forward(
                 Failure::ConnectFailed
             });
         };
+        match retry_reason {
+            None => note_fail_open(group, pick.failed_open),
+            Some(counter) => counter_of(group, counter).inc(),
+        }
         tried.insert(pick.index);
-        let in_flight = group.balancer.targets()[pick.index].begin();
+        let target = &group.balancer.targets()[pick.index];
+        let in_flight = target.begin();
         match exchange(group, &group.pools[pick.index], req).await {
             Ok((mut resp, sender)) => {
+                if resp.status().is_server_error() {
+                    record_failure(group, pick.index);
+                } else {
+                    target.stats.record_success();
+                }
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_upgrade {
                         let target_side = hyper::upgrade::on(&mut resp);
@@ -97,17 +109,79 @@ async fn forward(
                 });
             }
             Err(ExchangeError::Connect(unsent, error)) => {
-                tracing::debug!(group = %group.name, target = %group.pools[pick.index].address(), ?error, "connect failed");
-                req = unsent;
-                if tried.len() > MAX_CONNECT_RETRIES {
+                record_failure(group, pick.index);
+                tracing::debug!(group = %group.name, target = %target.address, ?error, "connect failed");
+                if tried.len() > MAX_RETRIES {
                     return failure(Failure::ConnectFailed);
                 }
+                req = unsent;
+                retry_reason = Some(RetryReason::Connect);
             }
-            Err(ExchangeError::Timeout) => return failure(Failure::UpstreamTimeout),
+            Err(ExchangeError::Timeout) => {
+                record_failure(group, pick.index);
+                return failure(Failure::UpstreamTimeout);
+            }
             Err(ExchangeError::Reset(error)) => {
-                tracing::debug!(group = %group.name, %error, "exchange with target failed");
-                return failure(Failure::UpstreamReset);
+                record_failure(group, pick.index);
+                tracing::debug!(group = %group.name, target = %target.address, %error, "exchange with target failed");
+                match &replay {
+                    Some(replay) if tried.len() <= MAX_RETRIES => {
+                        req = replay.request();
+                        retry_reason = Some(RetryReason::Reset);
+                    }
+                    _ => return failure(Failure::UpstreamReset),
+                }
             }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum RetryReason {
+    Connect,
+    Reset,
+}
+
+fn counter_of(group: &Group, reason: RetryReason) -> &prometheus::IntCounter {
+    match reason {
+        RetryReason::Connect => &group.metrics.retry_connect,
+        RetryReason::Reset => &group.metrics.retry_reset,
+    }
+}
+
+/// Counts requests routed while the group has no routable target, and logs when that starts and ends.
+#[inline]
+fn note_fail_open(group: &Group, failed_open: bool) {
+    if failed_open {
+        group.metrics.fail_open.inc();
+    }
+    if group.stats.note_failing_open(failed_open) {
+        if failed_open {
+            tracing::warn!(target_group = %group.name, "no healthy target: failing open over all registered targets");
+        } else {
+            tracing::info!(target_group = %group.name, "healthy targets again: no longer failing open");
+        }
+    }
+}
+
+/// A failed exchange counts toward passive ejection; an ejected target comes back by itself later.
+fn record_failure(group: &Group, index: usize) {
+    let target = &group.balancer.targets()[index];
+    match target.stats.record_failure(&group.outlier, Instant::now()) {
+        None => {}
+        Some(Ejection::OverBudget) => {
+            tracing::debug!(target_group = %group.name, target = %target.address, "not ejected: max_ejection_percent of the group is already ejected");
+        }
+        Some(Ejection::Ejected(time)) => {
+            group.metrics.ejections[index].inc();
+            let (name, address, stats) = (group.name.clone(), target.address, target.stats.clone());
+            tracing::warn!(target_group = %name, target = %address, failures = group.outlier.consecutive_failures, ejected_for = %humantime::format_duration(time), "target ejected after consecutive failures");
+            tokio::spawn(async move {
+                tokio::time::sleep(time).await;
+                if stats.end_ejection(Instant::now()) {
+                    tracing::info!(target_group = %name, target = %address, "ejection over: target back in rotation");
+                }
+            });
         }
     }
 }

@@ -5,6 +5,8 @@ mod body;
 mod error;
 mod forward;
 mod headers;
+mod metrics;
+mod retry;
 mod server;
 mod snapshot;
 mod upstream;
@@ -20,26 +22,35 @@ use arc_swap::{ArcSwap, Guard};
 use trellis_config::Config;
 use trellis_targets::TargetRegistry;
 
+use metrics::ProxyMetrics;
 use upstream::PoolRegistry;
 
 /// The routing state: one immutable [`Snapshot`] behind one `ArcSwap`, plus what outlives snapshots
-/// (target stats and connection pools, keyed by target group and address).
+/// (target health and in-flight counts, connection pools, keyed by target group and address).
 pub struct Proxy {
     snapshot: ArcSwap<Snapshot>,
-    targets: TargetRegistry,
+    targets: Arc<TargetRegistry>,
     pools: PoolRegistry,
+    metrics: ProxyMetrics,
 }
 
 impl Proxy {
-    pub fn new(config: &Config) -> Arc<Proxy> {
-        let targets = TargetRegistry::default();
+    /// `targets` is shared with health checking, which writes the states the balancers read;
+    /// request metrics are registered in `prometheus`.
+    pub fn new(
+        config: &Config,
+        targets: Arc<TargetRegistry>,
+        prometheus: &prometheus::Registry,
+    ) -> Result<Arc<Proxy>, ProxyError> {
         let pools = PoolRegistry::default();
-        let snapshot = Snapshot::build(config, &targets, &pools);
-        Arc::new(Proxy {
+        let metrics = ProxyMetrics::new(prometheus)?;
+        let snapshot = Snapshot::build(config, &targets, &pools, &metrics);
+        Ok(Arc::new(Proxy {
             snapshot: ArcSwap::from_pointee(snapshot),
             targets,
             pools,
-        })
+            metrics,
+        }))
     }
 
     /// The current snapshot: one load per request.
@@ -50,7 +61,7 @@ impl Proxy {
 
     /// Builds a snapshot of `config` and swaps it in; requests already routed finish on the old one.
     pub fn apply(&self, config: &Config) {
-        let snapshot = Snapshot::build(config, &self.targets, &self.pools);
+        let snapshot = Snapshot::build(config, &self.targets, &self.pools, &self.metrics);
         self.snapshot.store(Arc::new(snapshot));
     }
 }

@@ -137,18 +137,25 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TargetStats;
+    use crate::{CheckMode, TargetRegistry};
     use proptest::prelude::*;
-    use std::sync::Arc;
+    use std::time::Instant;
 
+    /// Targets of a group without health checks: all routable.
     fn group(weights: &[u16], algorithm: Algorithm) -> Balancer {
+        let registry = TargetRegistry::default();
         let targets = weights
             .iter()
             .enumerate()
-            .map(|(i, &weight)| Target {
-                address: format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
-                weight,
-                stats: Arc::new(TargetStats::default()),
+            .map(|(i, &weight)| {
+                let address = format!("127.0.0.1:{}", 1000 + i).parse().unwrap();
+                let stats = registry.stats("g", address);
+                stats.configure(CheckMode::Disabled, Instant::now());
+                Target {
+                    address,
+                    weight,
+                    stats,
+                }
             })
             .collect();
         Balancer::new(targets, algorithm)
@@ -183,9 +190,9 @@ mod tests {
     #[test]
     fn unroutable_targets_are_avoided_then_failed_open() {
         let b = group(&[1, 1], Algorithm::RoundRobin);
-        b.targets()[0].stats.set_routable(false);
+        b.targets()[0].stats.drain("test", Instant::now());
         assert!(counts(&b, 10).eq(&vec![0, 10]));
-        b.targets()[1].stats.set_routable(false);
+        b.targets()[1].stats.drain("test", Instant::now());
         let p = b.pick(&Tried::default()).unwrap();
         assert!(p.failed_open);
     }

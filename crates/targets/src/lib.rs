@@ -1,14 +1,17 @@
-//! trellis-targets: target groups at run time — who the targets are, how loaded they are, and which one
-//! takes the next request. No I/O and no hyper here: this is the part that must be exactly right, so it is
-//! plain data and pure functions, tested without sockets.
+//! trellis-targets: target groups at run time — who the targets are, how healthy and how loaded they are,
+//! and which one takes the next request. No I/O and no hyper here: this is the part that must be exactly
+//! right, so it is plain data and pure functions, tested without sockets.
 #![forbid(unsafe_code)]
 
 mod balancer;
+mod health;
+mod outlier;
 mod registry;
 mod schedule;
 mod target;
 
 pub use balancer::{Balancer, Pick, Tried};
+pub use health::{CheckMode, HealthView, ProbeResult, TargetState, Transition};
 pub use registry::TargetRegistry;
 pub use schedule::SmoothSchedule;
-pub use target::{InFlight, Target, TargetStats};
+pub use target::{Ejection, GroupStats, InFlight, Target, TargetStats, TargetView};

@@ -3,44 +3,84 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
+use crate::target::GroupStats;
 use crate::TargetStats;
 
-/// (target group name, address) → live stats. Touched when a snapshot is built, never per request.
+/// (target group name, address) → live stats, and group name → group stats. Touched when a snapshot is
+/// built, by health checks and by status pages; never per request.
 #[derive(Debug, Default)]
 pub struct TargetRegistry {
-    stats: Mutex<HashMap<(String, SocketAddr), Arc<TargetStats>>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    targets: HashMap<(String, SocketAddr), Arc<TargetStats>>,
+    groups: HashMap<String, Arc<GroupStats>>,
 }
 
 impl TargetRegistry {
-    /// The stats of a target, created on first sight.
+    /// The stats of a target, created on first sight (as `initial`).
     pub fn stats(&self, group: &str, address: SocketAddr) -> Arc<TargetStats> {
-        let mut map = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        map.entry((group.to_string(), address)).or_default().clone()
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let Inner { targets, groups } = &mut *inner;
+        targets
+            .entry((group.to_string(), address))
+            .or_insert_with(|| {
+                let group = groups.entry(group.to_string()).or_default().clone();
+                Arc::new(TargetStats::new(group, Instant::now()))
+            })
+            .clone()
     }
 
-    /// Forgets targets for which `keep` says no (called after a swap, for targets no snapshot uses).
+    /// The stats of a group, created on first sight.
+    pub fn group(&self, group: &str) -> Arc<GroupStats> {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.groups.entry(group.to_string()).or_default().clone()
+    }
+
+    /// The stats of a target if it is known.
+    pub fn get(&self, group: &str, address: SocketAddr) -> Option<Arc<TargetStats>> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.targets.get(&(group.to_string(), address)).cloned()
+    }
+
+    /// Forgets targets for which `keep` says no (called after a swap, for targets no snapshot uses), and
+    /// groups left without targets.
     pub fn retain(&self, mut keep: impl FnMut(&str, SocketAddr) -> bool) {
-        let mut map = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|(group, address), _| keep(group, *address));
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner
+            .targets
+            .retain(|(group, address), _| keep(group, *address));
+        let Inner { targets, groups } = &mut *inner;
+        groups.retain(|name, _| targets.keys().any(|(g, _)| g == name));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{CheckMode, TargetState};
 
     #[test]
     fn same_key_same_stats() {
         let r = TargetRegistry::default();
         let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let s1 = r.stats("web", a);
-        s1.set_routable(false);
-        assert!(!r.stats("web", a).is_routable());
-        assert!(r.stats("api", a).is_routable());
+        let now = Instant::now();
+        r.stats("web", a).configure(CheckMode::Disabled, now);
+        assert!(r.stats("web", a).is_routable());
+        assert!(!r.stats("api", a).is_routable(), "new targets are initial");
+        assert!(std::ptr::eq(
+            r.stats("web", a).group(),
+            r.group("web").as_ref()
+        ));
         r.retain(|g, _| g == "api");
-        assert!(
-            r.stats("web", a).is_routable(),
+        assert!(r.get("web", a).is_none());
+        assert_eq!(
+            r.stats("web", a).view().health.state,
+            TargetState::Initial,
             "forgotten, then created anew"
         );
     }

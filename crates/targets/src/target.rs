@@ -1,39 +1,195 @@
-//! One target as the balancer sees it, and its live counters.
+//! One target as the balancer sees it, and its live state.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use trellis_config::OutlierDetection;
+
+use crate::health::{CheckMode, HealthMachine, HealthView, ProbeResult, Transition};
+use crate::outlier::{ejection_budget, Ejections};
+
+/// Live state of a target group that outlives any one snapshot.
+#[derive(Debug, Default)]
+pub struct GroupStats {
+    /// Registered targets, set when a snapshot is built; bounds how many may be ejected at once.
+    members: AtomicUsize,
+    ejected: AtomicUsize,
+    /// Set while requests are routed to a group with no routable target, so the change is logged once.
+    failing_open: AtomicBool,
+}
+
+impl GroupStats {
+    pub fn set_members(&self, members: usize) {
+        self.members.store(members, Ordering::Relaxed);
+    }
+
+    pub fn ejected(&self) -> usize {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Records whether the group is failing open; `true` when that changed (log it then, once).
+    #[inline]
+    pub fn note_failing_open(&self, failing_open: bool) -> bool {
+        self.failing_open.load(Ordering::Relaxed) != failing_open
+            && self.failing_open.swap(failing_open, Ordering::Relaxed) != failing_open
+    }
+
+    fn take_ejection_slot(&self, max_ejection_percent: u8) -> bool {
+        let budget = ejection_budget(self.members.load(Ordering::Relaxed), max_ejection_percent);
+        self.ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < budget).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
 
 /// Live state of a target that outlives any one routing snapshot: kept in the [`crate::TargetRegistry`]
 /// keyed by (target group, address), so in-flight counts and health survive a reload.
 #[derive(Debug)]
 pub struct TargetStats {
     in_flight: AtomicU32,
-    /// Whether health (active and passive) lets this target take new requests. Health checking writes it;
-    /// the balancer only reads it.
+    /// Health state allows traffic and the target is not ejected: the only thing the balancer reads.
     routable: AtomicBool,
+    /// Failed requests in a row, for passive ejection. Kept apart from `health` so that a success costs
+    /// one relaxed load, not a lock.
+    failures_in_a_row: AtomicU32,
+    group: Arc<GroupStats>,
+    health: Mutex<Health>,
 }
 
-impl Default for TargetStats {
-    fn default() -> Self {
-        TargetStats {
-            in_flight: AtomicU32::new(0),
-            routable: AtomicBool::new(true),
-        }
-    }
+#[derive(Debug)]
+struct Health {
+    machine: HealthMachine,
+    ejections: Ejections,
+}
+
+/// A target's health and ejection, for status pages.
+#[derive(Debug, Clone)]
+pub struct TargetView {
+    pub health: HealthView,
+    pub ejected_until: Option<Instant>,
+    pub ejections: u32,
+    pub in_flight: u32,
+}
+
+/// What a run of failed requests did to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ejection {
+    /// Out of rotation for this long; call [`TargetStats::end_ejection`] then.
+    Ejected(Duration),
+    /// Would have been ejected, but `max_ejection_percent` of the group already is.
+    OverBudget,
 }
 
 impl TargetStats {
+    pub(crate) fn new(group: Arc<GroupStats>, now: Instant) -> Self {
+        TargetStats {
+            in_flight: AtomicU32::new(0),
+            routable: AtomicBool::new(false),
+            failures_in_a_row: AtomicU32::new(0),
+            group,
+            health: Mutex::new(Health {
+                machine: HealthMachine::new(now),
+                ejections: Ejections::default(),
+            }),
+        }
+    }
+
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub fn is_routable(&self) -> bool {
         self.routable.load(Ordering::Relaxed)
     }
 
-    pub fn set_routable(&self, routable: bool) {
+    pub fn group(&self) -> &GroupStats {
+        &self.group
+    }
+
+    pub fn view(&self) -> TargetView {
+        let h = self.lock();
+        TargetView {
+            health: h.machine.view(),
+            ejected_until: h.ejections.ejected_until(),
+            ejections: h.ejections.count(),
+            in_flight: self.in_flight(),
+        }
+    }
+
+    /// Applies the group's check settings (at start and on every reload).
+    pub fn configure(&self, mode: CheckMode, now: Instant) -> Option<Transition> {
+        self.update(|h| h.machine.configure(mode, now))
+    }
+
+    /// Counts one active probe.
+    pub fn observe(&self, probe: ProbeResult, now: Instant) -> Option<Transition> {
+        self.update(|h| h.machine.observe(probe, now))
+    }
+
+    /// Deregistered: takes no new requests from now on.
+    pub fn drain(&self, reason: &str, now: Instant) -> Option<Transition> {
+        self.update(|h| h.machine.drain(reason, now))
+    }
+
+    /// A request to the target succeeded (as far as passive ejection cares).
+    #[inline]
+    pub fn record_success(&self) {
+        if self.failures_in_a_row.load(Ordering::Relaxed) != 0 {
+            self.failures_in_a_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A request to the target failed (connect error, reset, timeout or 5xx). After
+    /// `consecutive_failures` in a row the target is ejected, unless too much of its group already is.
+    pub fn record_failure(&self, cfg: &OutlierDetection, now: Instant) -> Option<Ejection> {
+        let failures = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if !cfg.enabled || failures < cfg.consecutive_failures {
+            return None;
+        }
+        let mut h = self.lock();
+        if h.ejections.ejected_until().is_some() {
+            return None;
+        }
+        self.failures_in_a_row.store(0, Ordering::Relaxed);
+        if !self.group.take_ejection_slot(cfg.max_ejection_percent) {
+            return Some(Ejection::OverBudget);
+        }
+        let time = h.ejections.eject(cfg, now);
+        self.set_routable(&h);
+        Some(Ejection::Ejected(time))
+    }
+
+    /// Returns an ejected target to rotation; `false` when it was not ejected.
+    pub fn end_ejection(&self, now: Instant) -> bool {
+        let mut h = self.lock();
+        if !h.ejections.end(now) {
+            return false;
+        }
+        self.group.ejected.fetch_sub(1, Ordering::AcqRel);
+        self.failures_in_a_row.store(0, Ordering::Relaxed);
+        self.set_routable(&h);
+        true
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Health) -> Option<Transition>) -> Option<Transition> {
+        let mut h = self.lock();
+        let transition = change(&mut h);
+        self.set_routable(&h);
+        transition
+    }
+
+    fn set_routable(&self, h: &Health) {
+        let routable = h.machine.state().routes() && h.ejections.ejected_until().is_none();
         self.routable.store(routable, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -60,5 +216,109 @@ pub struct InFlight(Arc<TargetStats>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TargetState;
+
+    fn outlier(consecutive_failures: u32) -> OutlierDetection {
+        OutlierDetection {
+            enabled: true,
+            consecutive_failures,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 50,
+        }
+    }
+
+    fn healthy(group: &Arc<GroupStats>, now: Instant) -> TargetStats {
+        let t = TargetStats::new(group.clone(), now);
+        let mode = CheckMode::Checked {
+            healthy: 2,
+            unhealthy: 2,
+        };
+        t.configure(mode, now);
+        t.observe(ProbeResult::pass("status 200"), now);
+        assert!(t.is_routable());
+        t
+    }
+
+    #[test]
+    fn consecutive_failures_eject_and_a_success_resets_the_count() {
+        let now = Instant::now();
+        let group = Arc::new(GroupStats::default());
+        group.set_members(4);
+        let t = healthy(&group, now);
+        let cfg = outlier(3);
+        assert_eq!(t.record_failure(&cfg, now), None);
+        assert_eq!(t.record_failure(&cfg, now), None);
+        t.record_success();
+        assert_eq!(t.record_failure(&cfg, now), None);
+        assert_eq!(t.record_failure(&cfg, now), None);
+        assert_eq!(
+            t.record_failure(&cfg, now),
+            Some(Ejection::Ejected(Duration::from_secs(30)))
+        );
+        assert!(!t.is_routable());
+        assert_eq!(group.ejected(), 1);
+        // Still healthy by its probes; only the ejection keeps it out.
+        assert_eq!(t.view().health.state, TargetState::Healthy);
+        assert!(t.end_ejection(now));
+        assert!(t.is_routable());
+        assert_eq!(group.ejected(), 0);
+        assert!(!t.end_ejection(now));
+    }
+
+    #[test]
+    fn never_more_than_max_ejection_percent_of_a_group() {
+        let now = Instant::now();
+        let group = Arc::new(GroupStats::default());
+        group.set_members(3);
+        let cfg = outlier(1);
+        let a = healthy(&group, now);
+        let b = healthy(&group, now);
+        assert!(matches!(
+            a.record_failure(&cfg, now),
+            Some(Ejection::Ejected(_))
+        ));
+        assert_eq!(b.record_failure(&cfg, now), Some(Ejection::OverBudget));
+        assert!(b.is_routable());
+        a.end_ejection(now);
+        assert!(matches!(
+            b.record_failure(&cfg, now),
+            Some(Ejection::Ejected(_))
+        ));
+    }
+
+    #[test]
+    fn disabled_detection_never_ejects() {
+        let now = Instant::now();
+        let group = Arc::new(GroupStats::default());
+        group.set_members(10);
+        let t = healthy(&group, now);
+        let cfg = OutlierDetection {
+            enabled: false,
+            ..outlier(1)
+        };
+        for _ in 0..10 {
+            assert_eq!(t.record_failure(&cfg, now), None);
+        }
+        assert!(t.is_routable());
+    }
+
+    #[test]
+    fn an_unhealthy_target_stays_out_after_its_ejection_ends() {
+        let now = Instant::now();
+        let group = Arc::new(GroupStats::default());
+        group.set_members(2);
+        let t = healthy(&group, now);
+        t.record_failure(&outlier(1), now);
+        t.observe(ProbeResult::fail("status 500 not in 200"), now);
+        t.observe(ProbeResult::fail("status 500 not in 200"), now);
+        t.end_ejection(now);
+        assert!(!t.is_routable());
     }
 }

@@ -1,5 +1,6 @@
 //! The `trellis` command: run the proxy, check a configuration, or serve a demo backend.
 
+mod admin;
 mod check;
 mod echo;
 mod run;

@@ -1,17 +1,34 @@
-//! `trellis run`: load, bind, serve, and on SIGTERM/SIGINT stop gracefully.
+//! `trellis run`: load, start health checks, bind, serve, and on SIGTERM/SIGINT stop gracefully.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
+use trellis_health::HealthChecker;
 use trellis_proxy::{Proxy, Server};
+use trellis_targets::TargetRegistry;
+
+use crate::admin::{self, Admin};
 
 pub fn run(path: &Path, workers: Option<usize>, grace: Duration) -> anyhow::Result<()> {
-    let config = trellis_config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = Arc::new(trellis_config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?);
     let runtime = crate::runtime(workers)?;
     runtime.block_on(async {
-        let proxy = Proxy::new(&config);
+        let prometheus = prometheus::Registry::new();
+        let targets = Arc::new(TargetRegistry::default());
+        // Health first: every target gets its state (initial, unavailable or unused) before traffic.
+        let health = HealthChecker::new(targets.clone(), &prometheus)?;
+        health.apply(&config);
+        let proxy = Proxy::new(&config, targets.clone(), &prometheus)?;
+        let admin = Arc::new(Admin {
+            config: config.clone(),
+            targets,
+            prometheus,
+        });
+        let admin_addr = admin::start(admin).await?;
+        tracing::info!(addr = %admin_addr, "admin API listening");
         let server = Server::start(proxy.clone()).context("starting listeners")?;
         for addr in server.local_addrs() {
             tracing::info!(%addr, "listening");
@@ -33,6 +50,7 @@ pub fn run(path: &Path, workers: Option<usize>, grace: Duration) -> anyhow::Resu
         } else {
             tracing::warn!("grace period over with connections still open; closing them");
         }
+        drop(health);
         anyhow::Ok(())
     })?;
     // Upstream connections and tunnels still open are dropped with the runtime.

@@ -16,6 +16,7 @@ use http::{HeaderMap, Method};
 use trellis_config::{Config, Limits, ListenerProtocol};
 use trellis_targets::TargetRegistry;
 
+use crate::metrics::ProxyMetrics;
 use crate::upstream::{Group, PoolRegistry};
 
 pub struct Snapshot {
@@ -49,11 +50,16 @@ pub struct Rule {
 }
 
 impl Snapshot {
-    pub fn build(config: &Config, targets: &TargetRegistry, pools: &PoolRegistry) -> Self {
+    pub fn build(
+        config: &Config,
+        targets: &TargetRegistry,
+        pools: &PoolRegistry,
+        metrics: &ProxyMetrics,
+    ) -> Self {
         let groups: HashMap<String, Arc<Group>> = config
             .target_groups
             .iter()
-            .map(|tg| (tg.name.clone(), Arc::new(Group::build(tg, targets, pools))))
+            .map(|tg| (tg.name.clone(), Arc::new(Group::build(tg, targets, pools, metrics))))
             .collect();
         let lookup = |name: &str| groups.get(name).cloned();
         let mut ports: Vec<PortRoutes> = Vec::new();

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::body::RequestBody;
+
 use super::pool::{ConnectError, PooledSender, Sender, TargetPool};
 use super::Group;
 
@@ -13,7 +15,7 @@ use super::Group;
 #[allow(clippy::large_enum_variant)]
 pub enum ExchangeError {
     /// No connection could be made; the request comes back unsent, for another target.
-    Connect(Request<Incoming>, ConnectError),
+    Connect(Request<RequestBody>, ConnectError),
     /// The request was (maybe partly) sent, then the exchange broke: never resent.
     Reset(hyper::Error),
     Timeout,
@@ -25,7 +27,7 @@ pub enum ExchangeError {
 pub async fn exchange(
     group: &Group,
     pool: &Arc<TargetPool>,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Result<(Response<Incoming>, Option<PooledSender>), ExchangeError> {
     loop {
         let (sender, fresh) = match pool.idle() {

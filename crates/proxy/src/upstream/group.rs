@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use trellis_config::{ProtocolVersion, TargetGroup};
-use trellis_targets::{Balancer, Target, TargetRegistry};
+use prometheus::IntCounter;
+use trellis_config::{OutlierDetection, ProtocolVersion, TargetGroup};
+use trellis_targets::{Balancer, GroupStats, Target, TargetRegistry};
 
 use super::{PoolRegistry, TargetPool};
+use crate::metrics::ProxyMetrics;
 
 pub struct Group {
     pub name: Arc<str>,
@@ -16,10 +18,28 @@ pub struct Group {
     pub http2: bool,
     pub response_timeout: Duration,
     pub connect_timeout: Duration,
+    pub outlier: OutlierDetection,
+    /// Live group state (ejection budget, fail-open flag), shared with every other snapshot.
+    pub stats: Arc<GroupStats>,
+    pub metrics: GroupMetrics,
+}
+
+/// This group's metric handles, resolved once per snapshot.
+pub struct GroupMetrics {
+    pub fail_open: IntCounter,
+    pub retry_connect: IntCounter,
+    pub retry_reset: IntCounter,
+    /// Parallel to `balancer.targets()`.
+    pub ejections: Box<[IntCounter]>,
 }
 
 impl Group {
-    pub fn build(tg: &TargetGroup, targets: &TargetRegistry, pools: &PoolRegistry) -> Self {
+    pub fn build(
+        tg: &TargetGroup,
+        targets: &TargetRegistry,
+        pools: &PoolRegistry,
+        metrics: &ProxyMetrics,
+    ) -> Self {
         let http2 = matches!(
             tg.protocol_version,
             ProtocolVersion::Http2 | ProtocolVersion::Grpc
@@ -37,13 +57,32 @@ impl Group {
             .iter()
             .map(|t| pools.pool(&tg.name, t.address, http2))
             .collect();
+        let stats = targets.group(&tg.name);
+        stats.set_members(members.len());
+        let name = tg.name.as_str();
+        let metrics = GroupMetrics {
+            fail_open: metrics.fail_open.with_label_values(&[name]),
+            retry_connect: metrics.retries.with_label_values(&[name, "connect"]),
+            retry_reset: metrics.retries.with_label_values(&[name, "reset"]),
+            ejections: members
+                .iter()
+                .map(|t| {
+                    metrics
+                        .ejections
+                        .with_label_values(&[name, &t.address.to_string()])
+                })
+                .collect(),
+        };
         Group {
-            name: tg.name.as_str().into(),
+            name: name.into(),
             balancer: Balancer::new(members, tg.algorithm),
             pools,
             http2,
             response_timeout: tg.response_timeout,
             connect_timeout: tg.connect_timeout,
+            outlier: tg.outlier_detection.clone(),
+            stats,
+            metrics,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
-use hyper::body::Incoming;
+use crate::body::RequestBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -19,15 +19,15 @@ use tokio::net::TcpStream;
 const MAX_IDLE_PER_TARGET: usize = 256;
 
 pub enum Sender {
-    H1(http1::SendRequest<Incoming>),
-    H2(http2::SendRequest<Incoming>),
+    H1(http1::SendRequest<RequestBody>),
+    H2(http2::SendRequest<RequestBody>),
 }
 
 pub struct TargetPool {
     address: SocketAddr,
     http2: bool,
-    idle: ArrayQueue<http1::SendRequest<Incoming>>,
-    shared_h2: Mutex<Option<http2::SendRequest<Incoming>>>,
+    idle: ArrayQueue<http1::SendRequest<RequestBody>>,
+    shared_h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
 }
 
 /// Why no connection could be had; either way nothing was sent, so another target may be tried.
@@ -105,7 +105,7 @@ impl TargetPool {
         }
     }
 
-    fn release(&self, sender: http1::SendRequest<Incoming>) {
+    fn release(&self, sender: http1::SendRequest<RequestBody>) {
         if !sender.is_closed() {
             // Full: the connection is dropped, which closes it.
             let _ = self.idle.push(sender);
@@ -115,7 +115,7 @@ impl TargetPool {
 
 /// An HTTP/1.1 connection in use by one exchange, to be given back once its response has been read.
 pub struct PooledSender {
-    pub(crate) sender: http1::SendRequest<Incoming>,
+    pub(crate) sender: http1::SendRequest<RequestBody>,
     pub(crate) pool: Arc<TargetPool>,
 }
 

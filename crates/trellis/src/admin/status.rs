@@ -1,0 +1,152 @@
+//! `GET /v1/status`: the configuration as it runs, with every target's state, why, and since when.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+use trellis_config::{
+    Action, Algorithm, HealthCheckProtocol, ListenerProtocol, TargetGroup, TargetProtocol,
+};
+use trellis_targets::{TargetRegistry, TargetView};
+
+use super::Admin;
+
+pub fn status(admin: &Admin) -> Value {
+    let config = &admin.config;
+    let in_use = config.target_groups_in_use();
+    let now = (Instant::now(), SystemTime::now());
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": config.source.display().to_string(),
+        "services": config.services.iter().map(|s| json!({
+            "name": s.name,
+            "hosts": s.hosts.iter().map(|h| match h {
+                trellis_config::HostPattern::Exact(h) => h.clone(),
+                trellis_config::HostPattern::Suffix(s) => format!("*{s}"),
+                trellis_config::HostPattern::Any => "*".to_string(),
+            }).collect::<Vec<_>>(),
+            "listeners": s.listeners.iter().map(|l| json!({
+                "name": l.name,
+                "protocol": match l.protocol {
+                    ListenerProtocol::Http => "http",
+                    ListenerProtocol::Https => "https",
+                    ListenerProtocol::TlsPassthrough => "tls_passthrough",
+                },
+                "address": l.socket_addr().to_string(),
+                "rules": l.rules.iter().map(|r| json!({
+                    "name": r.name,
+                    "priority": r.priority,
+                    "action": action(&r.action),
+                })).collect::<Vec<_>>(),
+                "default_action": action(&l.default_action),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "target_groups": config.target_groups.iter()
+            .map(|tg| target_group(tg, in_use.contains(tg.name.as_str()), &admin.targets, now))
+            .collect::<Vec<_>>(),
+    })
+}
+
+fn action(a: &Action) -> Value {
+    match a {
+        Action::Forward(groups) => json!({
+            "forward": groups.iter().map(|g| json!({"target_group": g.target_group, "weight": g.weight})).collect::<Vec<_>>()
+        }),
+        Action::FixedResponse(f) => json!({"fixed_response": {"status": f.status}}),
+    }
+}
+
+fn target_group(
+    tg: &TargetGroup,
+    in_use: bool,
+    registry: &TargetRegistry,
+    now: (Instant, SystemTime),
+) -> Value {
+    let hc = &tg.health_check;
+    let views: Vec<(SocketAddr, u16, Option<TargetView>)> = tg
+        .targets
+        .iter()
+        .map(|t| {
+            let view = registry.get(&tg.name, t.address).map(|s| s.view());
+            (t.address, t.weight, view)
+        })
+        .collect();
+    let routable = views
+        .iter()
+        .filter(|(_, _, v)| {
+            v.as_ref()
+                .is_some_and(|v| v.health.state.routes() && v.ejected_until.is_none())
+        })
+        .count();
+    json!({
+        "name": tg.name,
+        "protocol": match tg.protocol {
+            TargetProtocol::Http => "http",
+            TargetProtocol::Https => "https",
+            TargetProtocol::Tcp => "tcp",
+        },
+        "algorithm": match tg.algorithm {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::LeastOutstanding => "least_outstanding",
+        },
+        "in_use": in_use,
+        "health_check": {
+            "enabled": hc.enabled,
+            "protocol": match hc.protocol {
+                HealthCheckProtocol::Http => "http",
+                HealthCheckProtocol::Https => "https",
+                HealthCheckProtocol::Tcp => "tcp",
+            },
+            "path": hc.path,
+            "port": hc.port,
+            "interval": fmt(hc.interval),
+            "timeout": fmt(hc.timeout),
+            "healthy_threshold": hc.healthy_threshold,
+            "unhealthy_threshold": hc.unhealthy_threshold,
+            "matcher": hc.matcher.text,
+        },
+        "routable_targets": routable,
+        // ALB's behaviour: a group with targets but none routable sends traffic to all of them.
+        "failing_open": in_use && routable == 0 && !tg.targets.is_empty(),
+        "targets": views.into_iter().map(|(address, weight, view)| target(address, weight, view, now)).collect::<Vec<_>>(),
+    })
+}
+
+fn target(
+    address: SocketAddr,
+    weight: u16,
+    view: Option<TargetView>,
+    (now, wall): (Instant, SystemTime),
+) -> Value {
+    let Some(v) = view else {
+        return json!({"address": address.to_string(), "weight": weight, "state": "initial", "reason": "not yet registered"});
+    };
+    let in_state = now.saturating_duration_since(v.health.since);
+    json!({
+        "address": address.to_string(),
+        "weight": weight,
+        "state": v.health.state.as_str(),
+        "reason": v.health.reason,
+        "since": humantime::format_rfc3339_seconds(wall - in_state).to_string(),
+        "in_state_seconds": round(in_state),
+        "in_flight": v.in_flight,
+        "ejected": v.ejected_until.is_some(),
+        "ejected_for_seconds": v.ejected_until.map(|until| round(until.saturating_duration_since(now))),
+        "ejections": v.ejections,
+        "consecutive_passes": v.health.consecutive_passes,
+        "consecutive_failures": v.health.consecutive_failures,
+        "last_check": v.health.last_probe.map(|(probe, at)| json!({
+            "passed": probe.passed,
+            "detail": probe.detail,
+            "seconds_ago": round(now.saturating_duration_since(at)),
+        })),
+    })
+}
+
+fn fmt(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn round(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
