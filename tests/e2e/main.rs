@@ -8,6 +8,7 @@ mod balancing;
 mod check;
 mod failures;
 mod forwarding;
+mod health;
 mod limits;
 mod routing;
 mod shutdown;

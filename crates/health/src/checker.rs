@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::task::AbortHandle;
 use trellis_config::{Config, HealthCheck, TargetGroup};
-use trellis_targets::{CheckMode, TargetRegistry, TargetStats, TargetState, Transition};
+use trellis_targets::{CheckMode, TargetRegistry, TargetState, TargetStats, Transition};
 
 use crate::metrics::HealthMetrics;
 use crate::probe::probe;

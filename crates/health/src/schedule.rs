@@ -34,7 +34,10 @@ impl ProbeSchedule {
         let n = self.probes;
         self.probes += 1;
         match n {
-            0 => self.interval.min(FIRST_PROBE_WITHIN).mul_f64(self.rng.f64()),
+            0 => self
+                .interval
+                .min(FIRST_PROBE_WITHIN)
+                .mul_f64(self.rng.f64()),
             1 => self.interval.mul_f64(self.rng.f64()),
             _ => self.interval.mul_f64(1.0 - 0.05 * self.rng.f64()),
         }

@@ -172,13 +172,13 @@ fn record_failure(group: &Group, index: usize) {
         Some(Ejection::OverBudget) => {
             tracing::debug!(target_group = %group.name, target = %target.address, "not ejected: max_ejection_percent of the group is already ejected");
         }
-        Some(Ejection::Ejected(time)) => {
+        Some(Ejection::Ejected { time, serial }) => {
             group.metrics.ejections[index].inc();
             let (name, address, stats) = (group.name.clone(), target.address, target.stats.clone());
             tracing::warn!(target_group = %name, target = %address, failures = group.outlier.consecutive_failures, ejected_for = %humantime::format_duration(time), "target ejected after consecutive failures");
             tokio::spawn(async move {
                 tokio::time::sleep(time).await;
-                if stats.end_ejection(Instant::now()) {
+                if stats.end_ejection(serial, Instant::now()) {
                     tracing::info!(target_group = %name, target = %address, "ejection over: target back in rotation");
                 }
             });

@@ -12,6 +12,8 @@ pub struct Ejections {
     count: u32,
     until: Option<Instant>,
     returned_at: Option<Instant>,
+    /// Numbers every ejection, so a timer set for an earlier one cannot end a later one.
+    serial: u64,
 }
 
 impl Ejections {
@@ -23,9 +25,15 @@ impl Ejections {
         self.count
     }
 
+    /// The current (or last) ejection's number.
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
     /// Ejects the target and returns for how long. A target that then behaved for a whole
     /// `max_ejection_time` is forgiven: its next ejection counts from one again.
     pub fn eject(&mut self, cfg: &OutlierDetection, now: Instant) -> Duration {
+        self.serial += 1;
         if self
             .returned_at
             .is_some_and(|back| now.saturating_duration_since(back) >= cfg.max_ejection_time)

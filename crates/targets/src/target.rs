@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use trellis_config::OutlierDetection;
 
-use crate::health::{CheckMode, HealthMachine, HealthView, ProbeResult, Transition};
+use crate::health::{CheckMode, HealthMachine, HealthView, ProbeResult, TargetState, Transition};
 use crate::outlier::{ejection_budget, Ejections};
 
 /// Live state of a target group that outlives any one snapshot.
@@ -78,8 +78,8 @@ pub struct TargetView {
 /// What a run of failed requests did to the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ejection {
-    /// Out of rotation for this long; call [`TargetStats::end_ejection`] then.
-    Ejected(Duration),
+    /// Out of rotation for `time`; then call [`TargetStats::end_ejection`] with `serial`.
+    Ejected { time: Duration, serial: u64 },
     /// Would have been ejected, but `max_ejection_percent` of the group already is.
     OverBudget,
 }
@@ -126,9 +126,20 @@ impl TargetStats {
         self.update(|h| h.machine.configure(mode, now))
     }
 
-    /// Counts one active probe.
+    /// Counts one active probe. A target that its probes saw go down and come back (a transition to
+    /// `healthy`) also ends its ejection, as Envoy does: the probes have just shown it recovered. One whose
+    /// probes kept passing while it failed requests stays ejected until its time is up.
     pub fn observe(&self, probe: ProbeResult, now: Instant) -> Option<Transition> {
-        self.update(|h| h.machine.observe(probe, now))
+        self.update(|h| {
+            let transition = h.machine.observe(probe, now);
+            if transition
+                .as_ref()
+                .is_some_and(|t| t.to == TargetState::Healthy)
+            {
+                self.return_from_ejection(h, now);
+            }
+            transition
+        })
     }
 
     /// Deregistered: takes no new requests from now on.
@@ -161,18 +172,29 @@ impl TargetStats {
         }
         let time = h.ejections.eject(cfg, now);
         self.set_routable(&h);
-        Some(Ejection::Ejected(time))
+        Some(Ejection::Ejected {
+            time,
+            serial: h.ejections.serial(),
+        })
     }
 
-    /// Returns an ejected target to rotation; `false` when it was not ejected.
-    pub fn end_ejection(&self, now: Instant) -> bool {
+    /// Ends ejection number `serial` (when its time is up); `false` when that one is already over.
+    pub fn end_ejection(&self, serial: u64, now: Instant) -> bool {
         let mut h = self.lock();
+        if h.ejections.serial() != serial {
+            return false;
+        }
+        let ended = self.return_from_ejection(&mut h, now);
+        self.set_routable(&h);
+        ended
+    }
+
+    fn return_from_ejection(&self, h: &mut Health, now: Instant) -> bool {
         if !h.ejections.end(now) {
             return false;
         }
         self.group.ejected.fetch_sub(1, Ordering::AcqRel);
         self.failures_in_a_row.store(0, Ordering::Relaxed);
-        self.set_routable(&h);
         true
     }
 
@@ -222,7 +244,6 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::TargetState;
 
     fn outlier(consecutive_failures: u32) -> OutlierDetection {
         OutlierDetection {
@@ -260,16 +281,19 @@ mod tests {
         assert_eq!(t.record_failure(&cfg, now), None);
         assert_eq!(
             t.record_failure(&cfg, now),
-            Some(Ejection::Ejected(Duration::from_secs(30)))
+            Some(Ejection::Ejected {
+                time: Duration::from_secs(30),
+                serial: 1
+            })
         );
         assert!(!t.is_routable());
         assert_eq!(group.ejected(), 1);
         // Still healthy by its probes; only the ejection keeps it out.
         assert_eq!(t.view().health.state, TargetState::Healthy);
-        assert!(t.end_ejection(now));
+        assert!(t.end_ejection(1, now));
         assert!(t.is_routable());
         assert_eq!(group.ejected(), 0);
-        assert!(!t.end_ejection(now));
+        assert!(!t.end_ejection(1, now));
     }
 
     #[test]
@@ -282,14 +306,14 @@ mod tests {
         let b = healthy(&group, now);
         assert!(matches!(
             a.record_failure(&cfg, now),
-            Some(Ejection::Ejected(_))
+            Some(Ejection::Ejected { .. })
         ));
         assert_eq!(b.record_failure(&cfg, now), Some(Ejection::OverBudget));
         assert!(b.is_routable());
-        a.end_ejection(now);
+        a.end_ejection(1, now);
         assert!(matches!(
             b.record_failure(&cfg, now),
-            Some(Ejection::Ejected(_))
+            Some(Ejection::Ejected { .. })
         ));
     }
 
@@ -318,7 +342,34 @@ mod tests {
         t.record_failure(&outlier(1), now);
         t.observe(ProbeResult::fail("status 500 not in 200"), now);
         t.observe(ProbeResult::fail("status 500 not in 200"), now);
-        t.end_ejection(now);
+        t.end_ejection(1, now);
         assert!(!t.is_routable());
+    }
+
+    #[test]
+    fn recovering_by_probes_ends_the_ejection_and_a_stale_timer_cannot_end_the_next() {
+        let now = Instant::now();
+        let group = Arc::new(GroupStats::default());
+        group.set_members(2);
+        let t = healthy(&group, now);
+        let cfg = outlier(1);
+        t.record_failure(&cfg, now);
+        let fail = || ProbeResult::fail("connect refused");
+        t.observe(fail(), now);
+        t.observe(fail(), now);
+        assert_eq!(t.view().health.state, TargetState::Unhealthy);
+        t.observe(ProbeResult::pass("status 200"), now);
+        t.observe(ProbeResult::pass("status 200"), now);
+        assert!(t.is_routable(), "healthy again: ejection over");
+        assert_eq!(group.ejected(), 0);
+        // Ejected again; the first ejection's timer fires now and must not end this one.
+        assert!(matches!(
+            t.record_failure(&cfg, now),
+            Some(Ejection::Ejected { serial: 2, .. })
+        ));
+        assert!(!t.end_ejection(1, now));
+        assert!(!t.is_routable());
+        assert!(t.end_ejection(2, now));
+        assert!(t.is_routable());
     }
 }

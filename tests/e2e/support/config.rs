@@ -88,3 +88,13 @@ pub fn target_group_with(name: &str, targets: &str, extra: &str) -> String {
         quote(name)
     )
 }
+
+/// `[[target_group]]` with active health checks on: `check` holds the `[target_group.health_check]`
+/// lines (`interval = "200ms"`, ...), `extra` more group keys and tables (e.g. outlier detection).
+pub fn checked_target_group(name: &str, targets: &str, check: &str, extra: &str) -> String {
+    format!(
+        "[[target_group]]\nname = {}\ntargets = {targets}\n{extra}\n\
+         [target_group.health_check]\nenabled = true\n{check}\n\n",
+        quote(name)
+    )
+}

@@ -10,14 +10,20 @@ use super::trellis::bin;
 /// A running `trellis echo --listen 127.0.0.1:0 --name NAME`.
 pub struct Echo {
     pub port: u16,
-    _child: ChildGuard,
+    child: ChildGuard,
 }
 
 impl Echo {
     /// Spawns the echo backend on a kernel-chosen port and waits for its `echo listening on ADDR` line.
     pub async fn start(name: &str) -> Echo {
+        Echo::start_on(name, 0).await
+    }
+
+    /// Like [`Echo::start`] on a given port (0: kernel-chosen), e.g. to bring a killed backend back.
+    pub async fn start_on(name: &str, port: u16) -> Echo {
         let mut cmd = Command::new(bin());
-        cmd.args(["echo", "--listen", "127.0.0.1:0", "--name", name]);
+        let listen = format!("127.0.0.1:{port}");
+        cmd.args(["echo", "--listen", &listen, "--name", name]);
         let mut child = ChildGuard::spawn(format!("echo {name}"), cmd);
         let port = eventually(
             Duration::from_secs(10),
@@ -42,14 +48,20 @@ impl Echo {
         )
         .await;
         assert_ne!(port, 0, "echo reported port 0");
-        Echo {
-            port,
-            _child: child,
-        }
+        Echo { port, child }
     }
 
     /// `127.0.0.1:PORT`, as written in a target group.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: the backend dies mid-whatever, as a crashed process does.
+    pub async fn kill(mut self) {
+        self.child.signal(libc::SIGKILL);
+        assert!(
+            self.child.wait_exit(Duration::from_secs(5)).await.is_some(),
+            "echo survived SIGKILL"
+        );
     }
 }

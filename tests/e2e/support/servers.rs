@@ -191,3 +191,76 @@ fn query_value(query: Option<&str>, key: &str) -> Option<u64> {
         .find(|(k, _)| *k == key)
         .and_then(|(_, v)| v.parse().ok())
 }
+
+/// An HTTP/1.1 backend whose answers a test switches at will: `/health` answers `health_status`, every
+/// other path `traffic_status` (with `x-served-by: NAME`). Counts both kinds of request.
+pub struct Switchable {
+    pub server: TestServer,
+    state: Arc<SwitchState>,
+}
+
+#[derive(Default)]
+struct SwitchState {
+    health_status: std::sync::atomic::AtomicU16,
+    traffic_status: std::sync::atomic::AtomicU16,
+    health_checks: AtomicUsize,
+    requests: AtomicUsize,
+}
+
+impl Switchable {
+    /// Starts answering 200 to both.
+    pub async fn start(name: &str) -> Switchable {
+        let state = Arc::new(SwitchState::default());
+        state.health_status.store(200, Ordering::SeqCst);
+        state.traffic_status.store(200, Ordering::SeqCst);
+        let served_by = HeaderValue::from_str(name).expect("name is a header value");
+        let shared = state.clone();
+        let server = spawn_server(move |stream| {
+            let state = shared.clone();
+            let served_by = served_by.clone();
+            async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let (status, counter) = if req.uri().path() == "/health" {
+                        (&state.health_status, &state.health_checks)
+                    } else {
+                        (&state.traffic_status, &state.requests)
+                    };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let status = StatusCode::from_u16(status.load(Ordering::SeqCst))
+                        .expect("a valid status");
+                    let mut resp = Response::new(Full::new(Bytes::from_static(b"hello\n")));
+                    *resp.status_mut() = status;
+                    resp.headers_mut().insert("x-served-by", served_by.clone());
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            }
+        })
+        .await;
+        Switchable { server, state }
+    }
+
+    pub fn set_health(&self, status: u16) {
+        self.state.health_status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn set_traffic(&self, status: u16) {
+        self.state.traffic_status.store(status, Ordering::SeqCst);
+    }
+
+    /// Health checks answered so far.
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(Ordering::SeqCst)
+    }
+
+    /// Other requests answered so far.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn addr(&self) -> String {
+        self.server.addr()
+    }
+}

@@ -44,6 +44,8 @@ impl Options {
 
 /// A running `trellis run -c <tempdir>/trellis.toml`.
 pub struct Trellis {
+    /// The admin listener's port, when the harness chose it.
+    pub admin_port: Option<u16>,
     child: ChildGuard,
     config: PathBuf,
     _dir: tempfile::TempDir,
@@ -63,12 +65,13 @@ impl Trellis {
     pub async fn start_with(config: &str, ports: &[u16], opts: Options) -> Trellis {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("trellis.toml");
-        let text = if config.contains("[admin]") {
-            config.to_owned()
+        let (text, admin_port) = if config.contains("[admin]") {
+            (config.to_owned(), None)
         } else {
-            format!(
-                "[admin]\nlisten = \"127.0.0.1:{}\"\n\n{config}",
-                free_port()
+            let port = free_port();
+            (
+                format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n\n{config}"),
+                Some(port),
             )
         };
         std::fs::write(&path, text).expect("write config");
@@ -83,11 +86,14 @@ impl Trellis {
             cmd.arg("--shutdown-grace").arg(grace);
         }
         let mut trellis = Trellis {
+            admin_port,
             child: ChildGuard::spawn("trellis", cmd),
             config: path,
             _dir: dir,
         };
-        trellis.wait_ready(ports).await;
+        let mut ready: Vec<u16> = ports.to_vec();
+        ready.extend(admin_port);
+        trellis.wait_ready(&ready).await;
         trellis
     }
 
@@ -140,5 +146,79 @@ impl Trellis {
 
     pub fn stderr(&self) -> String {
         self.child.stderr.text()
+    }
+}
+
+/// The admin API of a running trellis.
+impl Trellis {
+    fn admin_url(&self, path: &str) -> String {
+        let port = self
+            .admin_port
+            .expect("the harness chose the admin port (no [admin] in the test's config)");
+        format!("http://127.0.0.1:{port}{path}")
+    }
+
+    /// `GET /v1/status` as JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        let resp = reqwest::get(self.admin_url("/v1/status"))
+            .await
+            .expect("GET /v1/status");
+        assert_eq!(resp.status(), 200, "GET /v1/status");
+        let body = resp.bytes().await.expect("status body");
+        serde_json::from_slice(&body).expect("status is JSON")
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// The value of one sample in `/metrics` (labels written as Prometheus prints them, sorted).
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        self.metrics().await.lines().find_map(|line| {
+            let value = line.strip_prefix(sample)?.strip_prefix(' ')?;
+            value.trim().parse().ok()
+        })
+    }
+
+    /// One target's entry in `/v1/status`.
+    pub async fn target(&self, group: &str, address: &str) -> serde_json::Value {
+        let status = self.status().await;
+        status["target_groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|g| g["name"] == group)
+            .flat_map(|g| g["targets"].as_array().into_iter().flatten())
+            .find(|t| t["address"] == address)
+            .cloned()
+            .unwrap_or_else(|| panic!("no target {address} in group {group}: {status:#}"))
+    }
+
+    /// Polls `/v1/status` until the target is in `state`; returns its entry.
+    pub async fn wait_state(
+        &self,
+        group: &str,
+        address: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let target = self.target(group, address).await;
+            if target["state"] == state {
+                return target;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{group}/{address} not {state} after {timeout:?}: {target:#}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
     }
 }

@@ -59,7 +59,12 @@ impl Snapshot {
         let groups: HashMap<String, Arc<Group>> = config
             .target_groups
             .iter()
-            .map(|tg| (tg.name.clone(), Arc::new(Group::build(tg, targets, pools, metrics))))
+            .map(|tg| {
+                (
+                    tg.name.clone(),
+                    Arc::new(Group::build(tg, targets, pools, metrics)),
+                )
+            })
             .collect();
         let lookup = |name: &str| groups.get(name).cloned();
         let mut ports: Vec<PortRoutes> = Vec::new();

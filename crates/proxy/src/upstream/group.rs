@@ -80,7 +80,7 @@ impl Group {
             http2,
             response_timeout: tg.response_timeout,
             connect_timeout: tg.connect_timeout,
-            outlier: tg.outlier_detection.clone(),
+            outlier: tg.outlier_detection,
             stats,
             metrics,
         }
