@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use tokio::task::AbortHandle;
 use trellis_config::{Config, HealthCheck, TargetGroup};
-use trellis_targets::{CheckMode, TargetRegistry, TargetState, TargetStats, Transition};
+use trellis_targets::{
+    CheckMode, ProbeResult, TargetRegistry, TargetState, TargetStats, Transition,
+};
 
 use crate::metrics::HealthMetrics;
 use crate::probe::probe;
@@ -32,13 +34,20 @@ struct Probers {
 struct Prober {
     check: HealthCheck,
     task: AbortHandle,
+    alive: Alive,
 }
 
 impl Drop for Prober {
     fn drop(&mut self) {
+        // Under the lock: a prober that is between a probe and its report (on another worker thread)
+        // must not report after this, or it would bring back metrics that `apply` is about to remove.
+        *self.alive.lock().unwrap_or_else(PoisonError::into_inner) = false;
         self.task.abort();
     }
 }
+
+/// Whether a prober may still report; it holds the lock while it does.
+type Alive = Arc<Mutex<bool>>;
 
 impl HealthChecker {
     pub fn new(
@@ -57,7 +66,7 @@ impl HealthChecker {
     /// one prober (restarted when its check settings change). Must run inside a tokio runtime.
     pub fn apply(&self, config: &Config) {
         let in_use = config.target_groups_in_use();
-        let now = Instant::now();
+        let now = now();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut checked = HashSet::new();
         let mut present = HashSet::new();
@@ -84,6 +93,12 @@ impl HealthChecker {
         for (group, address) in state.known.difference(&present) {
             self.metrics.forget(group, &address.to_string());
         }
+        let groups = |set: &HashSet<(String, SocketAddr)>| -> HashSet<String> {
+            set.iter().map(|(g, _)| g.clone()).collect()
+        };
+        for group in groups(&state.known).difference(&groups(&present)) {
+            self.metrics.forget_group(group);
+        }
         state.known = present;
     }
 
@@ -91,13 +106,22 @@ impl HealthChecker {
         let check = tg.health_check.clone();
         let group = tg.name.clone();
         let metrics = self.metrics.clone();
+        let alive = Arc::new(Mutex::new(true));
         let task = tokio::spawn({
             let check = check.clone();
-            async move { run(group, address, check, stats, metrics).await }
+            let target = Target {
+                group,
+                address,
+                stats,
+                metrics,
+                alive: alive.clone(),
+            };
+            async move { run(target, check).await }
         });
         Prober {
             check,
             task: task.abort_handle(),
+            alive,
         }
     }
 
@@ -132,31 +156,54 @@ fn check_mode(tg: &TargetGroup, in_use: bool) -> CheckMode {
 }
 
 /// The life of one target's prober: wait, probe, count, forever (until aborted).
-async fn run(
+async fn run(target: Target, check: HealthCheck) {
+    let schedule = ProbeSchedule::new(check.interval, fastrand::Rng::new());
+    target.run(schedule, |c, a| probe(c, a), &check).await;
+}
+
+/// One probed target and where its results go.
+struct Target {
     group: String,
     address: SocketAddr,
-    check: HealthCheck,
     stats: Arc<TargetStats>,
     metrics: HealthMetrics,
-) {
-    let mut schedule = ProbeSchedule::new(check.interval, fastrand::Rng::new());
-    let target = address.to_string();
-    let passes = metrics.probes.with_label_values(&[&group, "pass"]);
-    let failures = metrics.probes.with_label_values(&[&group, "fail"]);
-    loop {
-        tokio::time::sleep(schedule.next_delay()).await;
-        let result = probe(&check, address).await;
-        if result.passed {
-            passes.inc();
-        } else {
-            failures.inc();
-            tracing::debug!(target_group = %group, target = %address, reason = %result.detail, "health check failed");
-        }
-        if let Some(t) = stats.observe(result, Instant::now()) {
-            log_transition(&group, address, &t);
-            metrics.record(&group, &target, t.to, true);
+    alive: Alive,
+}
+
+impl Target {
+    /// The probe loop, with the probe passed in so that tests can drive it under simulated time.
+    async fn run<'c, P, F>(&self, mut schedule: ProbeSchedule, mut probe: P, check: &'c HealthCheck)
+    where
+        P: FnMut(&'c HealthCheck, SocketAddr) -> F,
+        F: std::future::Future<Output = ProbeResult>,
+    {
+        let target = self.address.to_string();
+        let passes = self.metrics.probes.with_label_values(&[&self.group, "pass"]);
+        let failures = self.metrics.probes.with_label_values(&[&self.group, "fail"]);
+        loop {
+            tokio::time::sleep(schedule.next_delay()).await;
+            let result = probe(check, self.address).await;
+            if result.passed {
+                passes.inc();
+            } else {
+                failures.inc();
+                tracing::debug!(target_group = %self.group, target = %self.address, reason = %result.detail, "health check failed");
+            }
+            let alive = self.alive.lock().unwrap_or_else(PoisonError::into_inner);
+            if !*alive {
+                return;
+            }
+            if let Some(t) = self.stats.observe(result, now()) {
+                log_transition(&self.group, self.address, &t);
+                self.metrics.record(&self.group, &target, t.to, true);
+            }
         }
     }
+}
+
+/// Tokio's clock, so that simulated time in tests moves the states' timestamps too.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 /// Every state change is logged exactly once, where it happens.
@@ -166,5 +213,109 @@ pub fn log_transition(group: &str, address: SocketAddr, t: &Transition) {
         tracing::warn!(target_group = group, target = %address, from, to, reason, "target health changed");
     } else {
         tracing::info!(target_group = group, target = %address, from, to, reason, "target health changed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    fn check(interval: Duration) -> HealthCheck {
+        let config = trellis_config::parse(
+            "[[service]]\nname = \"s\"\nhosts = [\"*\"]\n\
+             [[service.listener]]\nname = \"l\"\nprotocol = \"http\"\nport = 1\n\
+             default_action = { forward = [{ target_group = \"g\" }] }\n\
+             [[target_group]]\nname = \"g\"\ntargets = [\"127.0.0.1:1\"]\n",
+            std::path::Path::new("t.toml"),
+        )
+        .expect("valid");
+        HealthCheck {
+            interval,
+            ..config.target_groups[0].health_check.clone()
+        }
+    }
+
+    /// A target whose probe answers come from a script; every probe's (simulated) time is recorded.
+    struct Scripted {
+        answers: Mutex<VecDeque<bool>>,
+        at: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    /// Runs the real probe loop under paused time with Lattice's defaults (interval 30s, healthy 5,
+    /// unhealthy 2) and checks when each flip happens.
+    #[tokio::test(start_paused = true)]
+    async fn flips_happen_after_the_threshold_counts_within_interval_bounds() {
+        let interval = Duration::from_secs(30);
+        let check = check(interval);
+        assert_eq!((check.healthy_threshold, check.unhealthy_threshold), (5, 2));
+        let registry = TargetRegistry::default();
+        let address: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let stats = registry.stats("g", address);
+        stats.configure(
+            CheckMode::Checked {
+                healthy: 5,
+                unhealthy: 2,
+            },
+            now(),
+        );
+        let metrics = HealthMetrics::new(&prometheus::Registry::new()).unwrap();
+        let target = Target {
+            group: "g".into(),
+            address,
+            stats: stats.clone(),
+            metrics,
+            alive: Arc::new(Mutex::new(true)),
+        };
+        // pass once (initial -> healthy), fail twice (-> unhealthy), then pass five times (-> healthy).
+        let script = [true, false, false, true, true, true, true, true, true];
+        let scripted = Scripted {
+            answers: Mutex::new(script.into_iter().collect()),
+            at: Mutex::new(Vec::new()),
+        };
+        let start = tokio::time::Instant::now();
+        let probe = |_: &HealthCheck, _: SocketAddr| {
+            scripted.at.lock().unwrap().push(tokio::time::Instant::now());
+            let pass = scripted.answers.lock().unwrap().pop_front().unwrap_or(true);
+            async move {
+                if pass {
+                    ProbeResult::pass("status 200")
+                } else {
+                    ProbeResult::fail("status 500 not in 200")
+                }
+            }
+        };
+        let schedule = ProbeSchedule::new(interval, fastrand::Rng::with_seed(7));
+        let run = target.run(schedule, probe, &check);
+        tokio::pin!(run);
+        let mut states = Vec::new();
+        for _ in 0..script.len() {
+            let before = scripted.at.lock().unwrap().len();
+            // Advance until the next probe has happened.
+            while scripted.at.lock().unwrap().len() == before {
+                tokio::select! {
+                    _ = &mut run => unreachable!(),
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            states.push(stats.view().health.state);
+        }
+        use TargetState::*;
+        assert_eq!(
+            states,
+            [Healthy, Healthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy, Healthy]
+        );
+        let at = scripted.at.lock().unwrap().clone();
+        assert!(at[0] - start < Duration::from_secs(1), "first probe within a second");
+        assert!(at[1] - at[0] < interval, "second probe within an interval");
+        for pair in at[1..].windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap <= interval && gap >= interval.mul_f64(0.95), "{gap:?}");
+        }
+        // Recovery: the first passing probe after the fault (index 3) to healthy (index 7) is within
+        // healthy_threshold intervals.
+        assert!(at[7] - at[3] <= interval * 4);
     }
 }

@@ -56,6 +56,13 @@ impl HealthMetrics {
         }
     }
 
+    /// Drops the probe counts of a group that is gone.
+    pub fn forget_group(&self, group: &str) {
+        for result in ["pass", "fail"] {
+            let _ = self.probes.remove_label_values(&[group, result]);
+        }
+    }
+
     /// Drops the series of a target that is gone, so label sets stay bounded by the configuration.
     pub fn forget(&self, group: &str, target: &str) {
         let _ = self.healthy.remove_label_values(&[group, target]);

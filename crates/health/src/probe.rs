@@ -81,15 +81,14 @@ where
     tokio::pin!(exchange);
     let response = tokio::select! {
         biased;
-        r = &mut exchange => r,
-        c = &mut conn => match c {
-            Err(e) => return Err(response_failure(&e)),
-            // With `connection: close` the connection may finish as soon as the response is in; the
-            // response is then already waiting (or the exchange failed).
-            Ok(()) => exchange.await,
+        r = &mut exchange => r.map_err(|e| response_failure(&e))?,
+        // The connection can finish in the same step that delivers the response (`connection: close`),
+        // or fail right after it: a response that arrived still counts.
+        c = &mut conn => match (exchange.await, c) {
+            (Ok(response), _) => response,
+            (Err(_), Err(e)) | (Err(e), Ok(())) => return Err(response_failure(&e)),
         },
-    }
-    .map_err(|e| response_failure(&e))?;
+    };
     let status = response.status().as_u16();
     if check.matcher.matches(status) {
         Ok(ProbeResult::pass(format!("status {status}")))
@@ -110,12 +109,32 @@ fn connect_failure(e: &io::Error) -> String {
 
 fn response_failure(e: &hyper::Error) -> String {
     if e.is_incomplete_message() {
-        "connection closed before a response".to_string()
-    } else if e.is_parse() {
-        format!("not an HTTP response: {e}")
-    } else {
-        format!("no response: {e}")
+        return "connection closed before a response".to_string();
     }
+    if e.is_parse() {
+        return format!("not an HTTP response: {}", with_causes(e));
+    }
+    // The io error underneath says what happened (reset, broken pipe); hyper's own message does not.
+    let io = std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .find_map(|e| e.downcast_ref::<io::Error>());
+    match io.map(io::Error::kind) {
+        Some(io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe) => {
+            "connection reset before a response".to_string()
+        }
+        _ => format!("no response: {}", with_causes(e)),
+    }
+}
+
+/// `error: cause: cause's cause`.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 pub(crate) fn fmt_duration(d: Duration) -> String {
