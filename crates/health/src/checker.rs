@@ -158,7 +158,7 @@ fn check_mode(tg: &TargetGroup, in_use: bool) -> CheckMode {
 /// The life of one target's prober: wait, probe, count, forever (until aborted).
 async fn run(target: Target, check: HealthCheck) {
     let schedule = ProbeSchedule::new(check.interval, fastrand::Rng::new());
-    target.run(schedule, |c, a| probe(c, a), &check).await;
+    target.run(schedule, probe, &check).await;
 }
 
 /// One probed target and where its results go.
@@ -178,8 +178,14 @@ impl Target {
         F: std::future::Future<Output = ProbeResult>,
     {
         let target = self.address.to_string();
-        let passes = self.metrics.probes.with_label_values(&[&self.group, "pass"]);
-        let failures = self.metrics.probes.with_label_values(&[&self.group, "fail"]);
+        let passes = self
+            .metrics
+            .probes
+            .with_label_values(&[&self.group, "pass"]);
+        let failures = self
+            .metrics
+            .probes
+            .with_label_values(&[&self.group, "fail"]);
         loop {
             tokio::time::sleep(schedule.next_delay()).await;
             let result = probe(check, self.address).await;
@@ -277,7 +283,11 @@ mod tests {
         };
         let start = tokio::time::Instant::now();
         let probe = |_: &HealthCheck, _: SocketAddr| {
-            scripted.at.lock().unwrap().push(tokio::time::Instant::now());
+            scripted
+                .at
+                .lock()
+                .unwrap()
+                .push(tokio::time::Instant::now());
             let pass = scripted.answers.lock().unwrap().pop_front().unwrap_or(true);
             async move {
                 if pass {
@@ -305,10 +315,16 @@ mod tests {
         use TargetState::*;
         assert_eq!(
             states,
-            [Healthy, Healthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy, Healthy]
+            [
+                Healthy, Healthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy,
+                Healthy
+            ]
         );
         let at = scripted.at.lock().unwrap().clone();
-        assert!(at[0] - start < Duration::from_secs(1), "first probe within a second");
+        assert!(
+            at[0] - start < Duration::from_secs(1),
+            "first probe within a second"
+        );
         assert!(at[1] - at[0] < interval, "second probe within an interval");
         for pair in at[1..].windows(2) {
             let gap = pair[1] - pair[0];
