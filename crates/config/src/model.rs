@@ -268,7 +268,7 @@ pub struct HealthCheck {
     pub port: Option<u16>,
     /// >= 100ms, <= 300s; default 30s.
     pub interval: Duration,
-    /// < interval; default 5s.
+    /// < interval; default 5s, or half the interval when that is shorter.
     pub timeout: Duration,
     /// 1..=10, default 5.
     pub healthy_threshold: u32,

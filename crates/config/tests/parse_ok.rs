@@ -169,6 +169,19 @@ fn defaults_match_the_model_docs() {
 }
 
 #[test]
+fn a_short_interval_alone_gets_half_of_it_as_timeout() {
+    for (interval, timeout) in [("5s", 2500), ("1s", 500), ("100ms", 50), ("20s", 5000)] {
+        let text = format!("{MINIMAL}  [target_group.health_check]\n  interval = \"{interval}\"\n");
+        let hc = &parse_ok(&text).target_groups[0].health_check;
+        assert_eq!(
+            hc.timeout,
+            Duration::from_millis(timeout),
+            "interval {interval}"
+        );
+    }
+}
+
+#[test]
 fn rules_sorted_limits_resolved_paths_relative() {
     let text = r#"
 [limits]

@@ -185,7 +185,9 @@ fn health_check(
         Duration::from_millis(100),
         secs(300),
     );
-    let timeout = fields::duration(d, &p("timeout"), &raw.timeout, secs(5));
+    // Lattice's 5s, unless the interval is that short: then half of it, so that setting only
+    // `interval = "5s"` (or "1s") is not an error about a key the user never wrote.
+    let timeout = fields::duration(d, &p("timeout"), &raw.timeout, secs(5).min(interval / 2));
     if timeout < Duration::from_millis(1) {
         d.err(&p("timeout"), "must be at least 1ms");
     } else if timeout >= interval {
