@@ -324,9 +324,10 @@ async fn a_backend_killed_under_load_costs_no_request_and_comes_back_healthy() {
     trellis.wait_state("web", &victim, "healthy", WAIT).await;
     let took = back.elapsed();
     let bound = interval * (healthy_threshold + 1);
-    // The status poll itself adds a few milliseconds on top of the bound.
+    // On top of the bound: each probe's own duration (the next delay starts after it) and timer lateness
+    // on a loaded two-core machine; the exact bound is proven under simulated time in trellis-health.
     assert!(
-        took <= bound + Duration::from_millis(100),
+        took <= bound + Duration::from_millis(250),
         "healthy after {took:?}, bound {bound:?}"
     );
     let seq = served_sequence(&client::http1(), port, "/", 9).await;
