@@ -92,8 +92,9 @@ async fn forward(
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_upgrade {
                         let target_side = hyper::upgrade::on(&mut resp);
+                        let closed = group.pools[pick.index].closed();
                         conn.tasks
-                            .spawn(tunnel(client_side, target_side, in_flight));
+                            .spawn(tunnel(client_side, target_side, in_flight, closed));
                         headers::from_target(resp.headers_mut(), true);
                         return resp.map(|_| ProxyBody::empty());
                     }
@@ -191,10 +192,15 @@ async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     target: hyper::upgrade::OnUpgrade,
     in_flight: InFlight,
+    closed: tokio_util::sync::CancellationToken,
 ) {
     if let (Ok(client), Ok(target)) = tokio::join!(client, target) {
-        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(target))
-            .await;
+        let (mut client, mut target) = (TokioIo::new(client), TokioIo::new(target));
+        // A draining target's tunnels end at its deregistration deadline.
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut target) => {}
+            _ = closed.cancelled() => {}
+        }
     }
     drop(in_flight);
 }

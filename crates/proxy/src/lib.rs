@@ -61,7 +61,31 @@ impl Proxy {
 
     /// Builds a snapshot of `config` and swaps it in; requests already routed finish on the old one.
     pub fn apply(&self, config: &Config) {
-        let snapshot = Snapshot::build(config, &self.targets, &self.pools, &self.metrics);
+        self.swap(self.build(config));
+    }
+
+    /// Builds the routing snapshot of `config` without serving it yet.
+    pub fn build(&self, config: &Config) -> Snapshot {
+        Snapshot::build(config, &self.targets, &self.pools, &self.metrics)
+    }
+
+    /// Serves `snapshot` from now on; requests already routed finish on the old one.
+    pub fn swap(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Closes every connection to a target, in use or idle: its drain deadline has passed.
+    pub fn close_target(&self, group: &str, address: std::net::SocketAddr) {
+        self.pools.close(group, address);
+    }
+
+    /// Forgets a target that has finished draining: its pools, live state and metric series.
+    pub fn forget_target(&self, group: &str, address: std::net::SocketAddr) {
+        self.pools.remove(group, address);
+        self.targets.remove(group, address);
+        let _ = self
+            .metrics
+            .ejections
+            .remove_label_values(&[group, &address.to_string()]);
     }
 }

@@ -204,6 +204,14 @@ impl HealthMachine {
         self.enter(TargetState::Draining, reason, now)
     }
 
+    /// Registered again while draining: starts over as `initial` (the group's mode is applied next).
+    pub fn undrain(&mut self, now: Instant) -> Option<Transition> {
+        if self.state != TargetState::Draining {
+            return None;
+        }
+        self.enter(TargetState::Initial, "registered again while draining", now)
+    }
+
     fn enter(&mut self, to: TargetState, reason: &str, now: Instant) -> Option<Transition> {
         if self.state == to {
             return None;
@@ -353,5 +361,11 @@ mod tests {
         assert_eq!(pass(&mut m, t0), None);
         assert_eq!(m.configure(CheckMode::Disabled, t0), None);
         assert_eq!(m.state(), TargetState::Draining);
+        assert_eq!(
+            m.undrain(t0).map(|t| t.to),
+            Some(TargetState::Initial),
+            "registered again"
+        );
+        assert_eq!(m.undrain(t0), None);
     }
 }

@@ -47,6 +47,15 @@ impl TargetRegistry {
         inner.targets.get(&(group.to_string(), address)).cloned()
     }
 
+    /// Forgets one target (it has finished draining); its group goes too when it was the last.
+    pub fn remove(&self, group: &str, address: SocketAddr) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.targets.remove(&(group.to_string(), address));
+        if !inner.targets.keys().any(|(g, _)| g == group) {
+            inner.groups.remove(group);
+        }
+    }
+
     /// Forgets targets for which `keep` says no (called after a swap, for targets no snapshot uses), and
     /// groups left without targets.
     pub fn retain(&self, mut keep: impl FnMut(&str, SocketAddr) -> bool) {

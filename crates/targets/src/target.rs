@@ -147,6 +147,11 @@ impl TargetStats {
         self.update(|h| h.machine.drain(reason, now))
     }
 
+    /// Registered again while draining: back to `initial`.
+    pub fn undrain(&self, now: Instant) -> Option<Transition> {
+        self.update(|h| h.machine.undrain(now))
+    }
+
     /// A request to the target succeeded (as far as passive ejection cares).
     #[inline]
     pub fn record_success(&self) {

@@ -2,6 +2,8 @@
 
 mod admin;
 mod check;
+mod daemon;
+mod state;
 mod echo;
 mod run;
 
@@ -39,6 +41,10 @@ enum Command {
         /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         shutdown_grace: Duration,
+        /// Where targets registered through the admin API (and scaler state) are kept across restarts
+        /// (default: /var/lib/trellis when writable, else ./.trellis-state).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Validate a configuration file: exit 0 with a summary, or 1 with every error (file:line: key: message).
     Check {
@@ -67,7 +73,8 @@ fn main() -> ExitCode {
             config,
             workers,
             shutdown_grace,
-        } => run::run(&config, workers, shutdown_grace),
+            state_dir,
+        } => run::run(&config, workers, shutdown_grace, state_dir),
         Command::Check { config } => return check::check(&config),
         Command::Echo {
             listen,

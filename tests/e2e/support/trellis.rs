@@ -80,6 +80,9 @@ impl Trellis {
         cmd.arg("run")
             .arg("-c")
             .arg(&path)
+            // Never the machine's /var/lib/trellis: tests run in parallel and must not share state.
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
             .arg("--workers")
             .arg(opts.workers.to_string());
         if let Some(grace) = opts.shutdown_grace {

@@ -14,6 +14,7 @@ use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 /// Idle HTTP/1.1 connections kept per target; more are closed when their exchange ends.
 const MAX_IDLE_PER_TARGET: usize = 256;
@@ -28,6 +29,9 @@ pub struct TargetPool {
     http2: bool,
     idle: ArrayQueue<http1::SendRequest<RequestBody>>,
     shared_h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// Cancelled when the target's drain deadline passes: every connection to it (and every tunnel
+    /// through it) is closed, whatever it is doing.
+    closed: CancellationToken,
 }
 
 /// Why no connection could be had; either way nothing was sent, so another target may be tried.
@@ -45,7 +49,24 @@ impl TargetPool {
             http2,
             idle: ArrayQueue::new(MAX_IDLE_PER_TARGET),
             shared_h2: Mutex::new(None),
+            closed: CancellationToken::new(),
         }
+    }
+
+    /// Closes every connection to the target now, in use or idle (a drain deadline has passed).
+    pub fn close(&self) {
+        self.closed.cancel();
+        while self.idle.pop().is_some() {}
+        self.shared_h2
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    /// Completes when [`Self::close`] is called; long-lived work on the target's connections (tunnels)
+    /// selects on it.
+    pub fn closed(&self) -> CancellationToken {
+        self.closed.clone()
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -88,7 +109,7 @@ impl TargetPool {
                 .handshake(io)
                 .await
                 .map_err(ConnectError::Handshake)?;
-            tokio::spawn(conn);
+            tokio::spawn(until_closed(conn, self.closed.clone()));
             *self
                 .shared_h2
                 .lock()
@@ -100,16 +121,25 @@ impl TargetPool {
                 .await
                 .map_err(ConnectError::Handshake)?;
             // Upgrades enabled so a 101 response can become a tunnel (WebSocket).
-            tokio::spawn(conn.with_upgrades());
+            tokio::spawn(until_closed(conn.with_upgrades(), self.closed.clone()));
             Ok(Sender::H1(sender))
         }
     }
 
     fn release(&self, sender: http1::SendRequest<RequestBody>) {
-        if !sender.is_closed() {
+        if !sender.is_closed() && !self.closed.is_cancelled() {
             // Full: the connection is dropped, which closes it.
             let _ = self.idle.push(sender);
         }
+    }
+}
+
+/// Drives a connection until it ends or its target is closed; dropping it closes the socket, which ends
+/// whatever response is streaming on it.
+async fn until_closed<F: std::future::Future>(conn: F, closed: CancellationToken) {
+    tokio::select! {
+        _ = conn => {}
+        _ = closed.cancelled() => {}
     }
 }
 
@@ -132,6 +162,27 @@ pub struct PoolRegistry {
 }
 
 impl PoolRegistry {
+    /// Closes and forgets every pool of a target (it has finished draining).
+    pub fn remove(&self, group: &str, address: SocketAddr) {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        pools.retain(|(g, a, _), pool| {
+            let gone = g == group && *a == address;
+            if gone {
+                pool.close();
+            }
+            !gone
+        });
+    }
+
+    /// Closes every connection of a target without forgetting it.
+    pub fn close(&self, group: &str, address: SocketAddr) {
+        let pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        pools
+            .iter()
+            .filter(|((g, a, _), _)| g == group && *a == address)
+            .for_each(|(_, pool)| pool.close());
+    }
+
     pub fn pool(&self, group: &str, address: SocketAddr, http2: bool) -> Arc<TargetPool> {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         pools

@@ -1,6 +1,7 @@
-//! The admin listener (`[admin].listen`): `/healthz`, `/metrics`, `/v1/status`. Loopback by default; it
+//! The admin listener (`[admin].listen`): health, metrics, status, reload and target registration. It
 //! never shares a port with traffic, so a flood on a listener cannot starve the operator's view.
 
+mod auth;
 mod status;
 
 use std::convert::Infallible;
@@ -11,26 +12,25 @@ use anyhow::Context;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use prometheus::{Encoder, TextEncoder};
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use trellis_config::Config;
-use trellis_targets::TargetRegistry;
 
-/// What the admin API reads.
-pub struct Admin {
-    pub config: Arc<Config>,
-    pub targets: Arc<TargetRegistry>,
-    pub prometheus: prometheus::Registry,
-}
+use crate::daemon::{ChangeError, Daemon};
+
+/// Request bodies of the admin API are small JSON objects.
+const MAX_BODY: usize = 64 * 1024;
+
+type Reply = Response<Full<Bytes>>;
 
 /// Binds the admin listener and serves it in the background; returns the bound address.
-pub async fn start(admin: Arc<Admin>) -> anyhow::Result<SocketAddr> {
-    let listen = admin.config.admin.listen;
+pub async fn start(daemon: Arc<Daemon>) -> anyhow::Result<SocketAddr> {
+    let listen = daemon.current().file.admin.listen;
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} for the admin API"))?;
@@ -40,11 +40,11 @@ pub async fn start(admin: Arc<Admin>) -> anyhow::Result<SocketAddr> {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let admin = admin.clone();
+            let daemon = daemon.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
-                    let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(handle(&admin, req)) }
+                    let daemon = daemon.clone();
+                    async move { Ok::<_, Infallible>(handle(&daemon, req).await) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -55,47 +55,198 @@ pub async fn start(admin: Arc<Admin>) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
-    let route = match path {
-        "/healthz" | "/metrics" | "/v1/status" => path,
-        _ => return error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
-    };
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{route} only answers GET"),
-        );
+async fn handle(daemon: &Arc<Daemon>, req: Request<Incoming>) -> Reply {
+    if let Some(reply) = auth::rejection(daemon, &req) {
+        return reply;
     }
-    match route {
-        "/healthz" => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
-        "/metrics" => metrics(admin),
-        _ => {
-            let body = status::status(admin).to_string();
-            respond(StatusCode::OK, "application/json", body.into())
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (&method, segments.as_slice()) {
+        (&Method::GET | &Method::HEAD, ["healthz"]) => {
+            respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
         }
+        (&Method::GET | &Method::HEAD, ["metrics"]) => metrics(daemon),
+        (&Method::GET | &Method::HEAD, ["v1", "status"]) => {
+            json_reply(StatusCode::OK, &status::status(daemon))
+        }
+        (&Method::POST, ["v1", "reload"]) => match daemon.reload().await {
+            Ok(running) => json_reply(
+                StatusCode::OK,
+                &json!({
+                    "result": "ok",
+                    "sha256": running.sha256,
+                    "summary": running.file.summary(),
+                }),
+            ),
+            Err(e) => change_error(&e),
+        },
+        (&Method::POST, ["v1", "target-groups", group, "targets"]) => {
+            let group = percent_decode(group);
+            register(daemon, &group, req).await
+        }
+        (&Method::DELETE, ["v1", "target-groups", group, "targets", address]) => {
+            let (group, address) = (percent_decode(group), percent_decode(address));
+            let Ok(address) = address.parse::<SocketAddr>() else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{address:?} is not an ip:port address"),
+                );
+            };
+            match daemon.deregister(&group, address).await {
+                Ok(()) => json_reply(
+                    StatusCode::OK,
+                    &json!({"target_group": group, "address": address.to_string(), "state": "draining"}),
+                ),
+                Err(e) => change_error(&e),
+            }
+        }
+        (_, ["healthz"] | ["metrics"] | ["v1", "status"] | ["v1", "reload"])
+        | (_, ["v1", "target-groups", _, "targets", ..]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("{method} is not allowed on {path}"),
+        ),
+        _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
     }
 }
 
-fn metrics(admin: &Admin) -> Response<Full<Bytes>> {
+async fn register(daemon: &Arc<Daemon>, group: &str, req: Request<Incoming>) -> Reply {
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            )
+        }
+    };
+    let parsed: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not JSON: {e}"),
+            )
+        }
+    };
+    let Some(address) = parsed.get("address").and_then(Value::as_str) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body needs \"address\": \"ip:port\"",
+        );
+    };
+    let Ok(address) = address.parse::<SocketAddr>() else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("{address:?} is not an ip:port address"),
+        );
+    };
+    let weight = match parsed.get("weight") {
+        None | Some(Value::Null) => 1,
+        Some(w) => match w.as_u64().and_then(|w| u16::try_from(w).ok()) {
+            Some(w) => w,
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("weight {w} is not an integer in 0..=999"),
+                )
+            }
+        },
+    };
+    match daemon.register(group, address, weight).await {
+        Ok(created) => {
+            let state = daemon
+                .targets
+                .get(group, address)
+                .map(|s| s.view().health.state.as_str())
+                .unwrap_or("initial");
+            json_reply(
+                if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                },
+                &json!({"target_group": group, "address": address.to_string(), "weight": weight, "state": state}),
+            )
+        }
+        Err(e) => change_error(&e),
+    }
+}
+
+fn change_error(e: &ChangeError) -> Reply {
+    match e {
+        ChangeError::Invalid(errors) => json_reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &json!({"error": e.to_string(), "errors": errors}),
+        ),
+        ChangeError::NotFound(_) => error(StatusCode::NOT_FOUND, &e.to_string()),
+        ChangeError::Conflict(_) => error(StatusCode::CONFLICT, &e.to_string()),
+        ChangeError::BadRequest(_) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        ChangeError::Failed(_) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn metrics(daemon: &Daemon) -> Reply {
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
-    if let Err(e) = encoder.encode(&admin.prometheus.gather(), &mut body) {
+    if let Err(e) = encoder.encode(&daemon.prometheus.gather(), &mut body) {
         return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
     }
     respond(StatusCode::OK, encoder.format_type(), body.into())
 }
 
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "error": message }).to_string();
+pub fn error(status: StatusCode, message: &str) -> Reply {
+    json_reply(status, &json!({ "error": message }))
+}
+
+fn json_reply(status: StatusCode, value: &Value) -> Reply {
+    let mut body = value.to_string();
+    body.push('\n');
     respond(status, "application/json", body.into())
 }
 
-fn respond(status: StatusCode, content_type: &str, body: Bytes) -> Response<Full<Bytes>> {
+fn respond(status: StatusCode, content_type: &str, body: Bytes) -> Reply {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     if let Ok(ct) = content_type.parse() {
         resp.headers_mut().insert(CONTENT_TYPE, ct);
     }
     resp
+}
+
+/// `%XX` escapes in a path segment (`[::1]:80` arrives as `%5B%3A%3A1%5D%3A80`).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(percent_decode("%5B%3A%3A1%5D%3A80"), "[::1]:80");
+        assert_eq!(percent_decode("127.0.0.1:9001"), "127.0.0.1:9001");
+        assert_eq!(percent_decode("bad%zz%4"), "bad%zz%4");
+    }
 }

@@ -9,15 +9,59 @@ use trellis_config::{
 };
 use trellis_targets::{TargetRegistry, TargetView};
 
-use super::Admin;
+use crate::daemon::{Daemon, Drain, Running};
 
-pub fn status(admin: &Admin) -> Value {
-    let config = &admin.config;
+pub fn status(daemon: &Daemon) -> Value {
+    let running = daemon.current();
+    let config = &running.effective;
     let in_use = config.target_groups_in_use();
     let now = (Instant::now(), SystemTime::now());
+    let draining = daemon.draining.list();
+    let (ok, failed) = daemon.reload_counts();
+    let mut groups: Vec<Value> = config
+        .target_groups
+        .iter()
+        .map(|tg| {
+            let leaving: Vec<_> = draining
+                .iter()
+                .filter(|((g, _), _)| *g == tg.name)
+                .collect();
+            target_group(
+                tg,
+                in_use.contains(tg.name.as_str()),
+                &running,
+                &daemon.targets,
+                &leaving,
+                now,
+            )
+        })
+        .collect();
+    // Groups gone from the configuration whose targets are still draining.
+    let mut gone: Vec<&str> = draining
+        .iter()
+        .map(|((g, _), _)| g.as_str())
+        .filter(|g| !config.target_groups.iter().any(|tg| tg.name == *g))
+        .collect();
+    gone.dedup();
+    for name in gone {
+        let targets: Vec<Value> = draining
+            .iter()
+            .filter(|((g, _), _)| g == name)
+            .map(|((_, address), drain)| {
+                draining_target(*address, drain, &daemon.targets, name, now)
+            })
+            .collect();
+        groups.push(json!({"name": name, "removed": true, "targets": targets}));
+    }
     json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "config": config.source.display().to_string(),
+        "config": {
+            "path": running.file.source.display().to_string(),
+            "sha256": running.sha256,
+            "loaded_at": humantime::format_rfc3339_seconds(running.loaded_at).to_string(),
+            "reloads": {"ok": ok, "error": failed},
+            "state_dir": daemon.state_dir().display().to_string(),
+        },
         "services": config.services.iter().map(|s| json!({
             "name": s.name,
             "hosts": s.hosts.iter().map(|h| match h {
@@ -41,9 +85,7 @@ pub fn status(admin: &Admin) -> Value {
                 "default_action": action(&l.default_action),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-        "target_groups": config.target_groups.iter()
-            .map(|tg| target_group(tg, in_use.contains(tg.name.as_str()), &admin.targets, now))
-            .collect::<Vec<_>>(),
+        "target_groups": groups,
     })
 }
 
@@ -59,7 +101,9 @@ fn action(a: &Action) -> Value {
 fn target_group(
     tg: &TargetGroup,
     in_use: bool,
+    running: &Running,
     registry: &TargetRegistry,
+    leaving: &[&((String, SocketAddr), Drain)],
     now: (Instant, SystemTime),
 ) -> Value {
     let hc = &tg.health_check;
@@ -108,8 +152,30 @@ fn target_group(
         "routable_targets": routable,
         // ALB's behaviour: a group with targets but none routable sends traffic to all of them.
         "failing_open": in_use && routable == 0 && !tg.targets.is_empty(),
-        "targets": views.into_iter().map(|(address, weight, view)| target(address, weight, view, now)).collect::<Vec<_>>(),
+        "targets": views.into_iter()
+            .map(|(address, weight, view)| {
+                let mut t = target(address, weight, view, now);
+                let api = running.registered.contains(&(tg.name.clone(), address));
+                t["source"] = json!(if api { "api" } else { "file" });
+                t
+            })
+            .chain(leaving.iter().map(|((_, address), drain)| draining_target(*address, drain, registry, &tg.name, now)))
+            .collect::<Vec<_>>(),
     })
+}
+
+fn draining_target(
+    address: SocketAddr,
+    drain: &Drain,
+    registry: &TargetRegistry,
+    group: &str,
+    now: (Instant, SystemTime),
+) -> Value {
+    let view = registry.get(group, address).map(|s| s.view());
+    let mut t = target(address, drain.weight, view, now);
+    t["source"] = json!(if drain.registered { "api" } else { "file" });
+    t["drain_deadline_seconds"] = json!(round(drain.deadline.saturating_duration_since(now.0)));
+    t
 }
 
 fn target(

@@ -1,0 +1,363 @@
+//! The running daemon: the configuration in force, and every way it changes — reload, target
+//! registration, draining. All changes go through one lock and one path ([`Daemon::apply`]): build the
+//! snapshot, bind new listeners, swap, re-aim health checks, drain what left.
+
+mod drain;
+mod registry;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use prometheus::{IntCounterVec, Opts};
+use sha2::{Digest, Sha256};
+use trellis_config::{Config, TargetSpec};
+use trellis_health::HealthChecker;
+use trellis_proxy::{Proxy, Server};
+use trellis_targets::TargetRegistry;
+
+use crate::state::{self, Registration, StateDir};
+pub use drain::Drain;
+
+/// What went wrong with a change; each maps to one HTTP status in the admin API.
+#[derive(Debug)]
+pub enum ChangeError {
+    /// The configuration file has errors (every one, `file:line: key: message`).
+    Invalid(Vec<String>),
+    NotFound(String),
+    Conflict(String),
+    BadRequest(String),
+    /// The change was valid but could not be carried out (a port that cannot be bound, a state file that
+    /// cannot be written). Nothing was changed.
+    Failed(String),
+}
+
+impl std::fmt::Display for ChangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeError::Invalid(errors) => write!(
+                f,
+                "the configuration has {} error{}; still serving the previous one",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            ),
+            ChangeError::NotFound(m)
+            | ChangeError::Conflict(m)
+            | ChangeError::BadRequest(m)
+            | ChangeError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The configuration in force.
+pub struct Running {
+    /// As read from the file.
+    pub file: Config,
+    /// The file plus registered targets: what is served.
+    pub effective: Config,
+    pub sha256: String,
+    pub loaded_at: SystemTime,
+    /// The admin bearer token, when `admin.token_file` is set.
+    pub token: Option<String>,
+    /// (group, address) of the targets that came from the admin API.
+    pub registered: HashSet<(String, SocketAddr)>,
+}
+
+pub struct Daemon {
+    path: PathBuf,
+    state_dir: StateDir,
+    pub targets: Arc<TargetRegistry>,
+    pub proxy: Arc<Proxy>,
+    pub server: Server,
+    health: HealthChecker,
+    pub prometheus: prometheus::Registry,
+    reloads: IntCounterVec,
+    current: ArcSwap<Running>,
+    registrations: Mutex<Vec<Registration>>,
+    pub draining: drain::Draining,
+    /// One change at a time: reloads and registrations are serialized.
+    change: tokio::sync::Mutex<()>,
+}
+
+/// The configuration file read once: its text for parsing, its bytes for the fingerprint.
+pub fn read_config(path: &Path) -> Result<(Config, String), ChangeError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ChangeError::Invalid(vec![format!("{}: {e}", path.display())]))?;
+    let text = String::from_utf8(bytes.clone())
+        .map_err(|_| ChangeError::Invalid(vec![format!("{}: not UTF-8 text", path.display())]))?;
+    let config = trellis_config::parse(&text, path).map_err(|e| match e {
+        trellis_config::ConfigError::Invalid(diags) => {
+            ChangeError::Invalid(diags.iter().map(|d| d.to_string()).collect())
+        }
+        other => ChangeError::Invalid(vec![other.to_string()]),
+    })?;
+    Ok((config, hex(&Sha256::digest(&bytes))))
+}
+
+fn read_token(config: &Config) -> Result<Option<String>, ChangeError> {
+    let Some(file) = &config.admin.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        ChangeError::Failed(format!(
+            "cannot read admin.token_file {}: {e}",
+            file.display()
+        ))
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(ChangeError::Failed(format!(
+            "admin.token_file {} is empty",
+            file.display()
+        )));
+    }
+    Ok(Some(token.to_string()))
+}
+
+impl Daemon {
+    /// Starts serving `config`: registered targets from the state directory, health checks, listeners.
+    /// Must run inside the tokio runtime.
+    pub fn start(
+        path: &Path,
+        state_dir: StateDir,
+        config: Config,
+        sha256: String,
+    ) -> anyhow::Result<Arc<Daemon>> {
+        let prometheus = prometheus::Registry::new();
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "trellis_config_reloads_total",
+                "Configuration reloads, by result",
+            ),
+            &["result"],
+        )?;
+        prometheus.register(Box::new(reloads.clone()))?;
+        for result in ["ok", "error"] {
+            reloads.with_label_values(&[result]);
+        }
+        let token = read_token(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (registrations, problem) = state::load_registrations(&state_dir);
+        if let Some(problem) = problem {
+            tracing::error!("{problem}");
+        }
+        let (effective, registered) = registry::merge(&config, &registrations);
+        let targets = Arc::new(TargetRegistry::default());
+        // Health first: every target has its state (initial, unavailable or unused) before traffic.
+        let health = HealthChecker::new(targets.clone(), &prometheus)?;
+        health.apply(&effective);
+        let proxy = Proxy::new(&effective, targets.clone(), &prometheus)?;
+        let server = Server::start(proxy.clone())?;
+        Ok(Arc::new(Daemon {
+            path: path.to_path_buf(),
+            state_dir,
+            targets,
+            proxy,
+            server,
+            health,
+            prometheus,
+            reloads,
+            current: ArcSwap::from_pointee(Running {
+                file: config,
+                effective,
+                sha256,
+                loaded_at: SystemTime::now(),
+                token,
+                registered,
+            }),
+            registrations: Mutex::new(registrations),
+            draining: drain::Draining::default(),
+            change: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn current(&self) -> Arc<Running> {
+        self.current.load_full()
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        self.state_dir.path()
+    }
+
+    /// Reloads (ok, error) so far.
+    pub fn reload_counts(&self) -> (u64, u64) {
+        let count = |r: &str| self.reloads.with_label_values(&[r]).get();
+        (count("ok"), count("error"))
+    }
+
+    /// Reads, validates and applies the configuration file. On any error nothing changes.
+    pub async fn reload(self: &Arc<Self>) -> Result<Arc<Running>, ChangeError> {
+        let _change = self.change.lock().await;
+        let result = self.reload_locked();
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.reloads.with_label_values(&[outcome]).inc();
+        match &result {
+            Ok(running) => {
+                tracing::info!(sha256 = %&running.sha256[..12], "{}", running.file.summary())
+            }
+            Err(ChangeError::Invalid(errors)) => {
+                for e in errors {
+                    tracing::error!("reload: {e}");
+                }
+                tracing::error!("reload failed: still serving the previous configuration");
+            }
+            Err(e) => {
+                tracing::error!("reload failed: {e}; still serving the previous configuration")
+            }
+        }
+        result
+    }
+
+    fn reload_locked(self: &Arc<Self>) -> Result<Arc<Running>, ChangeError> {
+        let (file, sha256) = read_config(&self.path)?;
+        let token = read_token(&file)?;
+        if file.admin.listen != self.current().file.admin.listen {
+            tracing::warn!(
+                "admin.listen changed to {}; the admin API moves there at the next restart",
+                file.admin.listen
+            );
+        }
+        let registrations = self.lock_registrations().clone();
+        self.apply(file, sha256, token, &registrations)
+    }
+
+    /// Registers `address` in `group` (or changes its weight), persists it, and serves it. `Ok(true)`
+    /// when it is new.
+    pub async fn register(
+        self: &Arc<Self>,
+        group: &str,
+        address: SocketAddr,
+        weight: u16,
+    ) -> Result<bool, ChangeError> {
+        let _change = self.change.lock().await;
+        let current = self.current();
+        registry::check_registrable(&current.file, group, address, weight)?;
+        let mut next = self.lock_registrations().clone();
+        let created = registry::upsert(&mut next, group, address, weight);
+        self.persist_and_apply(&current, next)?;
+        tracing::info!(target_group = group, target = %address, weight, "target registered");
+        Ok(created)
+    }
+
+    /// Deregisters a target added through the API; it drains.
+    pub async fn deregister(
+        self: &Arc<Self>,
+        group: &str,
+        address: SocketAddr,
+    ) -> Result<(), ChangeError> {
+        let _change = self.change.lock().await;
+        let current = self.current();
+        let mut next = self.lock_registrations().clone();
+        registry::remove(&current.file, &mut next, group, address)?;
+        self.persist_and_apply(&current, next)?;
+        tracing::info!(target_group = group, target = %address, "target deregistered");
+        Ok(())
+    }
+
+    fn persist_and_apply(
+        self: &Arc<Self>,
+        current: &Running,
+        next: Vec<Registration>,
+    ) -> Result<(), ChangeError> {
+        state::save_registrations(&self.state_dir, &next).map_err(|e| {
+            ChangeError::Failed(format!(
+                "cannot save registrations in {}: {e}",
+                self.state_dir.path().display()
+            ))
+        })?;
+        let applied = self.apply(
+            current.file.clone(),
+            current.sha256.clone(),
+            current.token.clone(),
+            &next,
+        );
+        if applied.is_err() {
+            // Keep the file in step with what is served.
+            let old = self.lock_registrations().clone();
+            let _ = state::save_registrations(&self.state_dir, &old);
+        }
+        applied.map(|_| ())
+    }
+
+    /// The one way the served configuration changes. Called with the change lock held.
+    fn apply(
+        self: &Arc<Self>,
+        file: Config,
+        sha256: String,
+        token: Option<String>,
+        registrations: &[Registration],
+    ) -> Result<Arc<Running>, ChangeError> {
+        let (effective, registered) = registry::merge(&file, registrations);
+        let old = self.current();
+        let now = Instant::now();
+        let before = members(&old.effective);
+        let after = members(&effective);
+        // Held throughout: no drain finishes (and forgets its target) while this change is under way.
+        let mut draining = self.draining.lock();
+        let snapshot = self.proxy.build(&effective);
+        self.server
+            .reload(snapshot)
+            .map_err(|e| ChangeError::Failed(e.to_string()))?;
+        // Back while draining: stop the drain before health checking takes the target up again.
+        for key in after.keys() {
+            if draining.contains(key) {
+                draining.cancel(key, &self.targets, now);
+            }
+        }
+        self.health.apply(&effective);
+        for (key, spec) in before.iter().filter(|(k, _)| !after.contains_key(*k)) {
+            let delay = old
+                .effective
+                .target_groups
+                .iter()
+                .find(|g| g.name == key.0)
+                .map(|g| g.deregistration_delay)
+                .unwrap_or_default();
+            let registered = old.registered.contains(key);
+            let reason = if registered {
+                "deregistered through the admin API"
+            } else {
+                "removed from the configuration"
+            };
+            let drain = Drain {
+                weight: spec.weight,
+                deadline: now + delay,
+                registered,
+            };
+            draining.start(self, key.clone(), drain, reason, now);
+        }
+        drop(draining);
+        *self.lock_registrations() = registrations.to_vec();
+        let running = Arc::new(Running {
+            file,
+            effective,
+            sha256,
+            loaded_at: SystemTime::now(),
+            token,
+            registered,
+        });
+        self.current.store(running.clone());
+        Ok(running)
+    }
+
+    fn lock_registrations(&self) -> std::sync::MutexGuard<'_, Vec<Registration>> {
+        self.registrations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Every (group, address) of a configuration with its spec.
+fn members(config: &Config) -> std::collections::HashMap<(String, SocketAddr), TargetSpec> {
+    config
+        .target_groups
+        .iter()
+        .flat_map(|g| g.targets.iter().map(|t| ((g.name.clone(), t.address), *t)))
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
