@@ -10,5 +10,6 @@ mod failures;
 mod forwarding;
 mod health;
 mod limits;
+mod reload;
 mod routing;
 mod shutdown;

@@ -21,6 +21,8 @@ pub struct Options {
     pub workers: usize,
     /// `--shutdown-grace`, when set.
     pub shutdown_grace: Option<&'static str>,
+    /// `--state-dir` (default: a fresh directory of this instance's own).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -28,6 +30,7 @@ impl Default for Options {
         Options {
             workers: 2,
             shutdown_grace: None,
+            state_dir: None,
         }
     }
 }
@@ -82,7 +85,7 @@ impl Trellis {
             .arg(&path)
             // Never the machine's /var/lib/trellis: tests run in parallel and must not share state.
             .arg("--state-dir")
-            .arg(dir.path().join("state"))
+            .arg(opts.state_dir.clone().unwrap_or_else(|| dir.path().join("state")))
             .arg("--workers")
             .arg(opts.workers.to_string());
         if let Some(grace) = opts.shutdown_grace {
@@ -122,6 +125,21 @@ impl Trellis {
                 tokio::time::sleep(POLL).await;
             }
         }
+    }
+
+    /// The configuration file trellis runs from.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
+    /// Replaces the configuration file (with the same `[admin]` header the harness added at start);
+    /// nothing is reloaded until the test says so.
+    pub fn write_config(&self, config: &str) {
+        let text = match self.admin_port {
+            Some(port) => format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n\n{config}"),
+            None => config.to_owned(),
+        };
+        std::fs::write(&self.config, text).expect("write config");
     }
 
     pub fn pid(&self) -> u32 {
@@ -169,6 +187,59 @@ impl Trellis {
         assert_eq!(resp.status(), 200, "GET /v1/status");
         let body = resp.bytes().await.expect("status body");
         serde_json::from_slice(&body).expect("status is JSON")
+    }
+
+    /// `method path` on the admin API with an optional JSON body: (status, JSON reply).
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = reqwest::Client::new().request(method, self.admin_url(path));
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.expect("admin API request");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("admin API body");
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        });
+        (status, value)
+    }
+
+    /// `POST /v1/reload`: (status, JSON reply).
+    pub async fn reload(&self) -> (u16, serde_json::Value) {
+        self.admin(reqwest::Method::POST, "/v1/reload", None).await
+    }
+
+    /// `POST /v1/target-groups/GROUP/targets`.
+    pub async fn register(&self, group: &str, address: &str, weight: u16) -> (u16, serde_json::Value) {
+        let body = serde_json::json!({"address": address, "weight": weight});
+        let path = format!("/v1/target-groups/{group}/targets");
+        self.admin(reqwest::Method::POST, &path, Some(body)).await
+    }
+
+    /// `DELETE /v1/target-groups/GROUP/targets/ADDRESS`.
+    pub async fn deregister(&self, group: &str, address: &str) -> (u16, serde_json::Value) {
+        let path = format!("/v1/target-groups/{group}/targets/{address}");
+        self.admin(reqwest::Method::DELETE, &path, None).await
+    }
+
+    /// The addresses listed for a group in `/v1/status` (any state).
+    pub async fn group_targets(&self, group: &str) -> Vec<String> {
+        let status = self.status().await;
+        status["target_groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|g| g["name"] == group)
+            .flat_map(|g| g["targets"].as_array().into_iter().flatten())
+            .filter_map(|t| t["address"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// `GET /metrics` as text.
