@@ -36,8 +36,11 @@ pub async fn handle(
         let (_rule, action) = service.route(req.method(), req.uri().path(), req.headers());
         match action {
             Action::Fixed(fixed) => return Ok(fixed_response(fixed)),
-            Action::Forward(forward) => match forward.pick() {
-                Some(to) => (to.group.clone(), to.target_header.clone()),
+            Action::Forward(forward) => match forward
+                .pick()
+                .and_then(|to| Some((snapshot.group(to.slot)?.clone(), to.target_header.clone())))
+            {
+                Some(picked) => picked,
                 None => return Ok(failure(Failure::NoTargets)),
             },
         }

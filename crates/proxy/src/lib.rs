@@ -23,6 +23,7 @@ use trellis_config::Config;
 use trellis_targets::TargetRegistry;
 
 use metrics::ProxyMetrics;
+use snapshot::{GroupSlots, Parts};
 use upstream::PoolRegistry;
 
 /// The routing state: one immutable [`Snapshot`] behind one `ArcSwap`, plus what outlives snapshots
@@ -32,24 +33,33 @@ pub struct Proxy {
     targets: Arc<TargetRegistry>,
     pools: PoolRegistry,
     metrics: ProxyMetrics,
+    slots: GroupSlots,
 }
 
 impl Proxy {
     /// `targets` is shared with health checking, which writes the states the balancers read;
     /// request metrics are registered in `prometheus`.
     pub fn new(
-        config: &Config,
+        config: Arc<Config>,
         targets: Arc<TargetRegistry>,
         prometheus: &prometheus::Registry,
     ) -> Result<Arc<Proxy>, ProxyError> {
         let pools = PoolRegistry::default();
         let metrics = ProxyMetrics::new(prometheus)?;
-        let snapshot = Snapshot::build(config, &targets, &pools, &metrics);
+        let slots = GroupSlots::default();
+        let parts = Parts {
+            targets: &targets,
+            pools: &pools,
+            metrics: &metrics,
+            slots: &slots,
+        };
+        let snapshot = Snapshot::build(config, None, &parts);
         Ok(Arc::new(Proxy {
             snapshot: ArcSwap::from_pointee(snapshot),
             targets,
             pools,
             metrics,
+            slots,
         }))
     }
 
@@ -60,18 +70,25 @@ impl Proxy {
     }
 
     /// Builds a snapshot of `config` and swaps it in; requests already routed finish on the old one.
-    pub fn apply(&self, config: &Config) {
+    pub fn apply(&self, config: Arc<Config>) {
         self.swap(self.build(config));
     }
 
-    /// Builds the routing snapshot of `config` without serving it yet.
-    pub fn build(&self, config: &Config) -> Snapshot {
-        Snapshot::build(config, &self.targets, &self.pools, &self.metrics)
+    /// Builds the routing snapshot of `config` without serving it yet, reusing what the current one
+    /// built from equal configuration.
+    pub fn build(&self, config: Arc<Config>) -> Snapshot {
+        let parts = Parts {
+            targets: &self.targets,
+            pools: &self.pools,
+            metrics: &self.metrics,
+            slots: &self.slots,
+        };
+        Snapshot::build(config, Some(&self.snapshot.load()), &parts)
     }
 
     /// Serves `snapshot` from now on; requests already routed finish on the old one.
     pub fn swap(&self, snapshot: Snapshot) {
-        self.snapshot.store(Arc::new(snapshot));
+        retire(self.snapshot.swap(Arc::new(snapshot)));
     }
 
     /// Closes every connection to a target, in use or idle: its drain deadline has passed.
@@ -87,5 +104,19 @@ impl Proxy {
             .metrics
             .ejections
             .remove_label_values(&[group, &address.to_string()]);
+    }
+}
+
+/// Frees a replaced snapshot off the request path. A request that loaded it just before the swap may
+/// otherwise hold its last reference, and freeing a snapshot of thousands of rules takes milliseconds that
+/// would land on that request. So it is kept a moment longer than any routing takes, then dropped on a
+/// blocking thread.
+fn retire(old: Arc<Snapshot>) {
+    const KEEP: std::time::Duration = std::time::Duration::from_secs(1);
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            tokio::time::sleep(KEEP).await;
+            let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+        });
     }
 }

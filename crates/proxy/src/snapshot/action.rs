@@ -1,13 +1,9 @@
 //! What a matched rule (or a listener's default) does, prepared once per snapshot.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use trellis_config as config;
 use trellis_targets::SmoothSchedule;
-
-use crate::upstream::Group;
 
 pub enum Action {
     Forward(Forward),
@@ -21,7 +17,8 @@ pub struct Forward {
 }
 
 pub struct ForwardTo {
-    pub group: Arc<Group>,
+    /// The group's slot in the snapshot (see [`super::GroupSlots`]).
+    pub slot: usize,
     /// `x-trellis-target: service=…;target-group=…`, built once.
     pub target_header: HeaderValue,
 }
@@ -44,7 +41,7 @@ impl Action {
     pub fn build(
         action: &config::Action,
         service: &str,
-        groups: &dyn Fn(&str) -> Option<Arc<Group>>,
+        groups: &dyn Fn(&str) -> Option<usize>,
     ) -> Self {
         match action {
             config::Action::Forward(list) => {
@@ -52,13 +49,13 @@ impl Action {
                 let (to, weights): (Vec<ForwardTo>, Vec<u16>) = list
                     .iter()
                     .filter_map(|w| {
-                        let group = groups(&w.target_group)?;
+                        let slot = groups(&w.target_group)?;
                         let header = format!("service={service};target-group={}", w.target_group);
                         let target_header =
                             HeaderValue::from_str(&header).unwrap_or(HeaderValue::from_static(""));
                         Some((
                             ForwardTo {
-                                group,
+                                slot,
                                 target_header,
                             },
                             w.weight,

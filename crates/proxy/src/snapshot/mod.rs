@@ -21,7 +21,39 @@ use crate::upstream::{Group, PoolRegistry};
 
 pub struct Snapshot {
     ports: Box<[PortRoutes]>,
-    groups: HashMap<String, Arc<Group>>,
+    /// By slot: a group keeps its slot for the daemon's life, so compiled routes stay valid across
+    /// snapshots. `None` for groups no longer configured.
+    groups: Box<[Option<Arc<Group>>]>,
+    /// What this snapshot was built from; the next build reuses every part whose configuration is equal.
+    source: Arc<Config>,
+    /// (service, listener) → compiled routes, for reuse.
+    compiled: HashMap<(String, String), Arc<ServiceRoutes>>,
+}
+
+/// Stable slot numbers of target groups by name (see [`Snapshot`]); never reused, so a compiled rule can
+/// never point at another group.
+#[derive(Default)]
+pub struct GroupSlots {
+    slots: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+impl GroupSlots {
+    fn slot(&self, name: &str) -> usize {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = slots.len();
+        *slots.entry(name.to_string()).or_insert(next)
+    }
+}
+
+/// What a snapshot build needs besides the configuration.
+pub struct Parts<'a> {
+    pub targets: &'a TargetRegistry,
+    pub pools: &'a PoolRegistry,
+    pub metrics: &'a ProxyMetrics,
+    pub slots: &'a GroupSlots,
 }
 
 /// Everything served on one bound address: the services that share it, told apart by host.
@@ -32,7 +64,7 @@ pub struct PortRoutes {
     /// a request head (and so its host) is known.
     pub limits: Limits,
     hosts: HostTable,
-    services: Box<[ServiceRoutes]>,
+    services: Box<[Arc<ServiceRoutes>]>,
 }
 
 /// One service's listener on a port.
@@ -50,24 +82,33 @@ pub struct Rule {
 }
 
 impl Snapshot {
-    pub fn build(
-        config: &Config,
-        targets: &TargetRegistry,
-        pools: &PoolRegistry,
-        metrics: &ProxyMetrics,
-    ) -> Self {
-        let groups: HashMap<String, Arc<Group>> = config
-            .target_groups
-            .iter()
-            .map(|tg| {
-                (
-                    tg.name.clone(),
-                    Arc::new(Group::build(tg, targets, pools, metrics)),
-                )
-            })
-            .collect();
-        let lookup = |name: &str| groups.get(name).cloned();
+    /// Builds the snapshot of `config`. Whatever `previous` built from an equal configuration is reused
+    /// as it is: a target group whose settings and targets are unchanged keeps its balancer, and a
+    /// listener whose rules are unchanged keeps its compiled rules. A reload that touches one service of
+    /// five hundred therefore compiles one service, and a target registration rebuilds one group.
+    pub fn build(config: Arc<Config>, previous: Option<&Snapshot>, parts: &Parts<'_>) -> Self {
+        let mut groups: Vec<Option<Arc<Group>>> = Vec::new();
+        let mut by_name: HashMap<&str, usize> = HashMap::new();
+        for tg in &config.target_groups {
+            let slot = parts.slots.slot(&tg.name);
+            let reused = previous.and_then(|p| {
+                let before = p.source.target_groups.iter().find(|g| g.name == tg.name)?;
+                (before == tg)
+                    .then(|| p.groups.get(slot).cloned().flatten())
+                    .flatten()
+            });
+            let group = reused.unwrap_or_else(|| {
+                Arc::new(Group::build(tg, parts.targets, parts.pools, parts.metrics))
+            });
+            if groups.len() <= slot {
+                groups.resize(slot + 1, None);
+            }
+            groups[slot] = Some(group);
+            by_name.insert(tg.name.as_str(), slot);
+        }
+        let lookup = |name: &str| by_name.get(name).copied();
         let mut ports: Vec<PortRoutes> = Vec::new();
+        let mut compiled = HashMap::new();
         for service in &config.services {
             for l in &service.listeners {
                 let addr = l.socket_addr();
@@ -84,21 +125,38 @@ impl Snapshot {
                         ports.len() - 1
                     }
                 };
-                let port = &mut ports[index];
-                let routes = ServiceRoutes {
-                    service: service.name.as_str().into(),
-                    listener: l.name.as_str().into(),
-                    rules: l
-                        .rules
+                let key = (service.name.clone(), l.name.clone());
+                let reused = previous.and_then(|p| {
+                    let before = p
+                        .source
+                        .services
                         .iter()
-                        .map(|r| Rule {
-                            name: r.name.as_str().into(),
-                            conditions: Conditions::compile(&r.matcher),
-                            action: Action::build(&r.action, &service.name, &lookup),
-                        })
-                        .collect(),
-                    default_action: Action::build(&l.default_action, &service.name, &lookup),
-                };
+                        .find(|s| s.name == service.name)?
+                        .listeners
+                        .iter()
+                        .find(|b| b.name == l.name)?;
+                    (before == l)
+                        .then(|| p.compiled.get(&key).cloned())
+                        .flatten()
+                });
+                let routes = reused.unwrap_or_else(|| {
+                    Arc::new(ServiceRoutes {
+                        service: service.name.as_str().into(),
+                        listener: l.name.as_str().into(),
+                        rules: l
+                            .rules
+                            .iter()
+                            .map(|r| Rule {
+                                name: r.name.as_str().into(),
+                                conditions: Conditions::compile(&r.matcher),
+                                action: Action::build(&r.action, &service.name, &lookup),
+                            })
+                            .collect(),
+                        default_action: Action::build(&l.default_action, &service.name, &lookup),
+                    })
+                });
+                compiled.insert(key, routes.clone());
+                let port = &mut ports[index];
                 let mut services = std::mem::take(&mut port.services).into_vec();
                 port.hosts.add(&service.hosts, services.len());
                 services.push(routes);
@@ -107,7 +165,9 @@ impl Snapshot {
         }
         Snapshot {
             ports: ports.into_boxed_slice(),
-            groups,
+            groups: groups.into_boxed_slice(),
+            source: config,
+            compiled,
         }
     }
 
@@ -120,14 +180,16 @@ impl Snapshot {
         self.ports.iter().find(|p| p.addr == addr)
     }
 
-    pub fn group(&self, name: &str) -> Option<&Arc<Group>> {
-        self.groups.get(name)
+    /// The group in `slot` (a slot from one of this snapshot's compiled actions always has one).
+    #[inline]
+    pub fn group(&self, slot: usize) -> Option<&Arc<Group>> {
+        self.groups.get(slot).and_then(Option::as_ref)
     }
 }
 
 impl PortRoutes {
     pub fn service(&self, host: Option<&[u8]>) -> Option<&ServiceRoutes> {
-        self.hosts.lookup(host).map(|i| &self.services[i])
+        self.hosts.lookup(host).map(|i| &*self.services[i])
     }
 }
 

@@ -57,7 +57,7 @@ pub struct Running {
     /// As read from the file.
     pub file: Config,
     /// The file plus registered targets: what is served.
-    pub effective: Config,
+    pub effective: Arc<Config>,
     pub sha256: String,
     pub loaded_at: SystemTime,
     /// The admin bearer token, when `admin.token_file` is set.
@@ -144,11 +144,12 @@ impl Daemon {
             tracing::error!("{problem}");
         }
         let (effective, registered) = registry::merge(&config, &registrations);
+        let effective = Arc::new(effective);
         let targets = Arc::new(TargetRegistry::default());
         // Health first: every target has its state (initial, unavailable or unused) before traffic.
         let health = HealthChecker::new(targets.clone(), &prometheus)?;
         health.apply(&effective);
-        let proxy = Proxy::new(&effective, targets.clone(), &prometheus)?;
+        let proxy = Proxy::new(effective.clone(), targets.clone(), &prometheus)?;
         let server = Server::start(proxy.clone())?;
         Ok(Arc::new(Daemon {
             path: path.to_path_buf(),
@@ -290,13 +291,14 @@ impl Daemon {
         registrations: &[Registration],
     ) -> Result<Arc<Running>, ChangeError> {
         let (effective, registered) = registry::merge(&file, registrations);
+        let effective = Arc::new(effective);
         let old = self.current();
         let now = Instant::now();
         let before = members(&old.effective);
         let after = members(&effective);
         // Held throughout: no drain finishes (and forgets its target) while this change is under way.
         let mut draining = self.draining.lock();
-        let snapshot = self.proxy.build(&effective);
+        let snapshot = self.proxy.build(effective.clone());
         self.server
             .reload(snapshot)
             .map_err(|e| ChangeError::Failed(e.to_string()))?;
