@@ -6,6 +6,7 @@ mod support;
 
 mod balancing;
 mod check;
+mod ctl;
 mod failures;
 mod forwarding;
 mod health;

@@ -25,7 +25,12 @@ fn layouts(port: u16, extra: u16, blue: &str, green: &str) -> (String, String) {
     let x = [
         service("web", &["*"]),
         listener(port, &forward_to("blue")),
-        rule("special", 10, "{ path = { exact = \"/special\" } }", &fixed(418, "x")),
+        rule(
+            "special",
+            10,
+            "{ path = { exact = \"/special\" } }",
+            &fixed(418, "x"),
+        ),
         listener_named("extra", extra, &forward_to("green")),
         groups.clone(),
     ]
@@ -33,7 +38,12 @@ fn layouts(port: u16, extra: u16, blue: &str, green: &str) -> (String, String) {
     let y = [
         service("web", &["*"]),
         listener(port, &forward_to("green")),
-        rule("teapot", 20, "{ path = { exact = \"/teapot\" } }", &fixed(418, "y")),
+        rule(
+            "teapot",
+            20,
+            "{ path = { exact = \"/teapot\" } }",
+            &fixed(418, "y"),
+        ),
         groups,
     ]
     .concat();
@@ -109,9 +119,15 @@ async fn twenty_reloads_under_continuous_traffic_fail_no_request() {
     for c in clients {
         failures.extend(c.await.expect("client"));
     }
-    assert!(failures.is_empty(), "{} failed: {failures:#?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:#?}",
+        failures.len()
+    );
     assert!(sent.load(Ordering::SeqCst) > 200);
-    let ok = trellis.metric("trellis_config_reloads_total{result=\"ok\"}").await;
+    let ok = trellis
+        .metric("trellis_config_reloads_total{result=\"ok\"}")
+        .await;
     assert_eq!(ok, Some(20.0));
     let status = trellis.status().await;
     assert_eq!(status["config"]["reloads"]["ok"], 20);
@@ -128,7 +144,12 @@ async fn a_broken_file_changes_nothing_and_every_error_names_its_line() {
     let sha = trellis.status().await["config"]["sha256"].clone();
 
     // Two mistakes: a duplicate priority and a weight out of range.
-    let special = rule("special", 10, "{ path = { exact = \"/special\" } }", &fixed(418, "x"));
+    let special = rule(
+        "special",
+        10,
+        "{ path = { exact = \"/special\" } }",
+        &fixed(418, "x"),
+    );
     let again = rule("again", 10, "{ method = \"GET\" }", &fixed(200, "dup"));
     let broken = x.replace(&special, &(special.clone() + &again))
         + "[[target_group]]\nname = \"heavy\"\ntargets = [{ address = \"127.0.0.1:1\", weight = 5000 }]\n";
@@ -142,9 +163,14 @@ async fn a_broken_file_changes_nothing_and_every_error_names_its_line() {
         .filter_map(|e| e.as_str())
         .collect();
     assert_eq!(errors.len(), 2, "{errors:#?}");
-    assert!(errors.iter().all(|e| e.contains("trellis.toml:")), "{errors:#?}");
     assert!(
-        errors.iter().any(|e| e.contains(".priority: 10 is already used")),
+        errors.iter().all(|e| e.contains("trellis.toml:")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains(".priority: 10 is already used")),
         "{errors:#?}"
     );
     assert!(errors.iter().any(|e| e.contains(".weight")), "{errors:#?}");
@@ -153,14 +179,20 @@ async fn a_broken_file_changes_nothing_and_every_error_names_its_line() {
     assert_eq!(get(&client::http1(), port, "/").await.served_by(), "blue");
     assert_eq!(get(&client::http1(), extra, "/").await.served_by(), "green");
     assert_eq!(trellis.status().await["config"]["sha256"], sha);
-    let failed = trellis.metric("trellis_config_reloads_total{result=\"error\"}").await;
+    let failed = trellis
+        .metric("trellis_config_reloads_total{result=\"error\"}")
+        .await;
     assert_eq!(failed, Some(1.0));
-    assert!(trellis.stderr().contains("still serving the previous configuration"));
+    assert!(trellis
+        .stderr()
+        .contains("still serving the previous configuration"));
 
     // SIGHUP with the same broken file: the same, and the daemon lives on.
     trellis.signal(libc::SIGHUP);
     eventually(WAIT, "the second failed reload", || async {
-        let n = trellis.metric("trellis_config_reloads_total{result=\"error\"}").await;
+        let n = trellis
+            .metric("trellis_config_reloads_total{result=\"error\"}")
+            .await;
         (n == Some(2.0)).then_some(())
     })
     .await;
@@ -195,7 +227,10 @@ async fn a_listener_whose_port_is_taken_fails_the_whole_reload() {
     let (status, reply) = trellis.reload().await;
     assert_eq!(status, 500, "{reply}");
     assert!(
-        reply["error"].as_str().unwrap().contains(&format!("127.0.0.1:{extra}")),
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1:{extra}")),
         "{reply}"
     );
     // Nothing half-applied: the old routing (Y) in full.
@@ -213,7 +248,10 @@ fn pool_config(port: u16, file_targets: &[String], delay: &str) -> String {
         listener(port, &forward_to("pool")),
         target_group(
             "pool",
-            &format!("{}\nderegistration_delay = \"{delay}\"", targets(file_targets)),
+            &format!(
+                "{}\nderegistration_delay = \"{delay}\"",
+                targets(file_targets)
+            ),
         ),
     ]
     .concat()
@@ -228,7 +266,10 @@ async fn a_deregistered_target_finishes_its_slow_request_takes_no_new_one_then_g
 
     let (status, reply) = trellis.register("pool", &slow.addr(), 1).await;
     assert_eq!(status, 201, "{reply}");
-    assert_eq!(reply["state"], "unavailable", "checks are off in these tests: {reply}");
+    assert_eq!(
+        reply["state"], "unavailable",
+        "checks are off in these tests: {reply}"
+    );
     let c = client::http1();
     let in_flight = {
         let c = c.clone();
@@ -249,7 +290,11 @@ async fn a_deregistered_target_finishes_its_slow_request_takes_no_new_one_then_g
 
     let seq = served_sequence(&client::http1(), port, "/", 10).await;
     assert!(seq.iter().all(|s| s == "fast"), "{seq:?}");
-    assert_eq!(slow.arrived(), 1, "no new request reached the draining target");
+    assert_eq!(
+        slow.arrived(),
+        1,
+        "no new request reached the draining target"
+    );
 
     let reply = in_flight.await.expect("slow request");
     assert_eq!((reply.status, reply.served_by().as_str()), (200, "slow"));
@@ -285,7 +330,10 @@ async fn the_drain_deadline_closes_a_tunnel_still_open() {
     let (_, end, _) = raw::read_until_end(&mut stream, WAIT).await;
     let took = deregistered.elapsed();
     assert_ne!(end, raw::End::StillOpen, "the tunnel outlived the deadline");
-    assert!(took >= Duration::from_millis(300), "closed before the deadline: {took:?}");
+    assert!(
+        took >= Duration::from_millis(300),
+        "closed before the deadline: {took:?}"
+    );
     eventually(WAIT, "the target to disappear", || async {
         trellis.group_targets("pool").await.is_empty().then_some(())
     })
@@ -310,7 +358,11 @@ async fn registered_targets_survive_a_restart_and_a_corrupt_state_file_does_not_
 
     let second = Trellis::start_with(&config, &[port], opts()).await;
     let t = second.target("pool", &echo.addr()).await;
-    assert_eq!((t["source"].as_str(), t["weight"].as_u64()), (Some("api"), Some(7)), "{t:#}");
+    assert_eq!(
+        (t["source"].as_str(), t["weight"].as_u64()),
+        (Some("api"), Some(7)),
+        "{t:#}"
+    );
     assert_eq!(get(&client::http1(), port, "/").await.served_by(), "kept");
     drop(second);
 
@@ -332,7 +384,10 @@ async fn the_api_refuses_what_it_does_not_own_and_says_why() {
     let trellis = Trellis::start(&pool_config(port, &[echo.addr()], "1s"), &[port]).await;
     let (status, reply) = trellis.register("pool", &echo.addr(), 1).await;
     assert_eq!(status, 409, "{reply}");
-    assert!(reply["error"].as_str().unwrap().contains("configuration file"));
+    assert!(reply["error"]
+        .as_str()
+        .unwrap()
+        .contains("configuration file"));
     let (status, _) = trellis.deregister("pool", &echo.addr()).await;
     assert_eq!(status, 409);
     let (status, reply) = trellis.register("nope", "127.0.0.1:1", 1).await;
@@ -341,9 +396,13 @@ async fn the_api_refuses_what_it_does_not_own_and_says_why() {
     assert_eq!(status, 400, "{reply}");
     let (status, _) = trellis.register("pool", "127.0.0.1:2", 1000).await;
     assert_eq!(status, 400);
-    let (status, reply) = trellis.admin(reqwest::Method::PUT, "/v1/reload", None).await;
+    let (status, reply) = trellis
+        .admin(reqwest::Method::PUT, "/v1/reload", None)
+        .await;
     assert_eq!(status, 405, "{reply}");
-    let (status, _) = trellis.admin(reqwest::Method::GET, "/v1/nothing", None).await;
+    let (status, _) = trellis
+        .admin(reqwest::Method::GET, "/v1/nothing", None)
+        .await;
     assert_eq!(status, 404);
 }
 
@@ -363,9 +422,13 @@ async fn a_token_file_makes_every_admin_request_need_the_bearer_token() {
     let _trellis = Trellis::start(&config, &[port, admin_port]).await;
     let url = format!("http://127.0.0.1:{admin_port}/v1/status");
     let c = reqwest::Client::new();
-    let status = |r: reqwest::RequestBuilder| async move { r.send().await.unwrap().status().as_u16() };
+    let status =
+        |r: reqwest::RequestBuilder| async move { r.send().await.unwrap().status().as_u16() };
     assert_eq!(status(c.get(&url)).await, 401);
     assert_eq!(status(c.get(&url).bearer_auth("wrong")).await, 401);
     assert_eq!(status(c.get(&url).bearer_auth("s3cret")).await, 200);
-    assert_eq!(status(c.post(format!("http://127.0.0.1:{admin_port}/v1/reload"))).await, 401);
+    assert_eq!(
+        status(c.post(format!("http://127.0.0.1:{admin_port}/v1/reload"))).await,
+        401
+    );
 }

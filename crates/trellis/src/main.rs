@@ -1,11 +1,13 @@
-//! The `trellis` command: run the proxy, check a configuration, or serve a demo backend.
+//! The `trellis` command: run the proxy, check a configuration, talk to a running daemon through its admin
+//! API (status, reload, targets), or serve a demo backend.
 
 mod admin;
 mod check;
+mod ctl;
 mod daemon;
-mod state;
 mod echo;
 mod run;
+mod state;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +65,26 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Show what a running trellis serves: services and listeners, then every target's state, for how
+    /// long, and why.
+    Status {
+        /// Print the admin API's JSON (pretty-printed) instead of the tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: ctl::AdminArgs,
+    },
+    /// Make a running trellis re-read its configuration file: exit 0 with a summary, or 1 with every
+    /// error (file:line: key: message) while the running configuration stays in place.
+    Reload {
+        #[command(flatten)]
+        admin: ctl::AdminArgs,
+    },
+    /// Register or deregister targets of a running trellis through its admin API.
+    Targets {
+        #[command(subcommand)]
+        command: ctl::TargetsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -76,6 +98,9 @@ fn main() -> ExitCode {
             state_dir,
         } => run::run(&config, workers, shutdown_grace, state_dir),
         Command::Check { config } => return check::check(&config),
+        Command::Status { json, admin } => return ctl::status(&admin, json),
+        Command::Reload { admin } => return ctl::reload(&admin),
+        Command::Targets { command } => return ctl::targets(&command),
         Command::Echo {
             listen,
             name,

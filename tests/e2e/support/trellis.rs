@@ -85,7 +85,11 @@ impl Trellis {
             .arg(&path)
             // Never the machine's /var/lib/trellis: tests run in parallel and must not share state.
             .arg("--state-dir")
-            .arg(opts.state_dir.clone().unwrap_or_else(|| dir.path().join("state")))
+            .arg(
+                opts.state_dir
+                    .clone()
+                    .unwrap_or_else(|| dir.path().join("state")),
+            )
             .arg("--workers")
             .arg(opts.workers.to_string());
         if let Some(grace) = opts.shutdown_grace {
@@ -217,7 +221,12 @@ impl Trellis {
     }
 
     /// `POST /v1/target-groups/GROUP/targets`.
-    pub async fn register(&self, group: &str, address: &str, weight: u16) -> (u16, serde_json::Value) {
+    pub async fn register(
+        &self,
+        group: &str,
+        address: &str,
+        weight: u16,
+    ) -> (u16, serde_json::Value) {
         let body = serde_json::json!({"address": address, "weight": weight});
         let path = format!("/v1/target-groups/{group}/targets");
         self.admin(reqwest::Method::POST, &path, Some(body)).await

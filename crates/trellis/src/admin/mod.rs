@@ -142,9 +142,9 @@ async fn register(daemon: &Arc<Daemon>, group: &str, req: Request<Incoming>) -> 
         );
     };
     let weight = match parsed.get("weight") {
-        None | Some(Value::Null) => 1,
+        None | Some(Value::Null) => None,
         Some(w) => match w.as_u64().and_then(|w| u16::try_from(w).ok()) {
-            Some(w) => w,
+            Some(w) => Some(w),
             None => {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -154,7 +154,7 @@ async fn register(daemon: &Arc<Daemon>, group: &str, req: Request<Incoming>) -> 
         },
     };
     match daemon.register(group, address, weight).await {
-        Ok(created) => {
+        Ok((created, weight)) => {
             let state = daemon
                 .targets
                 .get(group, address)

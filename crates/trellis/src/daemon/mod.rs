@@ -224,22 +224,22 @@ impl Daemon {
         self.apply(file, sha256, token, &registrations)
     }
 
-    /// Registers `address` in `group` (or changes its weight), persists it, and serves it. `Ok(true)`
-    /// when it is new.
+    /// Registers `address` in `group` (weight 1 unless given), or changes its weight (kept unless given);
+    /// persists it and serves it. Returns whether it is new and its weight.
     pub async fn register(
         self: &Arc<Self>,
         group: &str,
         address: SocketAddr,
-        weight: u16,
-    ) -> Result<bool, ChangeError> {
+        weight: Option<u16>,
+    ) -> Result<(bool, u16), ChangeError> {
         let _change = self.change.lock().await;
         let current = self.current();
         registry::check_registrable(&current.file, group, address, weight)?;
         let mut next = self.lock_registrations().clone();
-        let created = registry::upsert(&mut next, group, address, weight);
+        let (created, weight) = registry::upsert(&mut next, group, address, weight);
         self.persist_and_apply(&current, next)?;
         tracing::info!(target_group = group, target = %address, weight, "target registered");
-        Ok(created)
+        Ok((created, weight))
     }
 
     /// Deregisters a target added through the API; it drains.

@@ -50,9 +50,9 @@ pub fn check_registrable(
     file: &Config,
     group: &str,
     address: SocketAddr,
-    weight: u16,
+    weight: Option<u16>,
 ) -> Result<(), ChangeError> {
-    if weight > 999 {
+    if let Some(weight) = weight.filter(|&w| w > 999) {
         return Err(ChangeError::BadRequest(format!(
             "weight {weight} is outside 0..=999"
         )));
@@ -70,23 +70,30 @@ pub fn check_registrable(
     Ok(())
 }
 
-/// Adds or re-weights a registration; `true` when it is new.
-pub fn upsert(regs: &mut Vec<Registration>, group: &str, address: SocketAddr, weight: u16) -> bool {
+/// Adds a registration (weight 1 unless given) or re-weights one (kept unless given); returns whether it
+/// is new and the weight it has now.
+pub fn upsert(
+    regs: &mut Vec<Registration>,
+    group: &str,
+    address: SocketAddr,
+    weight: Option<u16>,
+) -> (bool, u16) {
     match regs
         .iter_mut()
         .find(|r| r.target_group == group && r.address == address)
     {
         Some(existing) => {
-            existing.weight = weight;
-            false
+            existing.weight = weight.unwrap_or(existing.weight);
+            (false, existing.weight)
         }
         None => {
+            let weight = weight.unwrap_or(1);
             regs.push(Registration {
                 target_group: group.to_string(),
                 address,
                 weight,
             });
-            true
+            (true, weight)
         }
     }
 }
@@ -137,9 +144,18 @@ mod tests {
     #[test]
     fn registrations_join_their_group_and_give_way_to_the_file() {
         let mut regs = Vec::new();
-        assert!(upsert(&mut regs, "web", addr(2), 3));
-        assert!(!upsert(&mut regs, "web", addr(2), 4), "re-weighted");
-        upsert(&mut regs, "gone", addr(3), 1);
+        assert_eq!(upsert(&mut regs, "web", addr(2), Some(3)), (true, 3));
+        assert_eq!(
+            upsert(&mut regs, "web", addr(2), None),
+            (false, 3),
+            "weight kept"
+        );
+        assert_eq!(
+            upsert(&mut regs, "web", addr(2), Some(4)),
+            (false, 4),
+            "re-weighted"
+        );
+        assert_eq!(upsert(&mut regs, "gone", addr(3), None), (true, 1));
         regs.push(Registration {
             target_group: "web".into(),
             address: addr(1),
@@ -161,15 +177,15 @@ mod tests {
     fn the_api_cannot_touch_file_targets_or_unknown_groups() {
         let c = config();
         assert!(matches!(
-            check_registrable(&c, "web", addr(1), 1),
+            check_registrable(&c, "web", addr(1), None),
             Err(ChangeError::Conflict(_))
         ));
         assert!(matches!(
-            check_registrable(&c, "nope", addr(2), 1),
+            check_registrable(&c, "nope", addr(2), None),
             Err(ChangeError::NotFound(_))
         ));
         assert!(matches!(
-            check_registrable(&c, "web", addr(2), 1000),
+            check_registrable(&c, "web", addr(2), Some(1000)),
             Err(ChangeError::BadRequest(_))
         ));
         let mut regs = Vec::new();
@@ -181,7 +197,7 @@ mod tests {
             remove(&c, &mut regs, "web", addr(2)),
             Err(ChangeError::NotFound(_))
         ));
-        upsert(&mut regs, "web", addr(2), 1);
+        upsert(&mut regs, "web", addr(2), None);
         assert!(remove(&c, &mut regs, "web", addr(2)).is_ok());
         assert!(regs.is_empty());
     }

@@ -1,0 +1,324 @@
+//! The admin API seen from the command line: where it listens, and one HTTP/1.1 request per connection.
+//!
+//! A plain hyper connection rather than a client library: the CLI sends one request and exits, so a
+//! connection pool, redirects or TLS would be weight without use (the admin API speaks plain HTTP).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+
+/// Where the admin API listens when neither `--admin` nor a configuration says otherwise.
+pub const DEFAULT_PORT: u16 = 9901;
+
+/// The admin API's address: a host (name or IP, IPv6 without brackets) and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    host: String,
+    port: u16,
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Endpoint::from_listen(SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)))
+    }
+}
+
+impl Endpoint {
+    /// `--admin`: `HOST:PORT` or `http://HOST:PORT` (a trailing `/` is fine, `http://HOST` means port
+    /// 80); HOST is a name, an IPv4 address or a bracketed IPv6 address.
+    pub fn parse(text: &str) -> Result<Endpoint, String> {
+        let text = text.trim();
+        let (rest, default_port) = match text.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (rest, Some(80)),
+            Some((scheme, _)) => {
+                return Err(format!(
+                    "{text:?}: the admin API speaks plain http, not {scheme}"
+                ))
+            }
+            None => (text, None),
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "{text:?}: give only HOST:PORT or http://HOST:PORT, without a path"
+            ));
+        }
+        if let Ok(addr) = authority.parse::<SocketAddr>() {
+            return Ok(Endpoint::from_listen(addr));
+        }
+        let (host, port) = split_host_port(authority)
+            .ok_or_else(|| format!("{text:?} is not HOST:PORT or http://HOST:PORT"))?;
+        let port = match port {
+            Some(p) => p
+                .parse::<u16>()
+                .map_err(|_| format!("{text:?}: {p:?} is not a port number"))?,
+            None => default_port.ok_or_else(|| format!("{text:?} needs a port (HOST:PORT)"))?,
+        };
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(Endpoint::from_listen(SocketAddr::new(ip, port)));
+        }
+        if host.is_empty() || host.contains(['[', ']', ':']) {
+            return Err(format!("{text:?} is not HOST:PORT or http://HOST:PORT"));
+        }
+        Ok(Endpoint {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// The address to reach a listener bound to `listen`: one bound to every address (0.0.0.0, ::) is
+    /// reached on loopback, which it also serves.
+    pub fn from_listen(listen: SocketAddr) -> Endpoint {
+        let ip = match listen.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        Endpoint {
+            host: ip.to_string(),
+            port: listen.port(),
+        }
+    }
+
+    /// `HOST:PORT` as it goes in a URL and the `Host` header (IPv6 in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.authority())
+    }
+}
+
+/// `host:port`, `[v6]:port`, `host`, `[v6]` → host (no brackets) and the port text, if any.
+fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after {
+            "" => Some((host, None)),
+            _ => Some((host, Some(after.strip_prefix(':')?))),
+        };
+    }
+    match authority.split_once(':') {
+        Some((host, port)) => Some((host, Some(port))),
+        None => Some((authority, None)),
+    }
+}
+
+/// The admin API of one running trellis, with the bearer token it wants (if any).
+pub struct Client {
+    pub endpoint: Endpoint,
+    pub token: Option<String>,
+}
+
+/// A complete answer of the admin API.
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The body as JSON, when it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// What went wrong, in the server's words: its `{"error"}` if it sent one, else the status and
+    /// the first line of the body (something else may be listening on that port).
+    pub fn error(&self) -> String {
+        if let Some(message) = self.json().as_ref().and_then(|v| v["error"].as_str()) {
+            return message.to_owned();
+        }
+        let text = String::from_utf8_lossy(&self.body);
+        match text.lines().find(|l| !l.trim().is_empty()) {
+            Some(line) => format!("HTTP {}: {}", self.status, line.trim()),
+            None => format!("HTTP {}", self.status),
+        }
+    }
+}
+
+impl Client {
+    /// Sends one request and reads the whole answer, all within `limit`. `body` goes as JSON.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        limit: Duration,
+    ) -> anyhow::Result<Reply> {
+        let url = self.endpoint.url();
+        let deadline = Instant::now() + limit;
+        let limit_text = humantime::format_duration(limit);
+        let connect = TcpStream::connect((self.endpoint.host.as_str(), self.endpoint.port));
+        let stream = match timeout_at(deadline, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => bail!("{}", unreachable(&url, &describe(&e))),
+            Err(_) => bail!(
+                "{}",
+                unreachable(&url, &format!("no connection within {limit_text}"))
+            ),
+        };
+        let request = self.request(method, path, body)?;
+        match timeout_at(deadline, exchange(stream, request)).await {
+            Ok(reply) => reply.with_context(|| format!("the admin API at {url} failed")),
+            Err(_) => Err(anyhow!(
+                "the admin API at {url} did not answer within {limit_text}"
+            )),
+        }
+    }
+
+    fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Request<Full<Bytes>>> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.endpoint.authority())
+            .header(USER_AGENT, concat!("trellis/", env!("CARGO_PKG_VERSION")))
+            .header(ACCEPT, "application/json")
+            // One request per connection: the server need not keep it open for another.
+            .header(CONNECTION, "close");
+        if let Some(token) = &self.token {
+            builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(value) => {
+                builder = builder.header(CONTENT_TYPE, "application/json");
+                Bytes::from(value.to_string())
+            }
+            None => Bytes::new(),
+        };
+        builder
+            .body(Full::new(body))
+            .context("the admin token cannot go in an HTTP header")
+    }
+}
+
+async fn exchange(stream: TcpStream, request: Request<Full<Bytes>>) -> anyhow::Result<Reply> {
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    // The connection does the I/O; it ends by itself once the response is read (or on error).
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(Reply { status, body })
+}
+
+fn unreachable(url: &str, why: &str) -> String {
+    format!("cannot reach the admin API at {url}: {why} — is trellis running? (--admin URL)")
+}
+
+/// The usual connection failures in plain words, without the `(os error N)` suffix.
+fn describe(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        io::ErrorKind::TimedOut => "connection timed out".to_owned(),
+        _ => {
+            let text = e.to_string();
+            let text = match text.find(" (os error") {
+                Some(i) => &text[..i],
+                None => &text,
+            };
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => text.to_owned(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> String {
+        Endpoint::parse(text).map(|e| e.url()).unwrap_or_else(|e| e)
+    }
+
+    #[test]
+    fn admin_accepts_host_port_and_http_urls() {
+        assert_eq!(parsed("127.0.0.1:9901"), "http://127.0.0.1:9901");
+        assert_eq!(parsed("http://127.0.0.1:9901"), "http://127.0.0.1:9901");
+        assert_eq!(parsed("HTTP://127.0.0.1:9901/"), "http://127.0.0.1:9901");
+        assert_eq!(parsed("localhost:9000"), "http://localhost:9000");
+        assert_eq!(parsed("http://admin.internal"), "http://admin.internal:80");
+        assert_eq!(parsed("[::1]:9901"), "http://[::1]:9901");
+        assert_eq!(parsed("http://[fd00::7]:9901/"), "http://[fd00::7]:9901");
+    }
+
+    #[test]
+    fn admin_on_every_address_is_reached_on_loopback() {
+        assert_eq!(parsed("0.0.0.0:9901"), "http://127.0.0.1:9901");
+        assert_eq!(parsed("http://[::]:9901"), "http://[::1]:9901");
+        let any_v4 = "0.0.0.0:9902".parse().unwrap();
+        assert_eq!(Endpoint::from_listen(any_v4).url(), "http://127.0.0.1:9902");
+        let any_v6 = "[::]:9902".parse().unwrap();
+        assert_eq!(Endpoint::from_listen(any_v6).url(), "http://[::1]:9902");
+        let specific = "10.0.0.5:9902".parse().unwrap();
+        assert_eq!(
+            Endpoint::from_listen(specific).url(),
+            "http://10.0.0.5:9902"
+        );
+        assert_eq!(Endpoint::default().url(), "http://127.0.0.1:9901");
+    }
+
+    #[test]
+    fn admin_refuses_what_it_cannot_reach() {
+        for bad in [
+            "127.0.0.1",
+            "https://127.0.0.1:9901",
+            "http://127.0.0.1:9901/v1/status",
+            "127.0.0.1:99999",
+            "::1:9901",
+            "[::1",
+            ":9901",
+            "",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn errors_are_the_servers_words() {
+        let reply = |status: u16, body: &str| Reply {
+            status: StatusCode::from_u16(status).unwrap(),
+            body: Bytes::from(body.to_owned()),
+        };
+        assert_eq!(
+            reply(404, "{\"error\":\"no target group web\"}\n").error(),
+            "no target group web"
+        );
+        assert_eq!(
+            reply(502, "\n<html>bad gateway</html>\n").error(),
+            "HTTP 502 Bad Gateway: <html>bad gateway</html>"
+        );
+        assert_eq!(reply(500, "").error(), "HTTP 500 Internal Server Error");
+    }
+
+    #[test]
+    fn connection_failures_read_plainly() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(describe(&refused), "connection refused");
+        let other = io::Error::from_raw_os_error(101);
+        assert_eq!(describe(&other), "network is unreachable");
+    }
+}

@@ -1,0 +1,222 @@
+//! The commands that talk to a running trellis through its admin API: `status`, `reload`,
+//! `targets register|deregister`.
+
+mod client;
+mod locate;
+mod report;
+mod table;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use client::{Client, Reply};
+pub use locate::AdminArgs;
+
+/// Reads are quick; a reload builds a whole configuration and binds listeners, so it gets longer.
+const QUICK: Duration = Duration::from_secs(10);
+const RELOAD: Duration = Duration::from_secs(30);
+
+#[derive(Subcommand, Debug)]
+pub enum TargetsCommand {
+    /// Add a target to a target group (or change its weight), kept across restarts; it takes traffic
+    /// once its health checks pass.
+    Register {
+        /// The target group.
+        group: String,
+        /// The target's address, IP:PORT (IPv6 as [ADDR]:PORT).
+        address: SocketAddr,
+        /// Its share of the group's traffic relative to the other targets (0 takes none) [default: 1 for
+        /// a new target; an already registered one keeps its weight].
+        #[arg(long, value_parser = clap::value_parser!(u16).range(0..=999))]
+        weight: Option<u16>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Remove a target registered through the API: it takes no new requests and drains the ones in
+    /// flight.
+    Deregister {
+        /// The target group.
+        group: String,
+        /// The target's address, IP:PORT (IPv6 as [ADDR]:PORT).
+        address: SocketAddr,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// `trellis status`: the tables, or the JSON as the daemon sent it.
+pub fn status(admin: &AdminArgs, as_json: bool) -> ExitCode {
+    finish(async {
+        let client = locate::client(admin)?;
+        let reply = client.send(Method::GET, "/v1/status", None, QUICK).await?;
+        let status = success(&client, &reply)?;
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        } else {
+            print!("{}", report::render(&status));
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `trellis reload`: the daemon re-reads its configuration file; every error if it refuses it.
+pub fn reload(admin: &AdminArgs) -> ExitCode {
+    finish(async {
+        let client = locate::client(admin)?;
+        let reply = client
+            .send(Method::POST, "/v1/reload", None, RELOAD)
+            .await?;
+        if reply.status == StatusCode::UNPROCESSABLE_ENTITY {
+            // Like `trellis check`: the headline, then one `file:line: key: message` per line.
+            let body = reply.json().unwrap_or(Value::Null);
+            let mut out = format!("trellis: reload refused: {}\n", reply.error());
+            for error in body["errors"].as_array().into_iter().flatten() {
+                out.push_str(error.as_str().unwrap_or(&error.to_string()));
+                out.push('\n');
+            }
+            eprint!("{out}");
+            return Ok(ExitCode::FAILURE);
+        }
+        let done = success(&client, &reply)?;
+        let sha = done["sha256"].as_str().unwrap_or("?");
+        println!(
+            "reloaded: {} (sha256 {})",
+            done["summary"].as_str().unwrap_or("ok"),
+            sha.get(..12).unwrap_or(sha)
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `trellis targets register|deregister`.
+pub fn targets(command: &TargetsCommand) -> ExitCode {
+    finish(async {
+        match command {
+            TargetsCommand::Register {
+                group,
+                address,
+                weight,
+                admin,
+            } => {
+                let client = locate::client(admin)?;
+                let mut body = json!({ "address": address.to_string() });
+                if let Some(weight) = weight {
+                    body["weight"] = json!(weight);
+                }
+                let path = format!("/v1/target-groups/{}/targets", segment(group));
+                let reply = client.send(Method::POST, &path, Some(&body), QUICK).await?;
+                let done = success(&client, &reply)?;
+                let verb = if reply.status == StatusCode::CREATED {
+                    "registered in"
+                } else {
+                    "updated in"
+                };
+                println!(
+                    "{} {verb} {} with weight {}: {}",
+                    done["address"].as_str().unwrap_or(&address.to_string()),
+                    done["target_group"].as_str().unwrap_or(group),
+                    done["weight"]
+                        .as_u64()
+                        .unwrap_or(u64::from(weight.unwrap_or(1))),
+                    done["state"].as_str().unwrap_or("?"),
+                );
+            }
+            TargetsCommand::Deregister {
+                group,
+                address,
+                admin,
+            } => {
+                let client = locate::client(admin)?;
+                let path = format!(
+                    "/v1/target-groups/{}/targets/{}",
+                    segment(group),
+                    segment(&address.to_string())
+                );
+                let reply = client.send(Method::DELETE, &path, None, QUICK).await?;
+                let done = success(&client, &reply)?;
+                println!(
+                    "{} deregistered from {}: {}",
+                    done["address"].as_str().unwrap_or(&address.to_string()),
+                    done["target_group"].as_str().unwrap_or(group),
+                    done["state"].as_str().unwrap_or("?"),
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs a command on a single-threaded runtime (one request needs no more); an error is one line on
+/// stderr and exit status 1, as for the other commands.
+fn finish(command: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+        .and_then(|rt| rt.block_on(command));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("trellis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The JSON of a 2xx reply, or the server's error (with a hint when it wants a token we did not send).
+fn success(client: &Client, reply: &Reply) -> anyhow::Result<Value> {
+    if !reply.status.is_success() {
+        let mut message = reply.error();
+        if reply.json().is_none() {
+            let url = client.endpoint.url();
+            message.push_str(&format!(" (is {url} the admin API of trellis?)"));
+        } else if reply.status == StatusCode::UNAUTHORIZED && client.token.is_none() {
+            message.push_str(
+                " (no token was sent: pass --token-file FILE, or -c the configuration whose \
+                 admin.token_file holds it)",
+            );
+        }
+        bail!("{message}");
+    }
+    reply.json().with_context(|| {
+        format!(
+            "the admin API at {} answered {} with something other than JSON",
+            client.endpoint.url(),
+            reply.status
+        )
+    })
+}
+
+/// A path segment with everything but unreserved characters percent-encoded: `[::1]:80` has brackets,
+/// which a path may not carry as they are, and a group name could hold anything.
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment;
+
+    #[test]
+    fn path_segments_keep_only_unreserved_characters() {
+        assert_eq!(segment("127.0.0.1:9001"), "127.0.0.1%3A9001");
+        assert_eq!(segment("[::1]:80"), "%5B%3A%3A1%5D%3A80");
+        assert_eq!(segment("web-blue_2"), "web-blue_2");
+        assert_eq!(segment("a/b c"), "a%2Fb%20c");
+    }
+}

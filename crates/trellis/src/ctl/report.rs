@@ -1,0 +1,320 @@
+//! `trellis status` as text: what the daemon runs, then every target's state and why.
+//!
+//! Read from the JSON as `Value`s rather than typed structs: a field this CLI does not know, or one an
+//! older daemon does not send, must cost one `-` in a cell, never the whole report.
+
+use serde_json::Value;
+
+use super::table::Table;
+
+pub fn render(status: &Value) -> String {
+    let mut out = header(status);
+    out.push_str("\n\n");
+    let services = services(status);
+    if services.is_empty() {
+        out.push_str("no services\n");
+    } else {
+        out.push_str(&services.render());
+    }
+    out.push('\n');
+    let (targets, notes) = targets(status);
+    if targets.is_empty() {
+        out.push_str("no target groups\n");
+    } else {
+        out.push_str(&targets.render());
+    }
+    for note in notes {
+        out.push_str(&note);
+        out.push('\n');
+    }
+    out
+}
+
+/// One line: version, configuration file and fingerprint, when it was loaded, reload counts.
+fn header(status: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(version) = status["version"].as_str() {
+        parts.push(format!("trellis {version}"));
+    }
+    match &status["config"] {
+        // Daemons before hot reload sent only the path.
+        Value::String(path) => parts.push(format!("config {path}")),
+        config @ Value::Object(_) => {
+            parts.push(format!("config {}", text(&config["path"])));
+            if let Some(sha) = config["sha256"].as_str() {
+                parts.push(format!("sha256 {}", sha.get(..12).unwrap_or(sha)));
+            }
+            if let Some(at) = config["loaded_at"].as_str() {
+                parts.push(format!("loaded {at}"));
+            }
+            let reloads = &config["reloads"];
+            if reloads.is_object() {
+                parts.push(format!(
+                    "reloads {} ok, {} failed",
+                    count(&reloads["ok"]),
+                    count(&reloads["error"])
+                ));
+            }
+        }
+        _ => {}
+    }
+    parts.join("  ")
+}
+
+/// One row per listener (a service without listeners gets a row of dashes).
+fn services(status: &Value) -> Table {
+    let mut table = Table::new(&[
+        "SERVICE", "HOSTS", "LISTENER", "PROTOCOL", "ADDRESS", "RULES",
+    ]);
+    for service in list(&status["services"]) {
+        let name = text(&service["name"]);
+        let hosts: Vec<&str> = list(&service["hosts"]).filter_map(Value::as_str).collect();
+        let hosts = if hosts.is_empty() {
+            "-".to_owned()
+        } else {
+            hosts.join(",")
+        };
+        let listeners: Vec<&Value> = list(&service["listeners"]).collect();
+        if listeners.is_empty() {
+            table.row(vec![name.clone(), hosts.clone()]);
+        }
+        for listener in listeners {
+            table.row(vec![
+                name.clone(),
+                hosts.clone(),
+                text(&listener["name"]),
+                text(&listener["protocol"]),
+                text(&listener["address"]),
+                list(&listener["rules"]).count().to_string(),
+            ]);
+        }
+    }
+    table
+}
+
+/// One row per target (a group without targets gets one row of its own), and a note under the table
+/// for each group failing open, since that changes where traffic goes.
+fn targets(status: &Value) -> (Table, Vec<String>) {
+    let mut table = Table::new(&[
+        "TARGET GROUP",
+        "TARGET",
+        "SOURCE",
+        "WEIGHT",
+        "STATE",
+        "FOR",
+        "REASON",
+    ]);
+    let mut notes = Vec::new();
+    for group in list(&status["target_groups"]) {
+        let name = text(&group["name"]);
+        let mut label = name.clone();
+        if group["failing_open"] == true {
+            label.push_str(" (FAILING OPEN)");
+            notes.push(format!(
+                "{name} is failing open: none of its targets is routable, so all of them get traffic"
+            ));
+        }
+        if group["removed"] == true {
+            label.push_str(" (removed)");
+        }
+        let targets: Vec<&Value> = list(&group["targets"]).collect();
+        if targets.is_empty() {
+            table.row(vec![label.clone(), "(none)".to_owned()]);
+        }
+        for target in targets {
+            table.row(vec![
+                label.clone(),
+                text(&target["address"]),
+                text(&target["source"]),
+                text(&target["weight"]),
+                state(target),
+                target["in_state_seconds"]
+                    .as_f64()
+                    .map_or_else(|| "-".to_owned(), humanize),
+                text(&target["reason"]),
+            ]);
+        }
+    }
+    (table, notes)
+}
+
+/// The health state, with what overrides it for now: a passive ejection, a drain.
+fn state(target: &Value) -> String {
+    let state = text(&target["state"]);
+    let mut notes = Vec::new();
+    if let Some(left) = target["drain_deadline_seconds"].as_f64() {
+        if state == "draining" {
+            notes.push(format!("{} left", humanize(left)));
+        } else {
+            notes.push(format!("draining, {} left", humanize(left)));
+        }
+    }
+    if target["ejected"] == true {
+        match target["ejected_for_seconds"].as_f64() {
+            Some(left) => notes.push(format!("EJECTED, {} left", humanize(left))),
+            None => notes.push("EJECTED".to_owned()),
+        }
+    }
+    if notes.is_empty() {
+        state
+    } else {
+        format!("{state} ({})", notes.join("; "))
+    }
+}
+
+/// Seconds as the two largest units, truncated: `42s`, `3m12s`, `5h7m`, `2d3h`.
+pub fn humanize(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "-".to_owned();
+    }
+    let s = seconds as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn list(value: &Value) -> impl Iterator<Item = &Value> {
+    value.as_array().into_iter().flatten()
+}
+
+/// A cell: strings as they are, numbers and booleans as JSON writes them, nothing as `-`.
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) if !s.is_empty() => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => "-".to_owned(),
+    }
+}
+
+fn count(value: &Value) -> String {
+    value
+        .as_u64()
+        .map_or_else(|| "?".to_owned(), |n| n.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{humanize, render};
+
+    #[test]
+    fn durations_read_as_their_two_largest_units() {
+        assert_eq!(humanize(0.0), "0s");
+        assert_eq!(humanize(0.4), "0s");
+        assert_eq!(humanize(59.9), "59s");
+        assert_eq!(humanize(60.0), "1m0s");
+        assert_eq!(humanize(192.3), "3m12s");
+        assert_eq!(humanize(3600.0), "1h0m");
+        assert_eq!(humanize(5.0 * 3600.0 + 7.0 * 60.0 + 59.0), "5h7m");
+        assert_eq!(humanize(2.0 * 86400.0 + 3.0 * 3600.0 + 1.0), "2d3h");
+        assert_eq!(humanize(-1.0), "-");
+        assert_eq!(humanize(f64::NAN), "-");
+    }
+
+    fn sample() -> serde_json::Value {
+        json!({
+            "version": "0.1.0",
+            "config": {
+                "path": "/etc/trellis/trellis.toml",
+                "sha256": "3f2a9c1b7d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8",
+                "loaded_at": "2025-05-01T12:00:00Z",
+                "reloads": {"ok": 2, "error": 1}
+            },
+            "services": [
+                {"name": "shop", "hosts": ["shop.internal", "*.shop.internal"], "listeners": [
+                    {"name": "web", "protocol": "http", "address": "0.0.0.0:8080",
+                     "rules": [{"name": "gone", "priority": 20, "action": {}}], "default_action": {}},
+                    {"name": "tls", "protocol": "https", "address": "0.0.0.0:8443", "rules": [],
+                     "default_action": {}}
+                ]},
+                {"name": "idle", "hosts": ["*"], "listeners": []}
+            ],
+            "target_groups": [
+                {"name": "web", "failing_open": false, "in_use": true, "targets": [
+                    {"address": "10.0.0.1:9001", "weight": 1, "state": "healthy", "reason": "status 200",
+                     "in_state_seconds": 192.4, "ejected": false, "ejected_for_seconds": null, "source": "file"},
+                    {"address": "10.0.0.2:9001", "weight": 3, "state": "healthy", "reason": "status 200",
+                     "in_state_seconds": 8.0, "ejected": true, "ejected_for_seconds": 25.2, "source": "api"},
+                    {"address": "10.0.0.3:9001", "weight": 1, "state": "draining", "reason": "deregistered",
+                     "in_state_seconds": 2.0, "ejected": false, "source": "api",
+                     "drain_deadline_seconds": 28.0}
+                ]},
+                {"name": "api", "failing_open": true, "in_use": true, "targets": [
+                    {"address": "10.0.1.1:80", "weight": 1, "state": "unhealthy",
+                     "reason": "connect refused", "in_state_seconds": 3725.0, "ejected": false,
+                     "source": "file"}
+                ]},
+                {"name": "spare", "failing_open": false, "in_use": false, "targets": []}
+            ]
+        })
+    }
+
+    #[test]
+    fn status_renders_as_header_and_two_tables() {
+        assert_eq!(
+            render(&sample()),
+            "\
+trellis 0.1.0  config /etc/trellis/trellis.toml  sha256 3f2a9c1b7d4e  loaded 2025-05-01T12:00:00Z  reloads 2 ok, 1 failed
+
+SERVICE  HOSTS                          LISTENER  PROTOCOL  ADDRESS       RULES
+shop     shop.internal,*.shop.internal  web       http      0.0.0.0:8080  1
+shop     shop.internal,*.shop.internal  tls       https     0.0.0.0:8443  0
+idle     *                              -         -         -             -
+
+TARGET GROUP        TARGET         SOURCE  WEIGHT  STATE                        FOR    REASON
+web                 10.0.0.1:9001  file    1       healthy                      3m12s  status 200
+web                 10.0.0.2:9001  api     3       healthy (EJECTED, 25s left)  8s     status 200
+web                 10.0.0.3:9001  api     1       draining (28s left)          2s     deregistered
+api (FAILING OPEN)  10.0.1.1:80    file    1       unhealthy                    1h2m   connect refused
+spare               (none)         -       -       -                            -      -
+api is failing open: none of its targets is routable, so all of them get traffic
+"
+        );
+    }
+
+    #[test]
+    fn status_of_an_older_daemon_renders_too() {
+        // Before hot reload: `config` was the path alone, targets had no source, and a target not yet
+        // registered with the health checker had only its address, weight, state and reason.
+        let status = json!({
+            "version": "0.1.0",
+            "config": "config/example.toml",
+            "services": [{"name": "web", "hosts": ["*"], "listeners": [
+                {"name": "http", "protocol": "http", "address": "127.0.0.1:8080", "rules": []}
+            ]}],
+            "target_groups": [{"name": "blue", "targets": [
+                {"address": "127.0.0.1:9001", "weight": 1, "state": "initial",
+                 "reason": "not yet registered"},
+                {"address": "127.0.0.1:9002", "weight": 0, "state": "unavailable", "reason": "",
+                 "in_state_seconds": 61.0, "ejected": false, "ejected_for_seconds": null}
+            ]}]
+        });
+        assert_eq!(
+            render(&status),
+            "\
+trellis 0.1.0  config config/example.toml
+
+SERVICE  HOSTS  LISTENER  PROTOCOL  ADDRESS         RULES
+web      *      http      http      127.0.0.1:8080  0
+
+TARGET GROUP  TARGET          SOURCE  WEIGHT  STATE        FOR   REASON
+blue          127.0.0.1:9001  -       1       initial      -     not yet registered
+blue          127.0.0.1:9002  -       0       unavailable  1m1s  -
+"
+        );
+    }
+
+    #[test]
+    fn an_empty_daemon_says_so() {
+        let status = json!({"version": "0.1.0", "services": [], "target_groups": []});
+        assert_eq!(
+            render(&status),
+            "trellis 0.1.0\n\nno services\n\nno target groups\n"
+        );
+    }
+}

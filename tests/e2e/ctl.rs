@@ -1,0 +1,295 @@
+//! The admin-API commands (`trellis status`, `reload`, `targets register|deregister`) against a running
+//! trellis: what an operator sees on the terminal, and the exit status a script sees.
+
+use std::process::Output;
+
+use crate::support::config::{forward_to, listener, rule, service, target_group, targets};
+use crate::support::servers::closed_port_addr;
+use crate::support::trellis::bin;
+use crate::support::{free_port, Echo, Trellis};
+
+/// Runs `trellis ARGS...` to completion.
+async fn ctl(args: &[&str]) -> Output {
+    tokio::process::Command::new(bin())
+        .args(args)
+        .output()
+        .await
+        .expect("run trellis")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts exit status 0 and returns stdout.
+fn succeeded(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+    stdout(out)
+}
+
+/// Asserts exit status 1 and returns stderr.
+fn failed(out: &Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(out),
+        stderr(out)
+    );
+    stderr(out)
+}
+
+/// One service on `port` forwarding to group `web` with `addrs` (health checks off), one rule.
+fn one_group(port: u16, addrs: &[String]) -> String {
+    one_group_with(port, addrs, "")
+}
+
+/// Like [`one_group`], with `more_rules` after the first rule of the listener.
+fn one_group_with(port: u16, addrs: &[String], more_rules: &str) -> String {
+    [
+        service("shop", &["*"]),
+        listener(port, &forward_to("web")),
+        rule("api", 10, API, &forward_to("web")),
+        more_rules.to_owned(),
+        target_group("web", &targets(addrs)),
+    ]
+    .concat()
+}
+
+const API: &str = r#"{ path = { prefix = "/api" } }"#;
+
+fn admin_of(trellis: &Trellis) -> String {
+    format!(
+        "127.0.0.1:{}",
+        trellis.admin_port.expect("harness admin port")
+    )
+}
+
+/// The whitespace-separated cells of the first line of `text` that mentions `needle`.
+fn row<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{text}"))
+        .split_whitespace()
+        .collect()
+}
+
+#[tokio::test]
+async fn status_prints_the_listeners_and_every_target_with_its_state() {
+    let echo = Echo::start("blue").await;
+    let port = free_port();
+    let trellis = Trellis::start(&one_group(port, &[echo.addr()]), &[port]).await;
+    let state = trellis.target("web", &echo.addr()).await["state"]
+        .as_str()
+        .expect("state")
+        .to_owned();
+
+    let text = succeeded(&ctl(&["status", "--admin", &admin_of(&trellis)]).await);
+    assert!(text.starts_with("trellis "), "{text}");
+    assert!(text.lines().next().unwrap().contains("config "), "{text}");
+    assert_eq!(
+        row(&text, "SERVICE"),
+        ["SERVICE", "HOSTS", "LISTENER", "PROTOCOL", "ADDRESS", "RULES"]
+    );
+    let listener_address = format!("127.0.0.1:{port}");
+    assert_eq!(
+        row(&text, &listener_address),
+        ["shop", "*", "web", "http", listener_address.as_str(), "1"]
+    );
+    assert_eq!(
+        row(&text, "TARGET GROUP")[..4],
+        ["TARGET", "GROUP", "TARGET", "SOURCE"]
+    );
+    let target = row(&text, &echo.addr());
+    assert_eq!(
+        target[..5],
+        ["web", &echo.addr(), "file", "1", &state],
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn status_json_is_the_admin_apis_json() {
+    let echo = Echo::start("blue").await;
+    let port = free_port();
+    let trellis = Trellis::start(&one_group(port, &[echo.addr()]), &[port]).await;
+    let admin = format!("http://{}/", admin_of(&trellis));
+
+    let text = succeeded(&ctl(&["status", "--json", "--admin", &admin]).await);
+    let status: serde_json::Value = serde_json::from_str(&text).expect("status --json is JSON");
+    assert_eq!(status["target_groups"][0]["name"], "web");
+    assert_eq!(
+        status["target_groups"][0]["targets"][0]["address"],
+        echo.addr()
+    );
+    assert!(text.contains("\n  \""), "pretty-printed:\n{text}");
+}
+
+#[tokio::test]
+async fn status_finds_the_admin_api_through_the_configuration() {
+    let echo = Echo::start("blue").await;
+    let port = free_port();
+    let trellis = Trellis::start(&one_group(port, &[echo.addr()]), &[port]).await;
+    let config = trellis.config_path().to_str().expect("utf-8 path");
+
+    let text = succeeded(&ctl(&["status", "-c", config]).await);
+    assert_eq!(row(&text, &echo.addr())[..2], ["web", &echo.addr()]);
+}
+
+#[tokio::test]
+async fn status_without_a_daemon_says_where_it_looked() {
+    let closed = closed_port_addr();
+    let err = failed(&ctl(&["status", "--admin", &closed]).await);
+    assert!(
+        err.contains(&format!(
+            "cannot reach the admin API at http://{closed}: connection refused — is trellis running?"
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_token_comes_from_the_configuration_or_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let wrong_file = dir.path().join("wrong-token");
+    std::fs::write(&wrong_file, "guess").unwrap();
+    let (admin_port, port) = (free_port(), free_port());
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = {:?}\n\n{}",
+        token_file.display().to_string(),
+        one_group(port, &["127.0.0.1:1".to_owned()])
+    );
+    let trellis = Trellis::start(&config, &[port, admin_port]).await;
+    let admin = format!("127.0.0.1:{admin_port}");
+    let config = trellis.config_path().to_str().expect("utf-8 path");
+    let token = token_file.to_str().unwrap();
+
+    succeeded(&ctl(&["status", "-c", config]).await);
+    succeeded(&ctl(&["status", "--admin", &admin, "--token-file", token]).await);
+    let err = failed(&ctl(&["status", "--admin", &admin]).await);
+    assert!(
+        err.contains("Bearer") && err.contains("--token-file"),
+        "{err}"
+    );
+    let wrong = wrong_file.to_str().unwrap();
+    let err = failed(&ctl(&["status", "-c", config, "--token-file", wrong]).await);
+    assert!(err.contains("Bearer"), "{err}");
+}
+
+#[tokio::test]
+async fn reload_prints_the_summary_or_every_error() {
+    let echo = Echo::start("blue").await;
+    let port = free_port();
+    let config = one_group(port, &[echo.addr()]);
+    let trellis = Trellis::start(&config, &[port]).await;
+    let admin = admin_of(&trellis);
+
+    trellis.write_config(&config.replace("/api", "/v2"));
+    let text = succeeded(&ctl(&["reload", "--admin", &admin]).await);
+    let sha = trellis.status().await["config"]["sha256"]
+        .as_str()
+        .expect("sha256")
+        .to_owned();
+    assert!(text.starts_with("reloaded: "), "{text}");
+    assert!(text.contains(&format!("(sha256 {})", &sha[..12])), "{text}");
+
+    // Two mistakes: a duplicate rule priority and a weight out of range.
+    let again = rule("again", 10, API, &forward_to("web"));
+    let broken = one_group_with(port, &[echo.addr()], &again)
+        + "[[target_group]]\nname = \"heavy\"\ntargets = [{ address = \"127.0.0.1:1\", weight = 5000 }]\n";
+    trellis.write_config(&broken);
+    // `-c` with the broken file: its [admin] table still says where the daemon listens.
+    let config = trellis.config_path().to_str().expect("utf-8 path");
+    let err = failed(&ctl(&["reload", "-c", config]).await);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines[0].starts_with("trellis: reload refused: "), "{err}");
+    assert!(lines.len() >= 3, "{err}");
+    assert!(
+        lines[1..].iter().all(|l| l.contains("trellis.toml:")),
+        "{err}"
+    );
+    assert_eq!(trellis.status().await["config"]["sha256"], sha.as_str());
+}
+
+#[tokio::test]
+async fn targets_register_and_deregister_say_what_became_of_the_target() {
+    let echo = Echo::start("blue").await;
+    let port = free_port();
+    let config = [
+        service("shop", &["*"]),
+        listener(port, &forward_to("pool")),
+        target_group("pool", "[]\nderegistration_delay = \"1s\""),
+    ]
+    .concat();
+    let trellis = Trellis::start(&config, &[port]).await;
+    let admin = admin_of(&trellis);
+    let addr = echo.addr();
+
+    let text = succeeded(
+        &ctl(&[
+            "targets", "register", "pool", &addr, "--weight", "3", "--admin", &admin,
+        ])
+        .await,
+    );
+    assert!(
+        text.starts_with(&format!("{addr} registered in pool with weight 3: ")),
+        "{text}"
+    );
+    let status = succeeded(&ctl(&["status", "--admin", &admin]).await);
+    assert_eq!(
+        row(&status, &addr)[..4],
+        ["pool", &addr, "api", "3"],
+        "{status}"
+    );
+
+    // Registering again without --weight keeps the weight; with it, changes it.
+    let text = succeeded(&ctl(&["targets", "register", "pool", &addr, "--admin", &admin]).await);
+    assert!(
+        text.starts_with(&format!("{addr} updated in pool with weight 3: ")),
+        "{text}"
+    );
+    let text = succeeded(
+        &ctl(&[
+            "targets", "register", "pool", &addr, "--weight", "1", "--admin", &admin,
+        ])
+        .await,
+    );
+    assert!(
+        text.starts_with(&format!("{addr} updated in pool with weight 1: ")),
+        "{text}"
+    );
+
+    let text = succeeded(&ctl(&["targets", "deregister", "pool", &addr, "--admin", &admin]).await);
+    assert_eq!(text, format!("{addr} deregistered from pool: draining\n"));
+
+    let err = failed(&ctl(&["targets", "register", "nope", &addr, "--admin", &admin]).await);
+    assert!(err.contains("no target group named \"nope\""), "{err}");
+    let err = failed(
+        &ctl(&[
+            "targets",
+            "deregister",
+            "pool",
+            "127.0.0.1:1",
+            "--admin",
+            &admin,
+        ])
+        .await,
+    );
+    assert!(err.contains("not registered"), "{err}");
+    // Refused before any request is sent: the usage error of every command line tool.
+    let out = ctl(&["targets", "register", "pool", "[::1]:1", "--weight", "1000"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1000"), "{}", stderr(&out));
+}
