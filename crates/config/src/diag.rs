@@ -5,22 +5,37 @@ use crate::spans::SpanIndex;
 
 pub(crate) struct Diags<'a> {
     file: String,
-    index: Option<&'a SpanIndex>,
+    /// The text, to locate problems in.
+    source: Option<&'a str>,
+    /// Built on the first problem, from a second parse of the text: indexing every key of a large file
+    /// costs more than validating it, and a valid file never needs it.
+    index: std::cell::OnceCell<Option<SpanIndex>>,
     list: Vec<Diagnostic>,
 }
 
 impl<'a> Diags<'a> {
-    pub(crate) fn new(file: String, index: Option<&'a SpanIndex>) -> Self {
+    pub(crate) fn new(file: String, source: Option<&'a str>) -> Self {
         Diags {
             file,
-            index,
+            source,
+            index: std::cell::OnceCell::new(),
             list: Vec::new(),
         }
     }
 
+    fn index(&self) -> Option<&SpanIndex> {
+        let text = self.source?;
+        self.index
+            .get_or_init(|| {
+                let doc = toml_edit::ImDocument::parse(text).ok()?;
+                Some(SpanIndex::new(text, doc.as_table()))
+            })
+            .as_ref()
+    }
+
     /// A problem with the key at `path`, located on that key's line (or its table's header if absent).
     pub(crate) fn err(&mut self, path: &str, message: impl Into<String>) {
-        let line = self.index.and_then(|i| i.line_of(path));
+        let line = self.index().and_then(|i| i.line_of(path));
         self.push(line, path.to_string(), message.into());
     }
 
@@ -35,14 +50,14 @@ impl<'a> Diags<'a> {
 
     /// A serde error from deserializing the unit at `unit_path`: locate it by its span when it has one.
     pub(crate) fn serde(&mut self, unit_path: &str, e: &toml_edit::de::Error) {
-        let located = self.index.zip(e.span()).map(|(idx, span)| {
+        let located = self.index().zip(e.span()).map(|(idx, span)| {
             let path = idx.path_at(&span).unwrap_or(unit_path).to_string();
             (Some(idx.line_at(span.start)), path)
         });
         let (line, key) = match located {
             Some(l) => l,
             None => (
-                self.index.and_then(|i| i.line_of(unit_path)),
+                self.index().and_then(|i| i.line_of(unit_path)),
                 unit_path.to_string(),
             ),
         };

@@ -49,9 +49,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             return Err(ConfigError::Invalid(d.into_sorted()));
         }
     };
-    let index = spans::SpanIndex::new(text, doc.as_table());
-    let mut d = diag::Diags::new(file, Some(&index));
-    let raw = sections::split(doc.as_table(), &mut d);
+    let mut d = diag::Diags::new(file, Some(text));
+    let raw = sections::split(doc.into_table(), &mut d);
     let config = validate::validate(raw, path, &mut d);
     if d.is_empty() {
         Ok(config)

@@ -31,24 +31,20 @@ const SECTIONS: &[&str] = &[
     "scaling_group",
 ];
 
-pub(crate) fn split(root: &Table, d: &mut Diags) -> RawDoc {
+/// Takes the document apart (moving, not copying: a large file costs more to copy than to validate).
+pub(crate) fn split(root: Table, d: &mut Diags) -> RawDoc {
     let mut doc = RawDoc::default();
-    for (key, item) in root.iter() {
+    for (key, item) in root {
+        let key = key.as_str();
         match key {
             "admin" => doc.admin = unit(item, key, d),
             "access_log" => doc.access_log = unit(item, key, d),
             "limits" => doc.limits = unit(item, key, d),
             "service" => doc.services = array(item, key, d).into_iter().map(|(_, r)| r).collect(),
             "target_group" => {
-                for (item, raw) in array::<RawTargetGroup>(item, key, d) {
-                    if raw.is_none() {
-                        if let Some(name) = item
-                            .as_table_like()
-                            .and_then(|t| t.get("name"))
-                            .and_then(Item::as_str)
-                        {
-                            doc.broken_target_groups.push(name.to_string());
-                        }
+                for (name, raw) in array::<RawTargetGroup>(item, key, d) {
+                    if let (None, Some(name)) = (&raw, name) {
+                        doc.broken_target_groups.push(name);
                     }
                     doc.target_groups.push(raw);
                 }
@@ -68,8 +64,8 @@ pub(crate) fn split(root: &Table, d: &mut Diags) -> RawDoc {
     doc
 }
 
-fn unit<T: DeserializeOwned>(item: &Item, path: &str, d: &mut Diags) -> Option<T> {
-    let value = match item.clone().into_value() {
+fn unit<T: DeserializeOwned>(item: Item, path: &str, d: &mut Diags) -> Option<T> {
+    let value = match item.into_value() {
         Ok(v) => v,
         Err(_) => return None,
     };
@@ -82,11 +78,15 @@ fn unit<T: DeserializeOwned>(item: &Item, path: &str, d: &mut Diags) -> Option<T
     }
 }
 
-/// Each element of an array of tables, deserialized separately, paired with its source item.
-fn array<T: DeserializeOwned>(item: &Item, key: &str, d: &mut Diags) -> Vec<(Item, Option<T>)> {
+/// Each element of an array of tables, deserialized separately, with its `name` (if it has a string one).
+fn array<T: DeserializeOwned>(
+    item: Item,
+    key: &str,
+    d: &mut Diags,
+) -> Vec<(Option<String>, Option<T>)> {
     let elements: Vec<Item> = match item {
-        Item::ArrayOfTables(a) => a.iter().map(|t| Item::Table(t.clone())).collect(),
-        Item::Value(Value::Array(a)) => a.iter().map(|v| Item::Value(v.clone())).collect(),
+        Item::ArrayOfTables(a) => a.into_iter().map(Item::Table).collect(),
+        Item::Value(Value::Array(a)) => a.into_iter().map(Item::Value).collect(),
         _ => {
             d.err(key, format!("expected an array of tables ([[{key}]])"));
             return Vec::new();
@@ -96,8 +96,12 @@ fn array<T: DeserializeOwned>(item: &Item, key: &str, d: &mut Diags) -> Vec<(Ite
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            let raw = unit(&item, &format!("{key}[{i}]"), d);
-            (item, raw)
+            let name = item
+                .as_table_like()
+                .and_then(|t| t.get("name"))
+                .and_then(Item::as_str)
+                .map(str::to_string);
+            (name, unit(item, &format!("{key}[{i}]"), d))
         })
         .collect()
 }

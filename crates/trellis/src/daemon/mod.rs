@@ -191,7 +191,7 @@ impl Daemon {
     /// Reads, validates and applies the configuration file. On any error nothing changes.
     pub async fn reload(self: &Arc<Self>) -> Result<Arc<Running>, ChangeError> {
         let _change = self.change.lock().await;
-        let result = self.reload_locked();
+        let result = self.off_workers(|this| this.reload_locked()).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.reloads.with_label_values(&[outcome]).inc();
         match &result {
@@ -237,7 +237,8 @@ impl Daemon {
         registry::check_registrable(&current.file, group, address, weight)?;
         let mut next = self.lock_registrations().clone();
         let (created, weight) = registry::upsert(&mut next, group, address, weight);
-        self.persist_and_apply(&current, next)?;
+        self.off_workers(move |this| this.persist_and_apply(&current, next))
+            .await?;
         tracing::info!(target_group = group, target = %address, weight, "target registered");
         Ok((created, weight))
     }
@@ -252,9 +253,27 @@ impl Daemon {
         let current = self.current();
         let mut next = self.lock_registrations().clone();
         registry::remove(&current.file, &mut next, group, address)?;
-        self.persist_and_apply(&current, next)?;
+        self.off_workers(move |this| this.persist_and_apply(&current, next))
+            .await?;
         tracing::info!(target_group = group, target = %address, "target deregistered");
         Ok(())
+    }
+
+    /// Runs a change on tokio's blocking pool: parsing a large file and compiling its rules takes
+    /// milliseconds to seconds, which must not stall the workers serving traffic (with `--workers 1` the
+    /// only one).
+    async fn off_workers<T: Send + 'static>(
+        self: &Arc<Self>,
+        change: impl FnOnce(&Arc<Self>) -> Result<T, ChangeError> + Send + 'static,
+    ) -> Result<T, ChangeError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || change(&this))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ChangeError::Failed(format!(
+                    "the change did not finish: {e}"
+                )))
+            })
     }
 
     fn persist_and_apply(
