@@ -432,3 +432,31 @@ async fn a_token_file_makes_every_admin_request_need_the_bearer_token() {
         401
     );
 }
+
+#[tokio::test]
+async fn a_removed_listener_finishes_the_request_in_flight_on_it() {
+    let slow = Tracking::start("slow").await;
+    let green = Echo::start("green").await;
+    let (port, extra) = (free_port(), free_port());
+    let (x, y) = layouts(port, extra, &green.addr(), &green.addr());
+    // Layout X's extra listener forwards to the slow backend.
+    let x = x.replacen(
+        &target_group("green", &targets(&[green.addr()])),
+        &target_group("green", &targets(&[slow.addr()])),
+        1,
+    );
+    let trellis = Trellis::start(&x, &[port, extra]).await;
+    let in_flight = tokio::spawn(async move { get(&client::http1(), extra, "/?delay=800").await });
+    eventually(WAIT, "the request to reach the backend", || async {
+        (slow.arrived() == 1).then_some(())
+    })
+    .await;
+    trellis.write_config(&y);
+    assert_eq!(trellis.reload().await.0, 200);
+    eventually(WAIT, "the removed listener to stop accepting", || async {
+        (!accepts(extra).await).then_some(())
+    })
+    .await;
+    let reply = in_flight.await.expect("request task");
+    assert_eq!((reply.status, reply.served_by().as_str()), (200, "slow"));
+}
