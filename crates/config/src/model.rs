@@ -324,6 +324,9 @@ pub struct ScalingGroup {
     pub cooldown: Duration,
     /// Default 0s.
     pub instance_warmup: Duration,
+    /// How often the policies look at the metrics (each sample covers one period); 100ms..=300s,
+    /// default 10s. Not a Lattice key: Auto Scaling's is fixed at a minute.
+    pub evaluation_period: Duration,
     /// Default `Oldest`.
     pub termination_policy: TerminationPolicy,
     pub launch: Launch,

@@ -223,6 +223,7 @@ pub(crate) struct RawScalingGroup {
     pub health_check_grace_period: Option<String>,
     pub cooldown: Option<String>,
     pub instance_warmup: Option<String>,
+    pub evaluation_period: Option<String>,
     pub termination_policy: Option<String>,
     pub launch: Option<RawLaunch>,
     #[serde(default)]

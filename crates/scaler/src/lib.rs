@@ -4,12 +4,30 @@
 //! decision ([`Decider`]), fed one [`Sample`] of the group's own request metrics per evaluation period,
 //! and the instance lifecycle ([`Instance`], [`Backoff`]). Time is always passed in, so every rule —
 //! cooldown, warm-up, the scale-in margin, crash-loop back-off — is tested with simulated time.
-#![forbid(unsafe_code)]
+// Unsafe only where the kernel is asked for something std cannot (parent-death signal, signalling a process
+// group), each with its justification.
+#![deny(unsafe_code)]
 
 mod decide;
 mod lifecycle;
 mod policy;
+mod process;
 
 pub use decide::{Decider, Decision, Sample};
 pub use lifecycle::{Backoff, Instance, Lifecycle, Replace};
 pub use policy::Proposal;
+pub use process::{ProcessInstance, ProcessProvider};
+
+/// What can go wrong launching or stopping instances.
+#[derive(Debug, thiserror::Error)]
+pub enum ScalerError {
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("the process provider has no `ports` range to give instances a port from")]
+    NoPorts,
+    #[error("no free port left in {lo}-{hi}")]
+    PortsExhausted { lo: u16, hi: u16 },
+}

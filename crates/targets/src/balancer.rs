@@ -226,8 +226,10 @@ mod tests {
         let b = group(&[1], Algorithm::LeastOutstanding);
         let g = b.targets()[0].begin();
         assert_eq!(b.targets()[0].stats.in_flight(), 1);
+        assert_eq!(b.targets()[0].stats.completed(), 0);
         drop(g);
         assert_eq!(b.targets()[0].stats.in_flight(), 0);
+        assert_eq!(b.targets()[0].stats.completed(), 1);
     }
 
     proptest! {
