@@ -13,4 +13,5 @@ mod health;
 mod limits;
 mod reload;
 mod routing;
+mod scaling;
 mod shutdown;

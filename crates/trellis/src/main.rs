@@ -7,6 +7,7 @@ mod ctl;
 mod daemon;
 mod echo;
 mod run;
+mod scaling;
 mod state;
 
 use std::net::SocketAddr;

@@ -86,6 +86,13 @@ pub fn status(daemon: &Daemon) -> Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "target_groups": groups,
+        "scaling_groups": daemon
+            .scaling
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|g| g.get())
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -155,8 +162,15 @@ fn target_group(
         "targets": views.into_iter()
             .map(|(address, weight, view)| {
                 let mut t = target(address, weight, view, now);
-                let api = running.registered.contains(&(tg.name.clone(), address));
-                t["source"] = json!(if api { "api" } else { "file" });
+                let key = (tg.name.clone(), address);
+                let source = if running.scaled.contains(&key) {
+                    "scaler"
+                } else if running.registered.contains(&key) {
+                    "api"
+                } else {
+                    "file"
+                };
+                t["source"] = json!(source);
                 t
             })
             .chain(leaving.iter().map(|((_, address), drain)| draining_target(*address, drain, registry, &tg.name, now)))

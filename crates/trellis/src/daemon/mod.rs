@@ -64,6 +64,8 @@ pub struct Running {
     pub token: Option<String>,
     /// (group, address) of the targets that came from the admin API.
     pub registered: HashSet<(String, SocketAddr)>,
+    /// (group, address) of the targets that a scaling group launched.
+    pub scaled: HashSet<(String, SocketAddr)>,
 }
 
 pub struct Daemon {
@@ -77,7 +79,12 @@ pub struct Daemon {
     reloads: IntCounterVec,
     current: ArcSwap<Running>,
     registrations: Mutex<Vec<Registration>>,
+    /// Instances the scaling groups run, as targets of their groups (not persisted: the scaler keeps its
+    /// own records).
+    scaled: Mutex<Vec<Registration>>,
     pub draining: drain::Draining,
+    /// What each running scaling group shows in status.
+    pub scaling: Mutex<Vec<Arc<crate::scaling::GroupStatus>>>,
     /// One change at a time: reloads and registrations are serialized.
     change: tokio::sync::Mutex<()>,
 }
@@ -167,9 +174,12 @@ impl Daemon {
                 loaded_at: SystemTime::now(),
                 token,
                 registered,
+                scaled: HashSet::new(),
             }),
             registrations: Mutex::new(registrations),
+            scaled: Mutex::new(Vec::new()),
             draining: drain::Draining::default(),
+            scaling: Mutex::new(Vec::new()),
             change: tokio::sync::Mutex::new(()),
         }))
     }
@@ -309,7 +319,15 @@ impl Daemon {
         token: Option<String>,
         registrations: &[Registration],
     ) -> Result<Arc<Running>, ChangeError> {
-        let (effective, registered) = registry::merge(&file, registrations);
+        let scaled = self.lock_scaled().clone();
+        let mut all = registrations.to_vec();
+        all.extend(scaled.iter().cloned());
+        let (effective, mut registered) = registry::merge(&file, &all);
+        let scaled: HashSet<(String, SocketAddr)> = scaled
+            .iter()
+            .map(|r| (r.target_group.clone(), r.address))
+            .filter(|k| registered.remove(k))
+            .collect();
         let effective = Arc::new(effective);
         let old = self.current();
         let now = Instant::now();
@@ -336,8 +354,10 @@ impl Daemon {
                 .find(|g| g.name == key.0)
                 .map(|g| g.deregistration_delay)
                 .unwrap_or_default();
-            let registered = old.registered.contains(key);
-            let reason = if registered {
+            let registered = old.registered.contains(key) || old.scaled.contains(key);
+            let reason = if old.scaled.contains(key) {
+                "terminated by its scaling group"
+            } else if registered {
                 "deregistered through the admin API"
             } else {
                 "removed from the configuration"
@@ -358,9 +378,45 @@ impl Daemon {
             loaded_at: SystemTime::now(),
             token,
             registered,
+            scaled,
         });
         self.current.store(running.clone());
         Ok(running)
+    }
+
+    /// Replaces the instances scaling group `scaling_group` runs in target group `target_group`, and
+    /// serves the result: new ones start `initial`, missing ones drain.
+    pub async fn set_scaled(
+        self: &Arc<Self>,
+        target_group: &str,
+        members: Vec<SocketAddr>,
+    ) -> Result<(), ChangeError> {
+        let _change = self.change.lock().await;
+        {
+            let mut scaled = self.lock_scaled();
+            scaled.retain(|r| r.target_group != target_group);
+            scaled.extend(members.into_iter().map(|address| Registration {
+                target_group: target_group.to_string(),
+                address,
+                weight: 1,
+            }));
+        }
+        let current = self.current();
+        self.off_workers(move |this| {
+            let registrations = this.lock_registrations().clone();
+            this.apply(
+                current.file.clone(),
+                current.sha256.clone(),
+                current.token.clone(),
+                &registrations,
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    fn lock_scaled(&self) -> std::sync::MutexGuard<'_, Vec<Registration>> {
+        self.scaled.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock_registrations(&self) -> std::sync::MutexGuard<'_, Vec<Registration>> {

@@ -1,0 +1,178 @@
+//! Scaling groups with the `process` provider: the real binary launches `trellis echo` instances,
+//! registers them, scales on its own request metrics, replaces what dies, and leaves no child behind.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::client::{self, get};
+use crate::support::config::{forward_to, listener, service};
+use crate::support::{eventually, free_port, Trellis};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A range of 40 ports, probably free (the provider checks each one before use).
+fn port_range() -> (u16, u16) {
+    let base = free_port().saturating_sub(40).max(1024);
+    (base, base + 39)
+}
+
+fn config(port: u16, min: u32, max: u32) -> String {
+    let (lo, hi) = port_range();
+    format!(
+        "{}{}\
+[[target_group]]\nname = \"pool\"\ntargets = []\nderegistration_delay = \"5s\"\n\
+  [target_group.health_check]\n  path = \"/healthz\"\n  interval = \"200ms\"\n  timeout = \"150ms\"\n\
+  healthy_threshold = 1\n  unhealthy_threshold = 2\n\n\
+[[scaling_group]]\nname = \"web\"\ntarget_group = \"pool\"\nmin = {min}\nmax = {max}\ndesired = {min}\n\
+evaluation_period = \"500ms\"\ncooldown = \"1s\"\ninstance_warmup = \"500ms\"\nhealth_check_grace_period = \"10s\"\n\
+  [scaling_group.launch]\n  provider = \"process\"\n\
+  command = [\"{{self}}\", \"echo\", \"--listen\", \"127.0.0.1:{{port}}\", \"--name\", \"{{id}}\", \"--workers\", \"1\"]\n\
+  ports = \"{lo}-{hi}\"\n  stop_timeout = \"2s\"\n\
+  [[scaling_group.policy]]\n  name = \"rps\"\n  type = \"target_tracking\"\n  metric = \"request_count_per_target\"\n  target = 50.0\n",
+        service("web", &["*"]),
+        listener(port, &forward_to("pool")),
+    )
+}
+
+async fn group(trellis: &Trellis) -> Value {
+    trellis.status().await["scaling_groups"][0].clone()
+}
+
+async fn wait_group(trellis: &Trellis, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    eventually(WAIT, what, || async {
+        let g = group(trellis).await;
+        done(&g).then_some(g)
+    })
+    .await
+}
+
+fn pids(g: &Value) -> Vec<i32> {
+    g["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["pid"].as_i64().map(|p| p as i32))
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_pool_scales_out_under_load_and_back_in_without_failing_a_request() {
+    let port = free_port();
+    let trellis = Trellis::start(&config(port, 1, 4), &[port]).await;
+    wait_group(&trellis, "one instance in service", |g| {
+        g["in_service"] == 1
+    })
+    .await;
+    assert_eq!(get(&client::http1(), port, "/").await.status, 200);
+
+    // Load far above 50 requests/s per instance, from several keep-alive clients.
+    let load_started = std::time::Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (stop, failures, served) = (stop.clone(), failures.clone(), served.clone());
+        clients.push(tokio::spawn(async move {
+            let c = client::http1();
+            while !stop.load(Ordering::SeqCst) {
+                let reply = get(&c, port, "/").await;
+                if reply.status == 200 {
+                    served.lock().unwrap().insert(reply.served_by());
+                } else {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    let g = wait_group(&trellis, "four instances in service", |g| {
+        g["in_service"] == 4
+    })
+    .await;
+    eprintln!(
+        "load step to 4 instances in service: {:?}",
+        load_started.elapsed()
+    );
+    eventually(WAIT, "every instance to serve traffic", || async {
+        (served.lock().unwrap().len() == 4).then_some(())
+    })
+    .await;
+    let activities = g["activities"].to_string();
+    assert!(
+        activities.contains("request_count_per_target"),
+        "{activities}"
+    );
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+
+    // A trickle while it scales back in: draining must not fail any of it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let trickle = {
+        let (stop, failures) = (stop.clone(), failures.clone());
+        tokio::spawn(async move {
+            let c = client::http1();
+            while !stop.load(Ordering::SeqCst) {
+                if get(&c, port, "/").await.status != 200 {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let quiet = std::time::Instant::now();
+    let g = wait_group(&trellis, "scale-in to min", |g| {
+        g["desired"] == 1 && g["instances"].as_array().is_some_and(|i| i.len() == 1)
+    })
+    .await;
+    eprintln!("load gone to 1 instance: {:?}", quiet.elapsed());
+    stop.store(true, Ordering::SeqCst);
+    trickle.await.unwrap();
+    assert_eq!(failures.load(Ordering::SeqCst), 0, "{g:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_instance_is_replaced_and_a_killed_daemon_leaves_no_child() {
+    let port = free_port();
+    let mut trellis = Trellis::start(&config(port, 2, 2), &[port]).await;
+    let g = wait_group(&trellis, "two instances in service", |g| {
+        g["in_service"] == 2
+    })
+    .await;
+    let first = pids(&g);
+    assert_eq!(first.len(), 2);
+
+    unsafe_kill(first[0], libc::SIGKILL);
+    let g = wait_group(&trellis, "a replacement in service", |g| {
+        g["in_service"] == 2 && !pids(g).contains(&first[0])
+    })
+    .await;
+    assert!(
+        g["activities"].to_string().contains("replacing it"),
+        "{g:#}"
+    );
+    let children = pids(&g);
+
+    trellis.signal(libc::SIGKILL);
+    trellis.wait_exit(WAIT).await;
+    eventually(WAIT, "every child to die with the daemon", || {
+        let left: Vec<i32> = children.iter().copied().filter(|&p| alive(p)).collect();
+        async move { left.is_empty().then_some(()) }
+    })
+    .await;
+}
+
+fn unsafe_kill(pid: i32, signal: i32) {
+    // SAFETY: kill(2) with plain integers.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
