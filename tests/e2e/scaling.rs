@@ -176,3 +176,74 @@ fn unsafe_kill(pid: i32, signal: i32) {
         libc::kill(pid, signal);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desired_set_by_hand_is_clamped_and_scale_in_spares_a_protected_instance() {
+    let port = free_port();
+    let mut cfg = config(port, 1, 3);
+    // No policy: only the operator moves desired here.
+    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    let trellis = Trellis::start(&cfg, &[port]).await;
+    wait_group(&trellis, "one instance in service", |g| {
+        g["in_service"] == 1
+    })
+    .await;
+
+    let put = |body: Value| {
+        trellis.admin(
+            reqwest::Method::PUT,
+            "/v1/scaling-groups/web/desired",
+            Some(body),
+        )
+    };
+    let (status, reply) = put(serde_json::json!({"desired": 9})).await;
+    assert_eq!(
+        (status, reply["desired"].as_u64()),
+        (200, Some(3)),
+        "{reply}"
+    );
+    let g = wait_group(&trellis, "three in service", |g| g["in_service"] == 3).await;
+    // Protect the newest; scale-in (oldest first by default) must then take the other two.
+    let newest = g["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by(|a, b| {
+            a["age_seconds"]
+                .as_f64()
+                .partial_cmp(&b["age_seconds"].as_f64())
+                .unwrap()
+        })
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/scaling-groups/web/instances/{newest}/protection");
+    let (status, reply) = trellis
+        .admin(
+            reqwest::Method::PUT,
+            &path,
+            Some(serde_json::json!({"protected": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, _) = put(serde_json::json!({"desired": 1})).await;
+    assert_eq!(status, 200);
+    let g = wait_group(&trellis, "scale-in to one", |g| {
+        g["instances"].as_array().is_some_and(|i| i.len() == 1)
+    })
+    .await;
+    assert_eq!(g["instances"][0]["id"], newest.as_str(), "{g:#}");
+    let (status, _) = trellis
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/scaling-groups/nope/desired",
+            Some(serde_json::json!({"desired": 1})),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let gauge = trellis
+        .metric("trellis_scaling_group_instances{scaling_group=\"web\",state=\"desired\"}")
+        .await;
+    assert_eq!(gauge, Some(1.0));
+}

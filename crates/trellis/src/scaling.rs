@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
 use trellis_config::{Launch, ScalingGroup, TerminationPolicy};
 use trellis_scaler::{
     Backoff, Decider, Instance, Lifecycle, ProcessInstance, ProcessProvider, Replace, Sample,
@@ -23,13 +25,21 @@ const TICK: Duration = Duration::from_millis(200);
 /// Activities kept for the status page.
 const ACTIVITIES: usize = 20;
 
-/// What `/v1/status` shows of a scaling group; the controller keeps it current.
-#[derive(Default)]
-pub struct GroupStatus {
+/// A running scaling group as the rest of the daemon sees it: what `/v1/status` shows (the controller
+/// keeps it current) and a way to tell the controller what an operator wants.
+pub struct GroupHandle {
+    pub name: String,
     view: Mutex<Value>,
+    commands: mpsc::UnboundedSender<Command>,
 }
 
-impl GroupStatus {
+/// Operator requests, answered by the controller between two of its ticks.
+enum Command {
+    SetDesired(u32, oneshot::Sender<(u32, u32, u32)>),
+    Protect(String, bool, oneshot::Sender<bool>),
+}
+
+impl GroupHandle {
     pub fn get(&self) -> Value {
         self.view
             .lock()
@@ -40,10 +50,59 @@ impl GroupStatus {
     fn set(&self, v: Value) {
         *self.view.lock().unwrap_or_else(PoisonError::into_inner) = v;
     }
+
+    /// Sets desired (clamped); returns (min, desired, max) as they are now, or `None` if the group
+    /// has stopped.
+    pub async fn set_desired(&self, desired: u32) -> Option<(u32, u32, u32)> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::SetDesired(desired, tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Protects (or not) an instance from scale-in; `Some(false)` when there is no such instance.
+    pub async fn protect(&self, instance: &str, protected: bool) -> Option<bool> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Protect(instance.to_string(), protected, tx))
+            .ok()?;
+        rx.await.ok()
+    }
 }
 
-/// Starts a controller for every scaling group with the process provider; returns their status handles.
-pub fn start(daemon: &Arc<Daemon>) -> Vec<Arc<GroupStatus>> {
+/// Group metrics, resolved per group when its controller starts.
+#[derive(Clone)]
+pub struct ScalingMetrics {
+    capacity: IntGaugeVec,
+    activities: IntCounterVec,
+}
+
+impl ScalingMetrics {
+    pub fn new(registry: &prometheus::Registry) -> prometheus::Result<Self> {
+        let capacity = IntGaugeVec::new(
+            Opts::new(
+                "trellis_scaling_group_instances",
+                "Scaling group capacity: desired, and instances by lifecycle state (in_service, pending, terminating)",
+            ),
+            &["scaling_group", "state"],
+        )?;
+        let activities = IntCounterVec::new(
+            Opts::new(
+                "trellis_scaling_activities_total",
+                "Scaling activities by kind (scale, launch, launch_failed, replace, terminate, terminated)",
+            ),
+            &["scaling_group", "kind"],
+        )?;
+        registry.register(Box::new(capacity.clone()))?;
+        registry.register(Box::new(activities.clone()))?;
+        Ok(ScalingMetrics {
+            capacity,
+            activities,
+        })
+    }
+}
+
+/// Starts a controller for every scaling group with the process provider; returns their handles.
+pub fn start(daemon: &Arc<Daemon>, metrics: &ScalingMetrics) -> Vec<Arc<GroupHandle>> {
     let current = daemon.current();
     let self_exe = std::env::current_exe().unwrap_or_else(|_| "trellis".into());
     let mut statuses = Vec::new();
@@ -52,8 +111,15 @@ pub fn start(daemon: &Arc<Daemon>) -> Vec<Arc<GroupStatus>> {
             tracing::warn!(scaling_group = %group.name, "the command provider is not running yet in this version; the group is not started");
             continue;
         };
-        let status = Arc::new(GroupStatus::default());
+        let (commands, inbox) = mpsc::unbounded_channel();
+        let status = Arc::new(GroupHandle {
+            name: group.name.clone(),
+            view: Mutex::new(Value::Null),
+            commands,
+        });
         let controller = Controller {
+            inbox,
+            metrics: metrics.clone(),
             daemon: Arc::downgrade(daemon),
             provider: ProcessProvider::new(launch.clone(), &group.name, self_exe.clone()),
             decider: Decider::new(group),
@@ -86,6 +152,8 @@ struct Activity {
 }
 
 struct Controller {
+    inbox: mpsc::UnboundedReceiver<Command>,
+    metrics: ScalingMetrics,
     daemon: Weak<Daemon>,
     provider: ProcessProvider,
     decider: Decider,
@@ -94,7 +162,7 @@ struct Controller {
     backoff: Backoff,
     activities: VecDeque<Activity>,
     next_id: u64,
-    status: Arc<GroupStatus>,
+    status: Arc<GroupHandle>,
 }
 
 impl Controller {
@@ -106,6 +174,7 @@ impl Controller {
                 return;
             };
             let now = Instant::now();
+            self.answer(now);
             self.reap(now);
             self.follow_health(&daemon, now);
             if now >= next_evaluation {
@@ -132,8 +201,37 @@ impl Controller {
         }
     }
 
+    fn answer(&mut self, now: Instant) {
+        while let Ok(command) = self.inbox.try_recv() {
+            match command {
+                Command::SetDesired(n, reply) => {
+                    if let Some(d) = self.decider.set_desired(n, now, "set by an operator") {
+                        self.activity(
+                            "scale",
+                            format!("desired {} → {}: {}", d.from, d.to, d.cause),
+                        );
+                    }
+                    let (min, max) = self.decider.bounds();
+                    let _ = reply.send((min, self.decider.desired(), max));
+                }
+                Command::Protect(id, protected, reply) => {
+                    let found = self.instances.iter_mut().find(|i| i.meta.id == id);
+                    let ok = found.is_some();
+                    if let Some(live) = found {
+                        live.meta.protected = protected;
+                    }
+                    let _ = reply.send(ok);
+                }
+            }
+        }
+    }
+
     fn activity(&mut self, kind: &'static str, text: String) {
         tracing::info!(scaling_group = %self.group.name, activity = kind, "{text}");
+        self.metrics
+            .activities
+            .with_label_values(&[&self.group.name, kind])
+            .inc();
         self.activities.push_front(Activity {
             at: SystemTime::now(),
             kind,
@@ -361,6 +459,16 @@ impl Controller {
     fn publish(&self, now: Instant) {
         let (min, max) = self.decider.bounds();
         let count = |s: Lifecycle| self.instances.iter().filter(|i| i.meta.state == s).count();
+        let gauge = |state: &str, n: usize| {
+            self.metrics
+                .capacity
+                .with_label_values(&[&self.group.name, state])
+                .set(n as i64)
+        };
+        gauge("desired", self.decider.desired() as usize);
+        gauge("in_service", count(Lifecycle::InService));
+        gauge("pending", count(Lifecycle::Pending));
+        gauge("terminating", count(Lifecycle::Terminating));
         self.status.set(json!({
             "name": self.group.name,
             "target_group": self.group.target_group,

@@ -101,7 +101,17 @@ async fn handle(daemon: &Arc<Daemon>, req: Request<Incoming>) -> Reply {
                 Err(e) => change_error(&e),
             }
         }
+        (&Method::PUT, ["v1", "scaling-groups", group, "desired"]) => {
+            let group = percent_decode(group);
+            set_desired(daemon, &group, req).await
+        }
+        (&Method::PUT, ["v1", "scaling-groups", group, "instances", id, "protection"]) => {
+            let (group, id) = (percent_decode(group), percent_decode(id));
+            protect(daemon, &group, &id, req).await
+        }
         (_, ["healthz"] | ["metrics"] | ["v1", "status"] | ["v1", "reload"])
+        | (_, ["v1", "scaling-groups", _, "desired"])
+        | (_, ["v1", "scaling-groups", _, "instances", _, "protection"])
         | (_, ["v1", "target-groups", _, "targets", ..]) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             &format!("{method} is not allowed on {path}"),
@@ -110,24 +120,107 @@ async fn handle(daemon: &Arc<Daemon>, req: Request<Incoming>) -> Reply {
     }
 }
 
-async fn register(daemon: &Arc<Daemon>, group: &str, req: Request<Incoming>) -> Reply {
+/// The request's JSON body, or the 400 to answer.
+async fn json_body(req: Request<Incoming>) -> Result<Value, Reply> {
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 &format!("cannot read the body: {e}"),
-            )
+            ))
         }
     };
-    let parsed: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("the body is not JSON: {e}"),
+    serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("the body is not JSON: {e}"),
+        )
+    })
+}
+
+fn scaling_group(daemon: &Daemon, name: &str) -> Result<Arc<crate::scaling::GroupHandle>, Reply> {
+    daemon
+        .scaling
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .find(|g| g.name == name)
+        .cloned()
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                &format!("no running scaling group named {name:?}"),
             )
-        }
+        })
+}
+
+async fn set_desired(daemon: &Arc<Daemon>, name: &str, req: Request<Incoming>) -> Reply {
+    let group = match scaling_group(daemon, name) {
+        Ok(g) => g,
+        Err(reply) => return reply,
+    };
+    let body = match json_body(req).await {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
+    let Some(desired) = body
+        .get("desired")
+        .and_then(Value::as_u64)
+        .and_then(|d| u32::try_from(d).ok())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body needs \"desired\": a non-negative integer",
+        );
+    };
+    match group.set_desired(desired).await {
+        Some((min, desired, max)) => json_reply(
+            StatusCode::OK,
+            &json!({"scaling_group": name, "desired": desired, "min": min, "max": max}),
+        ),
+        None => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the scaling group has stopped",
+        ),
+    }
+}
+
+async fn protect(daemon: &Arc<Daemon>, name: &str, id: &str, req: Request<Incoming>) -> Reply {
+    let group = match scaling_group(daemon, name) {
+        Ok(g) => g,
+        Err(reply) => return reply,
+    };
+    let body = match json_body(req).await {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
+    let Some(protected) = body.get("protected").and_then(Value::as_bool) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the body needs \"protected\": true or false",
+        );
+    };
+    match group.protect(id, protected).await {
+        Some(true) => json_reply(
+            StatusCode::OK,
+            &json!({"scaling_group": name, "instance": id, "protected": protected}),
+        ),
+        Some(false) => error(
+            StatusCode::NOT_FOUND,
+            &format!("scaling group {name:?} has no instance {id:?}"),
+        ),
+        None => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the scaling group has stopped",
+        ),
+    }
+}
+
+async fn register(daemon: &Arc<Daemon>, group: &str, req: Request<Incoming>) -> Reply {
+    let parsed = match json_body(req).await {
+        Ok(v) => v,
+        Err(reply) => return reply,
     };
     let Some(address) = parsed.get("address").and_then(Value::as_str) else {
         return error(

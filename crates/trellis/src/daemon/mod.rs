@@ -84,7 +84,7 @@ pub struct Daemon {
     scaled: Mutex<Vec<Registration>>,
     pub draining: drain::Draining,
     /// What each running scaling group shows in status.
-    pub scaling: Mutex<Vec<Arc<crate::scaling::GroupStatus>>>,
+    pub scaling: Mutex<Vec<Arc<crate::scaling::GroupHandle>>>,
     /// One change at a time: reloads and registrations are serialized.
     change: tokio::sync::Mutex<()>,
 }
