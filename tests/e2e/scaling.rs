@@ -247,3 +247,136 @@ async fn desired_set_by_hand_is_clamped_and_scale_in_spares_a_protected_instance
         .await;
     assert_eq!(gauge, Some(1.0));
 }
+
+/// Hook scripts standing in for a VM API: each "VM" is a detached `trellis echo` in its own session, with
+/// a pid file in `dir/vms`.
+fn hooks(dir: &std::path::Path, base_port: u16) -> (String, String, String) {
+    let vms = dir.join("vms");
+    std::fs::create_dir_all(&vms).unwrap();
+    let launch = format!(
+        "#!/bin/sh\nset -e\nn=$(ls {vms} | wc -l)\nport=$(({base_port} + $(date +%N) % 30))\n\
+         while [ -e {vms}/$port.port ]; do port=$((port + 1)); done\ntouch {vms}/$port.port\n\
+         setsid {bin} echo --listen 127.0.0.1:$port --name \"$1\" --workers 1 >/dev/null 2>&1 < /dev/null &\n\
+         echo $! > {vms}/vm-$!.pid\necho $port > {vms}/vm-$!.addr\n\
+         printf '{{\"id\": \"vm-%s\", \"address\": \"127.0.0.1:%s\"}}\\n' $! $port\n",
+        vms = vms.display(),
+        bin = crate::support::trellis::bin(),
+    );
+    let terminate = format!(
+        "#!/bin/sh\nf={vms}/$1.pid\n[ -e $f ] || exit 0\nkill $(cat $f) 2>/dev/null || true\n\
+         rm -f {vms}/$(cat {vms}/$1.addr).port $f {vms}/$1.addr\n",
+        vms = vms.display()
+    );
+    let list = format!(
+        "#!/bin/sh\nfor f in {vms}/*.pid; do [ -e \"$f\" ] || continue; pid=$(cat $f); id=$(basename $f .pid)\n\
+         kill -0 $pid 2>/dev/null && printf '{{\"id\": \"%s\", \"address\": \"127.0.0.1:%s\"}}\\n' $id $(cat {vms}/$id.addr)\n\
+         done; exit 0\n",
+        vms = vms.display()
+    );
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    (
+        write("launch.sh", &launch),
+        write("terminate.sh", &terminate),
+        write("list.sh", &list),
+    )
+}
+
+/// The pids of the "VMs" still running.
+fn vm_pids(dir: &std::path::Path) -> Vec<i32> {
+    std::fs::read_dir(dir.join("vms"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| {
+                    let path = e.ok()?.path();
+                    (path.extension()? == "pid").then_some(())?;
+                    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+                })
+                .filter(|&pid| alive(pid))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Kills the stand-in VMs whatever happens to the test.
+struct KillVms(std::path::PathBuf);
+
+impl Drop for KillVms {
+    fn drop(&mut self) {
+        for pid in vm_pids(&self.0) {
+            unsafe_kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_provider_launches_terminates_and_readopts_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = KillVms(dir.path().to_path_buf());
+    let (lo, _) = port_range();
+    let (launch, terminate, list) = hooks(dir.path(), lo);
+    let port = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let mut cfg = config(port, 1, 3).replace("desired = 1", "desired = 2");
+    let start = cfg
+        .find("  [scaling_group.launch]")
+        .unwrap_or_else(|| cfg.find("[scaling_group.launch]").unwrap());
+    cfg.truncate(start);
+    cfg.push_str(&format!(
+        "[scaling_group.launch]\nprovider = \"command\"\nlaunch = [\"sh\", \"{launch}\", \"{{id}}\"]\n\
+         terminate = [\"sh\", \"{terminate}\"]\nlist = [\"sh\", \"{list}\"]\nhook_timeout = \"10s\"\n"
+    ));
+    let opts = || crate::support::Options {
+        state_dir: Some(state.path().to_path_buf()),
+        ..crate::support::Options::default()
+    };
+    let mut first = Trellis::start_with(&cfg, &[port], opts()).await;
+    let g = wait_group(&first, "two VMs in service", |g| g["in_service"] == 2).await;
+    assert_eq!(vm_pids(dir.path()).len(), 2, "{g:#}");
+    assert!(g["instances"][0]["provider_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("vm-"));
+    assert_eq!(get(&client::http1(), port, "/").await.status, 200);
+
+    let (status, _) = first
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/scaling-groups/web/desired",
+            Some(serde_json::json!({"desired": 1})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    wait_group(&first, "one VM left", |g| {
+        g["instances"].as_array().is_some_and(|i| i.len() == 1)
+    })
+    .await;
+    eventually(WAIT, "the terminate hook to stop a VM", || {
+        let n = vm_pids(dir.path()).len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    let survivor = vm_pids(dir.path());
+
+    // A restart leaves VMs alone and takes the running one back without launching another.
+    first.signal(libc::SIGTERM);
+    first.wait_exit(WAIT).await;
+    assert_eq!(vm_pids(dir.path()), survivor, "VMs outlive the daemon");
+    let second =
+        Trellis::start_with(&cfg.replace("desired = 2", "desired = 1"), &[port], opts()).await;
+    let g = wait_group(&second, "the adopted VM in service", |g| {
+        g["in_service"] == 1
+    })
+    .await;
+    let activities = g["activities"].to_string();
+    assert!(activities.contains("adopted"), "{activities}");
+    assert!(
+        !activities.contains("launched at"),
+        "launched a duplicate: {activities}"
+    );
+    assert_eq!(vm_pids(dir.path()), survivor);
+    assert_eq!(get(&client::http1(), port, "/").await.status, 200);
+}

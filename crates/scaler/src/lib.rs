@@ -8,11 +8,13 @@
 // group), each with its justification.
 #![deny(unsafe_code)]
 
+mod command;
 mod decide;
 mod lifecycle;
 mod policy;
 mod process;
 
+pub use command::{CommandProvider, HookInstance};
 pub use decide::{Decider, Decision, Sample};
 pub use lifecycle::{Backoff, Instance, Lifecycle, Replace};
 pub use policy::Proposal;

@@ -15,10 +15,12 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use trellis_config::{Launch, ScalingGroup, TerminationPolicy};
 use trellis_scaler::{
-    Backoff, Decider, Instance, Lifecycle, ProcessInstance, ProcessProvider, Replace, Sample,
+    Backoff, CommandProvider, Decider, Instance, Lifecycle, ProcessInstance, ProcessProvider,
+    Replace, Sample,
 };
 
 use crate::daemon::Daemon;
+use crate::state::StateDir;
 
 /// How often instances are looked at (exits, health, draining), between evaluations too.
 const TICK: Duration = Duration::from_millis(200);
@@ -107,9 +109,15 @@ pub fn start(daemon: &Arc<Daemon>, metrics: &ScalingMetrics) -> Vec<Arc<GroupHan
     let self_exe = std::env::current_exe().unwrap_or_else(|_| "trellis".into());
     let mut statuses = Vec::new();
     for group in &current.file.scaling_groups {
-        let Launch::Process(launch) = &group.launch else {
-            tracing::warn!(scaling_group = %group.name, "the command provider is not running yet in this version; the group is not started");
-            continue;
+        let provider = match &group.launch {
+            Launch::Process(launch) => Provider::Process(ProcessProvider::new(
+                launch.clone(),
+                &group.name,
+                self_exe.clone(),
+            )),
+            Launch::Command(hooks) => {
+                Provider::Command(CommandProvider::new(hooks.clone(), &group.name))
+            }
         };
         let (commands, inbox) = mpsc::unbounded_channel();
         let status = Arc::new(GroupHandle {
@@ -121,7 +129,9 @@ pub fn start(daemon: &Arc<Daemon>, metrics: &ScalingMetrics) -> Vec<Arc<GroupHan
             inbox,
             metrics: metrics.clone(),
             daemon: Arc::downgrade(daemon),
-            provider: ProcessProvider::new(launch.clone(), &group.name, self_exe.clone()),
+            provider,
+            records: StateDir::choose(Some(daemon.state_dir().to_path_buf())),
+            dirty: false,
             decider: Decider::new(group),
             group: group.clone(),
             instances: Vec::new(),
@@ -136,10 +146,23 @@ pub fn start(daemon: &Arc<Daemon>, metrics: &ScalingMetrics) -> Vec<Arc<GroupHan
     statuses
 }
 
+enum Provider {
+    Process(ProcessProvider),
+    Command(CommandProvider),
+}
+
+/// What stops an instance: the child process, or the id the launch hook gave it.
+enum Handle {
+    Process(ProcessInstance),
+    Vm(String),
+}
+
 struct Live {
     meta: Instance,
     address: SocketAddr,
-    process: Option<ProcessInstance>,
+    handle: Option<Handle>,
+    /// A failed terminate hook is retried from then on.
+    retry_at: Option<Instant>,
     /// The target's completed-request counter at the last evaluation.
     last_completed: u64,
     stop_signal: i32,
@@ -155,7 +178,11 @@ struct Controller {
     inbox: mpsc::UnboundedReceiver<Command>,
     metrics: ScalingMetrics,
     daemon: Weak<Daemon>,
-    provider: ProcessProvider,
+    provider: Provider,
+    /// Where the command provider's instance records are kept.
+    records: StateDir,
+    /// The set of members changed: the target group must be updated.
+    dirty: bool,
     decider: Decider,
     group: ScalingGroup,
     instances: Vec<Live>,
@@ -167,6 +194,7 @@ struct Controller {
 
 impl Controller {
     async fn run(mut self) {
+        self.adopt().await;
         let mut next_evaluation = Instant::now() + self.group.evaluation_period;
         let mut last_evaluation = Instant::now();
         loop {
@@ -182,8 +210,8 @@ impl Controller {
                 last_evaluation = now;
                 next_evaluation = now + self.group.evaluation_period;
             }
-            let changed = self.converge(now);
-            if changed {
+            self.converge(now).await;
+            if std::mem::take(&mut self.dirty) {
                 let members: Vec<SocketAddr> = self
                     .instances
                     .iter()
@@ -248,12 +276,14 @@ impl Controller {
             if live.meta.state == Lifecycle::Terminated {
                 continue;
             }
-            if let Some(how) = live.process.as_mut().and_then(|p| p.exited()) {
+            if let Some(Handle::Process(p)) = live.handle.as_mut() {
+                let Some(how) = p.exited() else { continue };
                 exited.push((i, how));
             }
         }
         for (i, how) in exited.into_iter().rev() {
             let live = self.instances.remove(i);
+            self.dirty = true;
             if live.meta.state == Lifecycle::Pending {
                 let wait = self.backoff.failed(now);
                 self.activity(
@@ -302,6 +332,7 @@ impl Controller {
         for (id, reason) in replace {
             if let Some(live) = self.instances.iter_mut().find(|i| i.meta.id == id) {
                 live.meta.terminate();
+                self.dirty = true;
             }
             self.activity(
                 "replace",
@@ -345,47 +376,44 @@ impl Controller {
         }
     }
 
-    /// Launches or terminates toward `desired`; true when the set of members changed.
-    fn converge(&mut self, now: Instant) -> bool {
+    /// Launches or terminates toward `desired`.
+    async fn converge(&mut self, now: Instant) {
         let live = self
             .instances
             .iter()
             .filter(|i| matches!(i.meta.state, Lifecycle::Pending | Lifecycle::InService))
             .count() as u32;
         let desired = self.decider.desired();
-        let mut changed = self
-            .instances
-            .iter()
-            .any(|i| i.meta.state == Lifecycle::Terminating && i.process.is_some());
         if live < desired && self.backoff.ready(now) {
             for _ in live..desired {
-                let id = format!("{}-{}", self.group.name, self.next_id);
+                let name = format!("{}-{}", self.group.name, self.next_id);
                 self.next_id += 1;
-                let taken: HashSet<u16> = self.instances.iter().map(|i| i.address.port()).collect();
-                match self.provider.launch(&id, &taken) {
-                    Ok(process) => {
-                        let address = process.address();
+                match self.launch(&name).await {
+                    Ok((address, handle)) => {
+                        let detail = match &handle {
+                            Handle::Process(p) => format!("pid {}", p.pid()),
+                            Handle::Vm(id) => format!("id {id}"),
+                        };
                         self.activity(
                             "launch",
-                            format!(
-                                "instance {id} launched at {address} (pid {})",
-                                process.pid()
-                            ),
+                            format!("instance {name} launched at {address} ({detail})"),
                         );
                         self.instances.push(Live {
-                            meta: Instance::launched(id, now),
+                            meta: Instance::launched(name, now),
                             address,
-                            process: Some(process),
+                            handle: Some(handle),
+                            retry_at: None,
                             last_completed: 0,
                             stop_signal: self.stop_signal(),
                         });
-                        changed = true;
+                        self.dirty = true;
+                        self.save_records();
                     }
                     Err(e) => {
-                        let wait = self.backoff.failed(now);
+                        let wait = self.backoff.failed(Instant::now());
                         self.activity(
                             "launch_failed",
-                            format!("cannot launch {id}: {e}; next try in {wait:?}"),
+                            format!("cannot launch {name}: {e}; next try in {wait:?}"),
                         );
                         break;
                     }
@@ -409,10 +437,117 @@ impl Controller {
                     "terminate",
                     format!("instance {id} terminating (scale-in): draining"),
                 );
-                changed = true;
+                self.dirty = true;
             }
         }
-        changed
+    }
+
+    async fn launch(&self, name: &str) -> Result<(SocketAddr, Handle), String> {
+        match &self.provider {
+            Provider::Process(p) => {
+                let taken: HashSet<u16> = self.instances.iter().map(|i| i.address.port()).collect();
+                let process = p.launch(name, &taken).map_err(|e| e.to_string())?;
+                Ok((process.address(), Handle::Process(process)))
+            }
+            Provider::Command(c) => {
+                let vm = c.launch(name).await?;
+                Ok((vm.address, Handle::Vm(vm.id)))
+            }
+        }
+    }
+
+    /// Command provider: the instances a previous run launched (its records, checked against the
+    /// `list` hook when there is one) are taken over instead of launched again.
+    async fn adopt(&mut self) {
+        let Provider::Command(c) = &self.provider else {
+            return;
+        };
+        let recorded = self.load_records();
+        let existing = match c.list().await {
+            None => recorded,
+            Some(Ok(listed)) => listed
+                .into_iter()
+                .map(|vm| {
+                    let name = recorded
+                        .iter()
+                        .find(|(_, id, _)| *id == vm.id)
+                        .map(|(name, _, _)| name.clone())
+                        .unwrap_or_else(|| vm.id.clone());
+                    (name, vm.id, vm.address)
+                })
+                .collect(),
+            Some(Err(e)) => {
+                self.activity(
+                    "adopt_failed",
+                    format!("{e}; adopting the recorded instances"),
+                );
+                recorded
+            }
+        };
+        let now = Instant::now();
+        for (name, id, address) in existing {
+            self.activity(
+                "adopt",
+                format!("instance {name} ({id}) at {address} adopted"),
+            );
+            if let Some(n) = name.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()) {
+                self.next_id = self.next_id.max(n + 1);
+            }
+            self.instances.push(Live {
+                meta: Instance::launched(name, now),
+                address,
+                handle: Some(Handle::Vm(id)),
+                retry_at: None,
+                last_completed: 0,
+                stop_signal: libc::SIGTERM,
+            });
+            self.dirty = true;
+        }
+        self.save_records();
+    }
+
+    fn records_file(&self) -> String {
+        format!("scaling-{}.json", self.group.name)
+    }
+
+    /// (name, provider id, address) of each recorded instance.
+    fn load_records(&self) -> Vec<(String, String, SocketAddr)> {
+        let Ok(Some(bytes)) = self.records.read(&self.records_file()) else {
+            return Vec::new();
+        };
+        let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&bytes) else {
+            tracing::error!(scaling_group = %self.group.name, file = %self.records_file(), "instance records are unreadable; ignoring them");
+            return Vec::new();
+        };
+        list.iter()
+            .filter_map(|r| {
+                Some((
+                    r["name"].as_str()?.to_string(),
+                    r["id"].as_str()?.to_string(),
+                    r["address"].as_str()?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    fn save_records(&self) {
+        if !matches!(self.provider, Provider::Command(_)) {
+            return;
+        }
+        let list: Vec<Value> = self
+            .instances
+            .iter()
+            .filter_map(|i| match &i.handle {
+                Some(Handle::Vm(id)) => {
+                    Some(json!({"name": i.meta.id, "id": id, "address": i.address.to_string()}))
+                }
+                _ => None,
+            })
+            .collect();
+        let bytes = serde_json::to_vec_pretty(&list).unwrap_or_default();
+        if let Err(e) = self.records.write_atomic(&self.records_file(), &bytes) {
+            tracing::error!(scaling_group = %self.group.name, error = %e, "cannot save instance records");
+        }
     }
 
     /// Terminating instances whose target has finished draining are stopped.
@@ -421,9 +556,11 @@ impl Controller {
             Launch::Process(p) => p.stop_timeout,
             Launch::Command(_) => Duration::from_secs(10),
         };
+        let now = Instant::now();
         let mut stopping = Vec::new();
-        for live in &mut self.instances {
-            if live.meta.state != Lifecycle::Terminating {
+        for (i, live) in self.instances.iter_mut().enumerate() {
+            if live.meta.state != Lifecycle::Terminating || live.retry_at.is_some_and(|at| now < at)
+            {
                 continue;
             }
             let key = (self.group.target_group.clone(), live.address);
@@ -436,16 +573,40 @@ impl Controller {
             if still_served || daemon.draining.lock().contains(&key) {
                 continue;
             }
-            if let Some(process) = live.process.take() {
-                stopping.push((live.meta.id.clone(), process, live.stop_signal));
+            if let Some(handle) = live.handle.take() {
+                stopping.push((i, handle, live.stop_signal));
             }
-            live.meta.terminated();
         }
+        for (i, handle, signal) in stopping {
+            let id = self.instances[i].meta.id.clone();
+            let outcome = match (handle, &self.provider) {
+                (Handle::Process(p), _) => Ok(p.stop(signal, stop_timeout).await),
+                (Handle::Vm(vm), Provider::Command(c)) => match c.terminate(&vm).await {
+                    Ok(()) => Ok(format!("terminate hook done for {vm}")),
+                    Err(e) => Err((e, vm)),
+                },
+                (Handle::Vm(vm), Provider::Process(_)) => Ok(format!("{vm} forgotten")),
+            };
+            match outcome {
+                Ok(how) => {
+                    self.instances[i].meta.terminated();
+                    self.activity("terminated", format!("instance {id} stopped: {how}"));
+                }
+                Err((e, vm)) => {
+                    self.instances[i].handle = Some(Handle::Vm(vm));
+                    self.instances[i].retry_at = Some(Instant::now() + Duration::from_secs(5));
+                    self.activity(
+                        "terminate_failed",
+                        format!("instance {id}: {e}; retrying in 5s"),
+                    );
+                }
+            }
+        }
+        let before = self.instances.len();
         self.instances
             .retain(|i| i.meta.state != Lifecycle::Terminated);
-        for (id, process, signal) in stopping {
-            let how = process.stop(signal, stop_timeout).await;
-            self.activity("terminated", format!("instance {id} stopped: {how}"));
+        if self.instances.len() != before {
+            self.save_records();
         }
     }
 
@@ -486,7 +647,8 @@ impl Controller {
                 "id": i.meta.id,
                 "address": i.address.to_string(),
                 "lifecycle": i.meta.state.as_str(),
-                "pid": i.process.as_ref().map(|p| p.pid()),
+                "pid": match &i.handle { Some(Handle::Process(p)) => Some(p.pid()), _ => None },
+                "provider_id": match &i.handle { Some(Handle::Vm(id)) => Some(id.as_str()), _ => None },
                 "age_seconds": now.saturating_duration_since(i.meta.launched_at).as_secs_f64(),
                 "warming": i.meta.warming(self.group.instance_warmup, now),
                 "protected": i.meta.protected,
