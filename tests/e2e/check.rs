@@ -180,3 +180,15 @@ async fn run_refuses_an_invalid_file_and_serves_nothing() {
         "port {port} is served despite the invalid file"
     );
 }
+
+#[tokio::test]
+async fn the_example_configuration_is_valid_and_runs_its_own_pools() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
+    let out = check(&example);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("2 scaling groups"),
+        "{}",
+        text(&out.stdout)
+    );
+}

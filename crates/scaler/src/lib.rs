@@ -13,12 +13,14 @@ mod decide;
 mod lifecycle;
 mod policy;
 mod process;
+mod schedule;
 
 pub use command::{CommandProvider, HookInstance};
 pub use decide::{Decider, Decision, Sample};
 pub use lifecycle::{Backoff, Instance, Lifecycle, Replace};
 pub use policy::Proposal;
 pub use process::{ProcessInstance, ProcessProvider};
+pub use schedule::{CronSchedule, ScheduledAction, Scheduler};
 
 /// What can go wrong launching or stopping instances.
 #[derive(Debug, thiserror::Error)]

@@ -66,7 +66,12 @@ impl CronSchedule {
     fn day_matches(&self, date: Date) -> bool {
         let dom = has(self.days_of_month, date.day());
         let dow = has(self.days_of_week, date.weekday().to_sunday_zero_offset());
-        has(self.months, date.month()) && if self.either_day { dom || dow } else { dom && dow }
+        let day = if self.either_day {
+            dom || dow
+        } else {
+            dom && dow
+        };
+        has(self.months, date.month()) && day
     }
 
     /// The (hour, minute) pairs of a matching day, earliest first.
@@ -148,13 +153,15 @@ fn values(text: &str, lo: u32, hi: u32) -> Result<u64, String> {
             },
             None => (item, None),
         };
-        let (a, b) = match range.split_once('-') {
-            _ if range == "*" => (lo, hi),
-            Some((a, b)) => (num(a)?, num(b)?),
-            None if step.is_some() => {
-                return Err("a step needs * or a range before it, as in */5 or 0-30/5".into())
-            }
-            None => (num(range)?, num(range)?),
+        let (a, b) = if range == "*" {
+            (lo, hi)
+        } else if let Some((a, b)) = range.split_once('-') {
+            (num(a)?, num(b)?)
+        } else if step.is_some() {
+            return Err("a step needs * or a range before it, as in */5 or 0-30/5".into());
+        } else {
+            let n = num(range)?;
+            (n, n)
         };
         if a > b {
             return Err(format!("range {a}-{b} is backwards"));
@@ -214,7 +221,14 @@ impl Scheduler {
     pub fn new(policies: &[Policy]) -> Result<Scheduler, String> {
         let mut entries = Vec::new();
         for policy in policies {
-            let PolicyKind::Scheduled { cron, timezone, min, max, desired } = &policy.kind else {
+            let PolicyKind::Scheduled {
+                cron,
+                timezone,
+                min,
+                max,
+                desired,
+            } = &policy.kind
+            else {
                 continue;
             };
             let context = |why: String| format!("policy {:?}: {why}", policy.name);
@@ -222,7 +236,8 @@ impl Scheduler {
             // UTC needs no database, so a machine without one can still run UTC schedules.
             let tz = match timezone.as_str() {
                 "UTC" => TimeZone::UTC,
-                name => TimeZone::get(name).map_err(|_| context(format!("unknown time zone {name:?}")))?,
+                name => TimeZone::get(name)
+                    .map_err(|_| context(format!("unknown time zone {name:?}")))?,
             };
             entries.push(Entry {
                 cron,
@@ -235,7 +250,10 @@ impl Scheduler {
                 },
             });
         }
-        Ok(Scheduler { entries, last: None })
+        Ok(Scheduler {
+            entries,
+            last: None,
+        })
     }
 
     /// The actions whose schedule fired in `(previous call, now]`, at most one per policy however many
@@ -262,7 +280,10 @@ impl Scheduler {
             .collect();
         // Stable: policies firing at the same minute keep the configuration's order.
         fired.sort_by_key(|&(at, _)| at);
-        fired.into_iter().map(|(_, action)| action.clone()).collect()
+        fired
+            .into_iter()
+            .map(|(_, action)| action.clone())
+            .collect()
     }
 
     /// When `policy` next fires strictly after `after`; `None` for an unknown policy or a schedule that
@@ -270,7 +291,10 @@ impl Scheduler {
     pub fn next_fire(&self, policy: &str, after: SystemTime) -> Option<SystemTime> {
         let entry = self.entries.iter().find(|e| e.action.policy == policy)?;
         let after = Timestamp::try_from(after).ok()?;
-        entry.cron.next_after(&entry.tz, after).map(SystemTime::from)
+        entry
+            .cron
+            .next_after(&entry.tz, after)
+            .map(SystemTime::from)
     }
 }
 
@@ -309,7 +333,10 @@ mod tests {
     /// was returned, with the policies returned.
     fn run(s: &mut Scheduler, from: &str, to: &str, step: Duration) -> Vec<(String, Vec<String>)> {
         let (mut now, to) = (at(from), at(to));
-        assert!(s.due(now).is_empty(), "the first call only records the time");
+        assert!(
+            s.due(now).is_empty(),
+            "the first call only records the time"
+        );
         let mut out = Vec::new();
         while now < to {
             now += step;
@@ -343,21 +370,46 @@ mod tests {
     fn weekdays_at_nine_utc() {
         let mut s = scheduler("0 9 * * 1-5", "UTC");
         // 2026-01-04 is a Sunday; a full week of calls every minute, at second 30.
-        let got = fires(&mut s, "2026-01-04T00:00:30Z", "2026-01-11T00:00:30Z", MINUTE);
+        let got = fires(
+            &mut s,
+            "2026-01-04T00:00:30Z",
+            "2026-01-11T00:00:30Z",
+            MINUTE,
+        );
         let days = ["05", "06", "07", "08", "09"];
-        let want: Vec<String> = days.iter().map(|d| format!("2026-01-{d}T09:00:30Z")).collect();
+        let want: Vec<String> = days
+            .iter()
+            .map(|d| format!("2026-01-{d}T09:00:30Z"))
+            .collect();
         assert_eq!(got, want);
-        let expected = ScheduledAction { policy: "p".into(), min: Some(1), max: None, desired: Some(3) };
+        let expected = ScheduledAction {
+            policy: "p".into(),
+            min: Some(1),
+            max: None,
+            desired: Some(3),
+        };
         let mut s = scheduler("0 9 * * 1-5", "UTC");
         s.due(at("2026-01-05T08:59:59Z"));
-        assert_eq!(s.due(at("2026-01-05T09:00:00Z")), vec![expected], "fires at second 0 itself");
-        assert!(s.due(at("2026-01-05T09:00:01Z")).is_empty(), "(last, now] excludes last");
+        assert_eq!(
+            s.due(at("2026-01-05T09:00:00Z")),
+            vec![expected],
+            "fires at second 0 itself"
+        );
+        assert!(
+            s.due(at("2026-01-05T09:00:01Z")).is_empty(),
+            "(last, now] excludes last"
+        );
     }
 
     #[test]
     fn every_quarter_hour_fires_four_times_an_hour() {
         let mut s = scheduler("*/15 * * * *", "UTC");
-        let got = fires(&mut s, "2026-01-05T10:00:00Z", "2026-01-05T11:00:00Z", MINUTE);
+        let got = fires(
+            &mut s,
+            "2026-01-05T10:00:00Z",
+            "2026-01-05T11:00:00Z",
+            MINUTE,
+        );
         let want = ["10:15", "10:30", "10:45", "11:00"].map(|hm| format!("2026-01-05T{hm}:00Z"));
         assert_eq!(got, want);
     }
@@ -377,30 +429,58 @@ mod tests {
         ])
         .unwrap();
         s.due(at("2026-01-05T01:00:00Z"));
-        let got: Vec<String> = s.due(at("2026-01-05T03:10:00Z")).into_iter().map(|a| a.policy).collect();
+        let got: Vec<String> = s
+            .due(at("2026-01-05T03:10:00Z"))
+            .into_iter()
+            .map(|a| a.policy)
+            .collect();
         assert_eq!(got, ["daily", "hourly"]);
     }
 
     #[test]
     fn first_call_and_clock_going_back() {
         let mut s = scheduler("* * * * *", "UTC");
-        assert!(s.due(at("2026-01-05T10:00:30Z")).is_empty(), "nothing fires for the past");
+        assert!(
+            s.due(at("2026-01-05T10:00:30Z")).is_empty(),
+            "nothing fires for the past"
+        );
         assert_eq!(s.due(at("2026-01-05T10:01:30Z")).len(), 1);
-        assert!(s.due(at("2026-01-05T09:00:30Z")).is_empty(), "the clock went back");
-        assert_eq!(s.due(at("2026-01-05T09:01:30Z")).len(), 1, "and firing resumes from there");
+        assert!(
+            s.due(at("2026-01-05T09:00:30Z")).is_empty(),
+            "the clock went back"
+        );
+        assert_eq!(
+            s.due(at("2026-01-05T09:01:30Z")).len(),
+            1,
+            "and firing resumes from there"
+        );
     }
 
     #[test]
     fn paris_winter_and_summer() {
         let mut s = scheduler("0 9 * * *", "Europe/Paris");
-        let got = fires(&mut s, "2026-01-15T00:00:00Z", "2026-01-16T00:00:00Z", MINUTE);
+        let got = fires(
+            &mut s,
+            "2026-01-15T00:00:00Z",
+            "2026-01-16T00:00:00Z",
+            MINUTE,
+        );
         assert_eq!(got, ["2026-01-15T08:00:00Z"]);
         let mut s = scheduler("0 9 * * *", "Europe/Paris");
-        let got = fires(&mut s, "2026-07-15T00:00:00Z", "2026-07-16T00:00:00Z", MINUTE);
+        let got = fires(
+            &mut s,
+            "2026-07-15T00:00:00Z",
+            "2026-07-16T00:00:00Z",
+            MINUTE,
+        );
         assert_eq!(got, ["2026-07-15T07:00:00Z"]);
         assert_eq!(
             nexts(&s, "2026-03-27T12:00:00Z", "2026-03-31T00:00:00Z"),
-            ["2026-03-28T08:00:00Z", "2026-03-29T07:00:00Z", "2026-03-30T07:00:00Z"]
+            [
+                "2026-03-28T08:00:00Z",
+                "2026-03-29T07:00:00Z",
+                "2026-03-30T07:00:00Z"
+            ]
         );
     }
 
@@ -408,7 +488,12 @@ mod tests {
     fn spring_forward_skips_the_missing_time() {
         // 2026-03-29, last Sunday of March: Paris goes from 02:00 CET straight to 03:00 CEST.
         let mut s = scheduler("30 2 * * *", "Europe/Paris");
-        let got = fires(&mut s, "2026-03-28T00:00:00Z", "2026-03-31T00:00:00Z", MINUTE);
+        let got = fires(
+            &mut s,
+            "2026-03-28T00:00:00Z",
+            "2026-03-31T00:00:00Z",
+            MINUTE,
+        );
         assert_eq!(got, ["2026-03-28T01:30:00Z", "2026-03-30T00:30:00Z"]);
         assert_eq!(
             nexts(&s, "2026-03-28T02:00:00Z", "2026-03-31T00:00:00Z"),
@@ -426,12 +511,21 @@ mod tests {
     fn fall_back_fires_the_repeated_time_once() {
         // 2026-10-25: Paris goes from 03:00 CEST (01:00Z) back to 02:00 CET; 02:00-02:59 happen twice.
         let mut s = scheduler("30 2 * * *", "Europe/Paris");
-        let got = fires(&mut s, "2026-10-24T00:00:00Z", "2026-10-26T00:00:00Z", MINUTE);
+        let got = fires(
+            &mut s,
+            "2026-10-24T00:00:00Z",
+            "2026-10-26T00:00:00Z",
+            MINUTE,
+        );
         assert_eq!(got, ["2026-10-24T00:30:00Z", "2026-10-25T00:30:00Z"]);
         let s = scheduler("*/30 * * * *", "Europe/Paris");
         assert_eq!(
             nexts(&s, "2026-10-24T23:45:00Z", "2026-10-25T02:01:00Z"),
-            ["2026-10-25T00:00:00Z", "2026-10-25T00:30:00Z", "2026-10-25T02:00:00Z"],
+            [
+                "2026-10-25T00:00:00Z",
+                "2026-10-25T00:30:00Z",
+                "2026-10-25T02:00:00Z"
+            ],
             "02:00 and 02:30 CET are the second pass"
         );
         // Checked during the second pass, a minute that fired on the first pass since the last check
@@ -439,35 +533,57 @@ mod tests {
         let mut s = scheduler("59 2 * * *", "Europe/Paris");
         s.due(at("2026-10-25T00:45:00Z"));
         assert_eq!(s.due(at("2026-10-25T01:40:00Z")).len(), 1);
-        assert!(s.due(at("2026-10-25T02:00:00Z")).is_empty(), "02:59 CET is its second pass");
+        assert!(
+            s.due(at("2026-10-25T02:00:00Z")).is_empty(),
+            "02:59 CET is its second pass"
+        );
     }
 
     #[test]
     fn day_of_month_or_day_of_week() {
         // January 2026: Fridays are the 2nd, 9th, 16th, 23rd and 30th; the 13th is a Tuesday.
         let days = |cron: &str| -> Vec<String> {
-            nexts(&scheduler(cron, "UTC"), "2026-01-01T00:00:00Z", "2026-02-01T00:00:00Z")
-                .into_iter()
-                .map(|t| t[8..10].to_string())
-                .collect()
+            nexts(
+                &scheduler(cron, "UTC"),
+                "2025-12-31T23:59:00Z",
+                "2026-02-01T00:00:00Z",
+            )
+            .into_iter()
+            .map(|t| t[8..10].to_string())
+            .collect()
         };
-        assert_eq!(days("0 0 13 * 5"), ["02", "09", "13", "16", "23", "30"], "either");
+        assert_eq!(
+            days("0 0 13 * 5"),
+            ["02", "09", "13", "16", "23", "30"],
+            "either"
+        );
         assert_eq!(days("0 0 13 * *"), ["13"]);
         assert_eq!(days("0 0 * * 5"), ["02", "09", "16", "23", "30"]);
         // As in Vixie cron, a field starting with `*` is unrestricted for this rule: odd days AND Fridays.
         assert_eq!(days("0 0 */2 * 5"), ["09", "23"]);
-        assert_eq!(days("0 0 1-3 1 *"), ["01", "02", "03"], "month and day of month");
+        assert_eq!(
+            days("0 0 1-3 1 *"),
+            ["01", "02", "03"],
+            "month and day of month"
+        );
         assert_eq!(days("0 0 1-3 2 *"), Vec::<String>::new(), "not in January");
     }
 
     #[test]
     fn day_of_week_seven_is_sunday() {
-        assert_eq!(CronSchedule::parse("0 12 * * 7"), CronSchedule::parse("0 12 * * 0"));
+        assert_eq!(
+            CronSchedule::parse("0 12 * * 7"),
+            CronSchedule::parse("0 12 * * 0")
+        );
         // 2026-01-04 is a Sunday.
         let s = scheduler("0 12 * * 5-7", "UTC");
         assert_eq!(
             nexts(&s, "2026-01-01T00:00:00Z", "2026-01-08T00:00:00Z"),
-            ["2026-01-02T12:00:00Z", "2026-01-03T12:00:00Z", "2026-01-04T12:00:00Z"]
+            [
+                "2026-01-02T12:00:00Z",
+                "2026-01-03T12:00:00Z",
+                "2026-01-04T12:00:00Z"
+            ]
         );
     }
 
@@ -475,12 +591,21 @@ mod tests {
     fn next_fire() {
         let s = scheduler("0 9 * * 1-5", "UTC");
         // 2026-01-09 is a Friday.
-        assert_eq!(s.next_fire("p", at("2026-01-09T08:59:59Z")), Some(at("2026-01-09T09:00:00Z")));
-        assert_eq!(s.next_fire("p", at("2026-01-09T09:00:00Z")), Some(at("2026-01-12T09:00:00Z")));
+        assert_eq!(
+            s.next_fire("p", at("2026-01-09T08:59:59Z")),
+            Some(at("2026-01-09T09:00:00Z"))
+        );
+        assert_eq!(
+            s.next_fire("p", at("2026-01-09T09:00:00Z")),
+            Some(at("2026-01-12T09:00:00Z"))
+        );
         assert_eq!(s.next_fire("nope", at("2026-01-09T09:00:00Z")), None);
         // A leap day is found across 2100, which is not a leap year.
         let s = scheduler("0 0 29 2 *", "UTC");
-        assert_eq!(s.next_fire("p", at("2097-01-01T00:00:00Z")), Some(at("2104-02-29T00:00:00Z")));
+        assert_eq!(
+            s.next_fire("p", at("2097-01-01T00:00:00Z")),
+            Some(at("2104-02-29T00:00:00Z"))
+        );
         // A day that never comes: the search gives up, and `due` with it.
         let mut s = scheduler("0 0 30 2 *", "UTC");
         assert_eq!(s.next_fire("p", at("2026-01-01T00:00:00Z")), None);
@@ -490,8 +615,12 @@ mod tests {
 
     #[test]
     fn unknown_time_zone_is_named() {
-        let err = Scheduler::new(&[scheduled("night", "0 0 * * *", "Mars/Olympus_Mons")]).unwrap_err();
-        assert!(err.contains("Mars/Olympus_Mons") && err.contains("night"), "{err}");
+        let err =
+            Scheduler::new(&[scheduled("night", "0 0 * * *", "Mars/Olympus_Mons")]).unwrap_err();
+        assert!(
+            err.contains("Mars/Olympus_Mons") && err.contains("night"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -513,12 +642,29 @@ mod tests {
     fn parse() {
         let c = CronSchedule::parse("0,30 8-18/2 1 1,6,12 0").unwrap();
         assert_eq!(c.minutes, 1 | 1 << 30);
-        assert_eq!(c.hours, [8, 10, 12, 14, 16, 18].iter().fold(0, |s, h| s | 1 << h));
-        assert_eq!((c.days_of_month, c.months, c.days_of_week), (1 << 1, 1 << 1 | 1 << 6 | 1 << 12, 1));
+        assert_eq!(
+            c.hours,
+            [8, 10, 12, 14, 16, 18].iter().fold(0, |s, h| s | 1 << h)
+        );
+        assert_eq!(
+            (c.days_of_month, c.months, c.days_of_week),
+            (1 << 1, 1 << 1 | 1 << 6 | 1 << 12, 1)
+        );
         assert!(c.either_day);
         assert!(!CronSchedule::parse("* * * * 1").unwrap().either_day);
         assert!(!CronSchedule::parse("* * 1 * */2").unwrap().either_day);
-        for bad in ["", "* * * *", "* * * * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "*/0 * * * *", "5-1 * * * *", "5/2 * * * *", "1,,2 * * * *"] {
+        for bad in [
+            "",
+            "* * * *",
+            "* * * * * *",
+            "60 * * * *",
+            "* 24 * * *",
+            "* * 0 * *",
+            "*/0 * * * *",
+            "5-1 * * * *",
+            "5/2 * * * *",
+            "1,,2 * * * *",
+        ] {
             assert!(CronSchedule::parse(bad).is_err(), "{bad}");
         }
         let err = Scheduler::new(&[scheduled("p", "0 25 * * *", "UTC")]).unwrap_err();

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use trellis_config::{Launch, ScalingGroup, TerminationPolicy};
 use trellis_scaler::{
     Backoff, CommandProvider, Decider, Instance, Lifecycle, ProcessInstance, ProcessProvider,
-    Replace, Sample,
+    Replace, Sample, Scheduler,
 };
 
 use crate::daemon::Daemon;
@@ -24,6 +24,9 @@ use crate::state::StateDir;
 
 /// How often instances are looked at (exits, health, draining), between evaluations too.
 const TICK: Duration = Duration::from_millis(200);
+/// `/proc` CPU times are in clock ticks; Linux reports 100 per second (`getconf CLK_TCK`) everywhere
+/// but on exotic builds.
+const CLOCK_TICKS: f64 = 100.0;
 /// Activities kept for the status page.
 const ACTIVITIES: usize = 20;
 
@@ -132,6 +135,13 @@ pub fn start(daemon: &Arc<Daemon>, metrics: &ScalingMetrics) -> Vec<Arc<GroupHan
             provider,
             records: StateDir::choose(Some(daemon.state_dir().to_path_buf())),
             dirty: false,
+            scheduler: match Scheduler::new(&group.policies) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(scaling_group = %group.name, "scheduled policies disabled: {e}");
+                    None
+                }
+            },
             decider: Decider::new(group),
             group: group.clone(),
             instances: Vec::new(),
@@ -165,6 +175,8 @@ struct Live {
     retry_at: Option<Instant>,
     /// The target's completed-request counter at the last evaluation.
     last_completed: u64,
+    /// The process's CPU time (clock ticks) at the last evaluation.
+    last_cpu: Option<u64>,
     stop_signal: i32,
 }
 
@@ -183,6 +195,8 @@ struct Controller {
     records: StateDir,
     /// The set of members changed: the target group must be updated.
     dirty: bool,
+    /// The group's `scheduled` policies (`None` when they could not be set up: logged at start).
+    scheduler: Option<Scheduler>,
     decider: Decider,
     group: ScalingGroup,
     instances: Vec<Live>,
@@ -203,6 +217,7 @@ impl Controller {
             };
             let now = Instant::now();
             self.answer(now);
+            self.scheduled(now);
             self.reap(now);
             self.follow_health(&daemon, now);
             if now >= next_evaluation {
@@ -250,6 +265,33 @@ impl Controller {
                     }
                     let _ = reply.send(ok);
                 }
+            }
+        }
+    }
+
+    /// Scheduled policies that fired since the last tick set their bounds and desired capacity.
+    fn scheduled(&mut self, now: Instant) {
+        let Some(scheduler) = self.scheduler.as_mut() else {
+            return;
+        };
+        for action in scheduler.due(SystemTime::now()) {
+            let (min, max) = self.decider.bounds();
+            let cause = format!("scheduled policy {}", action.policy);
+            let mut changes = Vec::new();
+            if action.min.is_some() || action.max.is_some() {
+                let (new_min, new_max) = (action.min.unwrap_or(min), action.max.unwrap_or(max));
+                self.decider.set_bounds(new_min, new_max, now);
+                changes.push(format!("bounds {min}..={max} → {new_min}..={new_max}"));
+            }
+            let before = self.decider.desired();
+            if let Some(d) = action.desired {
+                self.decider.set_desired(d, now, &cause);
+            }
+            if self.decider.desired() != before {
+                changes.push(format!("desired {before} → {}", self.decider.desired()));
+            }
+            if !changes.is_empty() {
+                self.activity("scheduled", format!("{}: {cause}", changes.join(", ")));
             }
         }
     }
@@ -346,6 +388,7 @@ impl Controller {
     fn evaluate(&mut self, daemon: &Daemon, now: Instant, period: Duration) {
         let warmup = self.group.instance_warmup;
         let (mut requests, mut in_flight, mut measured, mut warming) = (0u64, 0u64, 0u32, 0u32);
+        let (mut cpu_percent, mut cpu_measured) = (0.0, 0u32);
         for live in &mut self.instances {
             if !matches!(live.meta.state, Lifecycle::Pending | Lifecycle::InService) {
                 continue;
@@ -354,9 +397,21 @@ impl Controller {
             let completed = stats.as_ref().map_or(0, |s| s.completed());
             let delta = completed.saturating_sub(live.last_completed);
             live.last_completed = completed;
+            let cpu = match &live.handle {
+                Some(Handle::Process(p)) => p.cpu_ticks(),
+                _ => None,
+            };
+            let cpu_delta = cpu
+                .zip(live.last_cpu)
+                .map(|(now, then)| now.saturating_sub(then));
+            live.last_cpu = cpu;
             if live.meta.warming(warmup, now) {
                 warming += 1;
                 continue;
+            }
+            if let Some(ticks) = cpu_delta {
+                cpu_percent += ticks as f64 / CLOCK_TICKS / period.as_secs_f64().max(0.001) * 100.0;
+                cpu_measured += 1;
             }
             requests += delta;
             in_flight += stats.map_or(0, |s| u64::from(s.in_flight()));
@@ -365,7 +420,8 @@ impl Controller {
         let sample = Sample {
             requests_per_second: requests as f64 / period.as_secs_f64().max(0.001),
             in_flight: in_flight as f64,
-            cpu_percent: None,
+            // Average over the instances whose CPU could be read (process provider only).
+            cpu_percent: (cpu_measured > 0).then(|| cpu_percent / f64::from(cpu_measured)),
             measured,
         };
         if let Some(d) = self.decider.decide(&self.group, now, &sample, warming) {
@@ -404,6 +460,7 @@ impl Controller {
                             handle: Some(handle),
                             retry_at: None,
                             last_completed: 0,
+                            last_cpu: None,
                             stop_signal: self.stop_signal(),
                         });
                         self.dirty = true;
@@ -499,6 +556,7 @@ impl Controller {
                 handle: Some(Handle::Vm(id)),
                 retry_at: None,
                 last_completed: 0,
+                last_cpu: None,
                 stop_signal: libc::SIGTERM,
             });
             self.dirty = true;
@@ -639,6 +697,10 @@ impl Controller {
             "in_service": count(Lifecycle::InService),
             "pending": count(Lifecycle::Pending),
             "terminating": count(Lifecycle::Terminating),
+            "scheduled": self.group.policies.iter().filter_map(|p| {
+                let next = self.scheduler.as_ref()?.next_fire(&p.name, SystemTime::now())?;
+                Some(json!({"policy": p.name, "next": humantime::format_rfc3339_seconds(next).to_string()}))
+            }).collect::<Vec<_>>(),
             "launch_backoff": {
                 "failures": self.backoff.failures(),
                 "next_launch_in_seconds": self.backoff.until().map(|u| u.saturating_duration_since(now).as_secs_f64()),

@@ -121,6 +121,8 @@ async fn handle(daemon: &Arc<Daemon>, req: Request<Incoming>) -> Reply {
 }
 
 /// The request's JSON body, or the 400 to answer.
+// The error is the response to send, built only for a bad request; boxing it would gain nothing.
+#[allow(clippy::result_large_err)]
 async fn json_body(req: Request<Incoming>) -> Result<Value, Reply> {
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -139,6 +141,7 @@ async fn json_body(req: Request<Incoming>) -> Result<Value, Reply> {
     })
 }
 
+#[allow(clippy::result_large_err)]
 fn scaling_group(daemon: &Daemon, name: &str) -> Result<Arc<crate::scaling::GroupHandle>, Reply> {
     daemon
         .scaling
