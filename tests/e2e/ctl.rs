@@ -1,12 +1,16 @@
-//! The admin-API commands (`trellis status`, `reload`, `targets register|deregister`) against a running
-//! trellis: what an operator sees on the terminal, and the exit status a script sees.
+//! The admin-API commands (`trellis status`, `reload`, `targets register|deregister`, `scale`,
+//! `instances protect|unprotect`) against a running trellis: what an operator sees on the terminal, and
+//! the exit status a script sees.
 
 use std::process::Output;
+use std::time::Duration;
 
-use crate::support::config::{forward_to, listener, rule, service, target_group, targets};
+use crate::support::config::{
+    checked_target_group, forward_to, listener, rule, service, target_group, targets,
+};
 use crate::support::servers::closed_port_addr;
 use crate::support::trellis::bin;
-use crate::support::{free_port, Echo, Trellis};
+use crate::support::{eventually, free_port, Echo, Trellis};
 
 /// Runs `trellis ARGS...` to completion.
 async fn ctl(args: &[&str]) -> Output {
@@ -292,4 +296,84 @@ async fn targets_register_and_deregister_say_what_became_of_the_target() {
     let out = ctl(&["targets", "register", "pool", "[::1]:1", "--weight", "1000"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("1000"), "{}", stderr(&out));
+}
+
+/// A scaling group `web` (min 1, max 2, no policy: only the operator moves desired) of `trellis echo`
+/// processes in target group `pool`, behind a listener on `port`.
+fn scaled_pool(port: u16) -> String {
+    // 40 ports, probably free (the provider checks each one before use).
+    let lo = free_port().saturating_sub(40).max(1024);
+    let hi = lo + 39;
+    [
+        service("web", &["*"]),
+        listener(port, &forward_to("pool")),
+        checked_target_group(
+            "pool",
+            "[]",
+            "path = \"/healthz\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nhealthy_threshold = 1",
+            "deregistration_delay = \"1s\"",
+        ),
+        format!(
+            "[[scaling_group]]\nname = \"web\"\ntarget_group = \"pool\"\nmin = 1\nmax = 2\ndesired = 1\n\
+             evaluation_period = \"500ms\"\ncooldown = \"1s\"\ninstance_warmup = \"500ms\"\n\
+             [scaling_group.launch]\nprovider = \"process\"\n\
+             command = [\"{{self}}\", \"echo\", \"--listen\", \"127.0.0.1:{{port}}\", \"--name\", \"{{id}}\", \"--workers\", \"1\"]\n\
+             ports = \"{lo}-{hi}\"\nstop_timeout = \"2s\"\n"
+        ),
+    ]
+    .concat()
+}
+
+#[tokio::test]
+async fn scale_and_instance_protection_say_what_the_daemon_did() {
+    let port = free_port();
+    let trellis = Trellis::start(&scaled_pool(port), &[port]).await;
+    let admin = admin_of(&trellis);
+    eventually(Duration::from_secs(30), "web-1 in service", || async {
+        let group = &trellis.status().await["scaling_groups"][0];
+        (group["in_service"] == 1 && group["instances"][0]["id"] == "web-1").then_some(())
+    })
+    .await;
+
+    let text = succeeded(&ctl(&["scale", "web", "5", "--admin", &admin]).await);
+    assert_eq!(
+        text,
+        "web: desired 2 (min 1, max 2) (asked for 5, clamped)\n"
+    );
+    let text = succeeded(&ctl(&["scale", "web", "2", "--admin", &admin]).await);
+    assert_eq!(text, "web: desired 2 (min 1, max 2)\n");
+
+    let text = succeeded(&ctl(&["instances", "protect", "web", "web-1", "--admin", &admin]).await);
+    assert_eq!(text, "instance web-1 of web is protected from scale-in\n");
+    let status = succeeded(&ctl(&["status", "--admin", &admin]).await);
+    assert!(
+        status.contains("\nSCALING GROUP web → target group pool: min 1, desired 2, max 2 ("),
+        "{status}"
+    );
+    assert_eq!(
+        row(&status, "INSTANCE"),
+        ["INSTANCE", "ADDRESS", "LIFECYCLE", "AGE", "PID"]
+    );
+    let instance = row(&status, "web-1 ");
+    assert!(instance.contains(&"(protected)"), "{status}");
+    assert_eq!(
+        row(&status, "desired 1 → 2")[1..],
+        ["scale", "desired", "1", "→", "2:", "set", "by", "an", "operator"],
+        "{status}"
+    );
+    let text =
+        succeeded(&ctl(&["instances", "unprotect", "web", "web-1", "--admin", &admin]).await);
+    assert_eq!(text, "instance web-1 of web is no longer protected\n");
+
+    // The daemon's refusals, in its words, exit 1.
+    let err = failed(&ctl(&["scale", "nope", "1", "--admin", &admin]).await);
+    assert!(
+        err.contains("no running scaling group named \"nope\""),
+        "{err}"
+    );
+    let err = failed(&ctl(&["instances", "protect", "web", "web-99", "--admin", &admin]).await);
+    assert!(err.contains("has no instance \"web-99\""), "{err}");
+    // Refused before any request is sent.
+    let out = ctl(&["scale", "web", "-1", "--admin", &admin]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

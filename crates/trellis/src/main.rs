@@ -1,5 +1,5 @@
 //! The `trellis` command: run the proxy, check a configuration, talk to a running daemon through its admin
-//! API (status, reload, targets), or serve a demo backend.
+//! API (status, reload, targets, scale, instances), or serve a demo backend.
 
 mod admin;
 mod check;
@@ -86,6 +86,21 @@ enum Command {
         #[command(subcommand)]
         command: ctl::TargetsCommand,
     },
+    /// Set the desired capacity of a scaling group of a running trellis; it is clamped to the group's
+    /// min and max, and the scaler launches or drains instances to reach it.
+    Scale {
+        /// The scaling group.
+        group: String,
+        /// The number of instances wanted.
+        desired: u32,
+        #[command(flatten)]
+        admin: ctl::AdminArgs,
+    },
+    /// Protect instances of a scaling group of a running trellis from scale-in, or lift the protection.
+    Instances {
+        #[command(subcommand)]
+        command: ctl::InstancesCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -102,6 +117,12 @@ fn main() -> ExitCode {
         Command::Status { json, admin } => return ctl::status(&admin, json),
         Command::Reload { admin } => return ctl::reload(&admin),
         Command::Targets { command } => return ctl::targets(&command),
+        Command::Scale {
+            group,
+            desired,
+            admin,
+        } => return ctl::scale(&group, desired, &admin),
+        Command::Instances { command } => return ctl::instances(&command),
         Command::Echo {
             listen,
             name,

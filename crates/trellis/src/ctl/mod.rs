@@ -1,5 +1,5 @@
 //! The commands that talk to a running trellis through its admin API: `status`, `reload`,
-//! `targets register|deregister`.
+//! `targets register|deregister`, `scale`, `instances protect|unprotect`.
 
 mod client;
 mod locate;
@@ -46,6 +46,29 @@ pub enum TargetsCommand {
         group: String,
         /// The target's address, IP:PORT (IPv6 as [ADDR]:PORT).
         address: SocketAddr,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InstancesCommand {
+    /// Keep an instance of a scaling group from being chosen when the group scales in (it is still
+    /// replaced if it fails).
+    Protect {
+        /// The scaling group.
+        group: String,
+        /// The instance, as `trellis status` lists it (e.g. web-3).
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Let the scaler choose an instance again when its group scales in.
+    Unprotect {
+        /// The scaling group.
+        group: String,
+        /// The instance, as `trellis status` lists it (e.g. web-3).
+        id: String,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -153,6 +176,79 @@ pub fn targets(command: &TargetsCommand) -> ExitCode {
     })
 }
 
+/// `trellis scale`: sets a scaling group's desired capacity; the daemon clamps it to the group's
+/// bounds and the line printed says so.
+pub fn scale(group: &str, desired: u32, admin: &AdminArgs) -> ExitCode {
+    finish(async {
+        let client = locate::client(admin)?;
+        let path = format!("/v1/scaling-groups/{}/desired", segment(group));
+        let body = json!({ "desired": desired });
+        let reply = client.send(Method::PUT, &path, Some(&body), QUICK).await?;
+        let done = success(&client, &reply)?;
+        println!("{}", scaled(&done, group, desired));
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `web: desired 3 (min 1, max 8)`, with ` (asked for 10, clamped)` when the daemon set another
+/// number than the one asked for.
+fn scaled(done: &Value, group: &str, asked: u32) -> String {
+    let desired = done["desired"].as_u64();
+    let mut line = format!(
+        "{}: desired {} (min {}, max {})",
+        done["scaling_group"].as_str().unwrap_or(group),
+        desired.map_or_else(|| "?".to_owned(), |n| n.to_string()),
+        bound(&done["min"]),
+        bound(&done["max"]),
+    );
+    if desired.is_some_and(|n| n != u64::from(asked)) {
+        line.push_str(&format!(" (asked for {asked}, clamped)"));
+    }
+    line
+}
+
+fn bound(value: &Value) -> String {
+    value
+        .as_u64()
+        .map_or_else(|| "?".to_owned(), |n| n.to_string())
+}
+
+/// `trellis instances protect|unprotect`.
+pub fn instances(command: &InstancesCommand) -> ExitCode {
+    let (group, id, admin, protect) = match command {
+        InstancesCommand::Protect { group, id, admin } => (group, id, admin, true),
+        InstancesCommand::Unprotect { group, id, admin } => (group, id, admin, false),
+    };
+    finish(async move {
+        let client = locate::client(admin)?;
+        let path = format!(
+            "/v1/scaling-groups/{}/instances/{}/protection",
+            segment(group),
+            segment(id)
+        );
+        let body = json!({ "protected": protect });
+        let reply = client.send(Method::PUT, &path, Some(&body), QUICK).await?;
+        let done = success(&client, &reply)?;
+        println!("{}", protection(&done, group, id, protect));
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// What the daemon says the instance's protection now is (what was asked if it does not say).
+fn protection(done: &Value, group: &str, id: &str, asked: bool) -> String {
+    let protected = done["protected"].as_bool().unwrap_or(asked);
+    format!(
+        "instance {} of {} {}",
+        done["instance"].as_str().unwrap_or(id),
+        done["scaling_group"].as_str().unwrap_or(group),
+        if protected {
+            "is protected from scale-in"
+        } else {
+            "is no longer protected"
+        }
+    )
+}
+
 /// Runs a command on a single-threaded runtime (one request needs no more); an error is one line on
 /// stderr and exit status 1, as for the other commands.
 fn finish(command: impl Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
@@ -210,7 +306,45 @@ fn segment(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::segment;
+    use serde_json::json;
+
+    use super::{protection, scaled, segment};
+
+    #[test]
+    fn scale_prints_what_the_daemon_set_and_whether_it_clamped() {
+        let reply =
+            |desired: u32| json!({"scaling_group": "web", "desired": desired, "min": 1, "max": 8});
+        assert_eq!(scaled(&reply(3), "web", 3), "web: desired 3 (min 1, max 8)");
+        assert_eq!(
+            scaled(&reply(8), "web", 20),
+            "web: desired 8 (min 1, max 8) (asked for 20, clamped)"
+        );
+        assert_eq!(
+            scaled(&reply(1), "web", 0),
+            "web: desired 1 (min 1, max 8) (asked for 0, clamped)"
+        );
+        assert_eq!(
+            scaled(&json!({}), "web", 2),
+            "web: desired ? (min ?, max ?)"
+        );
+    }
+
+    #[test]
+    fn protection_says_what_it_now_is() {
+        let reply = |protected: bool| json!({"scaling_group": "web", "instance": "web-3", "protected": protected});
+        assert_eq!(
+            protection(&reply(true), "web", "web-3", true),
+            "instance web-3 of web is protected from scale-in"
+        );
+        assert_eq!(
+            protection(&reply(false), "web", "web-3", false),
+            "instance web-3 of web is no longer protected"
+        );
+        assert_eq!(
+            protection(&json!({}), "web", "web-3", true),
+            "instance web-3 of web is protected from scale-in"
+        );
+    }
 
     #[test]
     fn path_segments_keep_only_unreserved_characters() {

@@ -1,7 +1,10 @@
-//! `trellis status` as text: what the daemon runs, then every target's state and why.
+//! `trellis status` as text: what the daemon runs, then every target's state and why, then every
+//! scaling group with its instances and what it did last.
 //!
 //! Read from the JSON as `Value`s rather than typed structs: a field this CLI does not know, or one an
 //! older daemon does not send, must cost one `-` in a cell, never the whole report.
+
+use std::cmp::Reverse;
 
 use serde_json::Value;
 
@@ -27,7 +30,92 @@ pub fn render(status: &Value) -> String {
         out.push_str(&note);
         out.push('\n');
     }
+    // A daemon without scaling groups (or from before them) gets no section at all; one whose group
+    // has not published yet sends `null` for it.
+    for group in list(&status["scaling_groups"]).filter(|g| g.is_object()) {
+        out.push('\n');
+        out.push_str(&scaling_group(group));
+    }
     out
+}
+
+/// Activities shown per scaling group (the daemon keeps more).
+const ACTIVITIES: usize = 5;
+
+/// A scaling group: its capacity on one line, its launch back-off if launches fail, a table of its
+/// instances, then its last activities, newest first.
+fn scaling_group(group: &Value) -> String {
+    let mut out = format!(
+        "SCALING GROUP {} → target group {}: min {}, desired {}, max {} \
+         ({} in service, {} pending, {} terminating)\n",
+        text(&group["name"]),
+        text(&group["target_group"]),
+        text(&group["min"]),
+        text(&group["desired"]),
+        text(&group["max"]),
+        text(&group["in_service"]),
+        text(&group["pending"]),
+        text(&group["terminating"]),
+    );
+    let backoff = &group["launch_backoff"];
+    if let Some(failures) = backoff["failures"].as_u64().filter(|&n| n > 0) {
+        out.push_str(&format!("launches failing: {failures} in a row"));
+        if let Some(wait) = backoff["next_launch_in_seconds"].as_f64() {
+            out.push_str(&format!(", next try in {}", humanize(wait)));
+        }
+        out.push('\n');
+    }
+    let mut instances = Table::new(&["INSTANCE", "ADDRESS", "LIFECYCLE", "AGE", "PID"]);
+    for instance in list(&group["instances"]) {
+        instances.row(vec![
+            text(&instance["id"]),
+            text(&instance["address"]),
+            lifecycle(instance),
+            instance["age_seconds"]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), humanize),
+            text(&instance["pid"]),
+        ]);
+    }
+    if instances.is_empty() {
+        out.push_str("no instances\n");
+    } else {
+        out.push_str(&instances.render());
+    }
+    // The daemon sends the newest first; sorting (stable, so equal times keep its order) makes that
+    // hold whatever order a daemon keeps them in. A time that does not parse goes last.
+    let mut activities: Vec<&Value> = list(&group["activities"]).collect();
+    activities.sort_by_key(|a| {
+        Reverse(
+            a["at"]
+                .as_str()
+                .and_then(|at| humantime::parse_rfc3339_weak(at).ok()),
+        )
+    });
+    let mut recent = Table::new(&["AT", "KIND", "DESCRIPTION"]);
+    for activity in activities.into_iter().take(ACTIVITIES) {
+        recent.row(vec![
+            text(&activity["at"]),
+            text(&activity["kind"]),
+            text(&activity["description"]),
+        ]);
+    }
+    out.push_str(&recent.render_rows("  "));
+    out
+}
+
+/// The lifecycle state, with what sets the instance apart for the scaler: still warming up (its
+/// load does not yet count), or protected from scale-in.
+fn lifecycle(instance: &Value) -> String {
+    let mut cell = text(&instance["lifecycle"]);
+    // A pending instance is warming by definition: say so only of one that already serves.
+    if instance["warming"] == true && cell != "pending" {
+        cell.push_str(" (warming)");
+    }
+    if instance["protected"] == true {
+        cell.push_str(" (protected)");
+    }
+    cell
 }
 
 /// One line: version, configuration file and fingerprint, when it was loaded, reload counts.
@@ -310,8 +398,82 @@ blue          127.0.0.1:9002  -       0       unavailable  1m1s  -
     }
 
     #[test]
+    fn scaling_groups_follow_the_targets_with_instances_and_recent_activities() {
+        let mut status = json!({
+            "version": "0.1.0",
+            "services": [],
+            "target_groups": [{"name": "pool", "targets": [
+                {"address": "127.0.0.1:20001", "weight": 1, "state": "healthy", "reason": "status 200",
+                 "in_state_seconds": 70.0, "source": "scaler"}
+            ]}],
+        });
+        status["scaling_groups"] = json!([
+            {"name": "web", "target_group": "pool", "min": 1, "desired": 4, "max": 8,
+             "in_service": 2, "pending": 1, "terminating": 1,
+             "launch_backoff": {"failures": 0, "next_launch_in_seconds": null},
+             "instances": [
+                {"id": "web-1", "address": "127.0.0.1:20001", "lifecycle": "in_service", "pid": 1234,
+                 "age_seconds": 3725.5, "warming": false, "protected": true},
+                {"id": "web-2", "address": "127.0.0.1:20002", "lifecycle": "in_service", "pid": 1240,
+                 "age_seconds": 12.5, "warming": true, "protected": false},
+                {"id": "web-3", "address": "127.0.0.1:20003", "lifecycle": "pending", "pid": 1251,
+                 "age_seconds": 0.4, "warming": true, "protected": false},
+                {"id": "web-4", "address": "127.0.0.1:20004", "lifecycle": "terminating",
+                 "pid": null, "age_seconds": 95.0, "warming": false, "protected": false}
+             ],
+             // Newest first, as the daemon sends them, but for one out of place: six, five shown.
+             "activities": [
+                {"at": "2026-11-23T19:41:00Z", "kind": "launch", "description": "instance web-3 on 127.0.0.1:20003 (pid 1251)"},
+                {"at": "2026-11-23T19:41:00Z", "kind": "scale", "description": "desired 3 → 4: set by an operator"},
+                {"at": "2026-11-23T19:39:00Z", "kind": "launch", "description": "instance web-2 on 127.0.0.1:20002 (pid 1240)"},
+                {"at": "2026-11-23T19:40:30Z", "kind": "terminate", "description": "instance web-4: scale-in"},
+                {"at": "2026-11-23T19:38:59Z", "kind": "scale", "description": "desired 1 → 2: request_count_per_target 130/s > target 50/s (policy rps)"},
+                {"at": "2026-11-23T18:00:00Z", "kind": "launch", "description": "instance web-1 on 127.0.0.1:20001 (pid 1234)"}
+             ]},
+            // Not yet published by its controller.
+            null,
+            {"name": "batch", "target_group": "jobs", "min": 2, "desired": 2, "max": 2,
+             "in_service": 0, "pending": 0, "terminating": 0,
+             "launch_backoff": {"failures": 3, "next_launch_in_seconds": 7.9},
+             "instances": [],
+             "activities": [
+                {"at": "2026-11-23T19:40:52Z", "kind": "launch_failed", "description": "instance batch-3 exited before it was healthy: exit status 127; next launch in 8s"}
+             ]}
+        ]);
+        assert_eq!(
+            render(&status),
+            "\
+trellis 0.1.0
+
+no services
+
+TARGET GROUP  TARGET           SOURCE  WEIGHT  STATE    FOR    REASON
+pool          127.0.0.1:20001  scaler  1       healthy  1m10s  status 200
+
+SCALING GROUP web → target group pool: min 1, desired 4, max 8 (2 in service, 1 pending, 1 terminating)
+INSTANCE  ADDRESS          LIFECYCLE               AGE    PID
+web-1     127.0.0.1:20001  in_service (protected)  1h2m   1234
+web-2     127.0.0.1:20002  in_service (warming)    12s    1240
+web-3     127.0.0.1:20003  pending                 0s     1251
+web-4     127.0.0.1:20004  terminating             1m35s  -
+  2026-11-23T19:41:00Z  launch     instance web-3 on 127.0.0.1:20003 (pid 1251)
+  2026-11-23T19:41:00Z  scale      desired 3 → 4: set by an operator
+  2026-11-23T19:40:30Z  terminate  instance web-4: scale-in
+  2026-11-23T19:39:00Z  launch     instance web-2 on 127.0.0.1:20002 (pid 1240)
+  2026-11-23T19:38:59Z  scale      desired 1 → 2: request_count_per_target 130/s > target 50/s (policy rps)
+
+SCALING GROUP batch → target group jobs: min 2, desired 2, max 2 (0 in service, 0 pending, 0 terminating)
+launches failing: 3 in a row, next try in 7s
+no instances
+  2026-11-23T19:40:52Z  launch_failed  instance batch-3 exited before it was healthy: exit status 127; next launch in 8s
+"
+        );
+    }
+
+    #[test]
     fn an_empty_daemon_says_so() {
-        let status = json!({"version": "0.1.0", "services": [], "target_groups": []});
+        let status = json!({"version": "0.1.0", "services": [], "target_groups": [],
+                            "scaling_groups": []});
         assert_eq!(
             render(&status),
             "trellis 0.1.0\n\nno services\n\nno target groups\n"
