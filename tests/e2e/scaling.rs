@@ -380,3 +380,48 @@ async fn the_command_provider_launches_terminates_and_readopts_after_a_restart()
     assert_eq!(vm_pids(dir.path()), survivor);
     assert_eq!(get(&client::http1(), port, "/").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reshapes_a_running_group_and_removing_it_stops_its_instances() {
+    let port = free_port();
+    let cfg = config(port, 1, 3);
+    let trellis = Trellis::start(&cfg, &[port]).await;
+    wait_group(&trellis, "one instance in service", |g| {
+        g["in_service"] == 1
+    })
+    .await;
+
+    // New bounds: min 2 raises desired to 2.
+    trellis.write_config(
+        &cfg.replace("min = 1", "min = 2")
+            .replace("desired = 1", "desired = 2"),
+    );
+    assert_eq!(trellis.reload().await.0, 200);
+    let g = wait_group(&trellis, "two in service", |g| g["in_service"] == 2).await;
+    assert_eq!(
+        (g["min"].as_u64(), g["desired"].as_u64()),
+        (Some(2), Some(2)),
+        "{g:#}"
+    );
+    let children = pids(&g);
+
+    // The group leaves the file: its instances drain and stop, and nothing is left in the target group.
+    let without = &cfg[..cfg.find("[[scaling_group]]").unwrap()];
+    trellis.write_config(without);
+    assert_eq!(trellis.reload().await.0, 200);
+    eventually(WAIT, "the removed group's children to stop", || {
+        let left: Vec<i32> = children.iter().copied().filter(|&p| alive(p)).collect();
+        async move { left.is_empty().then_some(()) }
+    })
+    .await;
+    eventually(WAIT, "the target group to empty", || async {
+        trellis.group_targets("pool").await.is_empty().then_some(())
+    })
+    .await;
+    let status = trellis.status().await;
+    assert_eq!(
+        status["scaling_groups"].as_array().map(Vec::len),
+        Some(0),
+        "{status:#}"
+    );
+}

@@ -68,6 +68,11 @@ impl Decider {
         }
     }
 
+    /// Takes a reloaded group's timings (bounds go through [`Self::set_bounds`]).
+    pub fn reconfigure(&mut self, group: &ScalingGroup) {
+        self.cooldown = group.cooldown;
+    }
+
     pub fn desired(&self) -> u32 {
         self.desired
     }

@@ -25,8 +25,7 @@ pub fn run(
     runtime.block_on(async {
         tracing::info!(state_dir = %state_dir.path().display(), "{}", config.summary());
         let daemon = Daemon::start(path, state_dir, config, sha256)?;
-        let metrics = crate::scaling::ScalingMetrics::new(&daemon.prometheus)?;
-        let scaling = crate::scaling::start(&daemon, &metrics);
+        let scaling = crate::scaling::start(&daemon, &daemon.scaling_metrics);
         *daemon.scaling.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = scaling;
         let admin_addr = admin::start(daemon.clone()).await?;
         tracing::info!(addr = %admin_addr, "admin API listening");

@@ -34,6 +34,8 @@ const ACTIVITIES: usize = 20;
 /// keeps it current) and a way to tell the controller what an operator wants.
 pub struct GroupHandle {
     pub name: String,
+    target_group: String,
+    launch: Launch,
     view: Mutex<Value>,
     commands: mpsc::UnboundedSender<Command>,
 }
@@ -42,6 +44,10 @@ pub struct GroupHandle {
 enum Command {
     SetDesired(u32, oneshot::Sender<(u32, u32, u32)>),
     Protect(String, bool, oneshot::Sender<bool>),
+    /// New settings from a reload.
+    Reconfigure(Box<ScalingGroup>),
+    /// Gone from the configuration: terminate every instance, then stop.
+    Retire,
 }
 
 impl GroupHandle {
@@ -106,54 +112,115 @@ impl ScalingMetrics {
     }
 }
 
-/// Starts a controller for every scaling group with the process provider; returns their handles.
+/// Starts a controller for every scaling group; returns their handles.
 pub fn start(daemon: &Arc<Daemon>, metrics: &ScalingMetrics) -> Vec<Arc<GroupHandle>> {
     let current = daemon.current();
-    let self_exe = std::env::current_exe().unwrap_or_else(|_| "trellis".into());
-    let mut statuses = Vec::new();
-    for group in &current.file.scaling_groups {
-        let provider = match &group.launch {
-            Launch::Process(launch) => Provider::Process(ProcessProvider::new(
-                launch.clone(),
-                &group.name,
-                self_exe.clone(),
-            )),
-            Launch::Command(hooks) => {
-                Provider::Command(CommandProvider::new(hooks.clone(), &group.name))
-            }
-        };
-        let (commands, inbox) = mpsc::unbounded_channel();
-        let status = Arc::new(GroupHandle {
-            name: group.name.clone(),
-            view: Mutex::new(Value::Null),
-            commands,
+    current
+        .file
+        .scaling_groups
+        .iter()
+        .map(|group| spawn_group(daemon, metrics, group))
+        .collect()
+}
+
+/// After a reload: running groups take their new settings (bounds, timings, policies; a new launch
+/// configuration applies to the next launches), new groups start, and groups gone from the file (or
+/// moved to another target group or provider kind) terminate their instances and stop.
+pub fn reconcile(daemon: &Arc<Daemon>, metrics: &ScalingMetrics) {
+    let current = daemon.current();
+    let mut handles = daemon
+        .scaling
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let mut next = Vec::new();
+    for handle in handles.drain(..) {
+        let same = current.file.scaling_groups.iter().find(|g| {
+            g.name == handle.name
+                && g.target_group == handle.target_group
+                && same_provider_kind(&g.launch, &handle.launch)
         });
-        let controller = Controller {
-            inbox,
-            metrics: metrics.clone(),
-            daemon: Arc::downgrade(daemon),
-            provider,
-            records: StateDir::choose(Some(daemon.state_dir().to_path_buf())),
-            dirty: false,
-            scheduler: match Scheduler::new(&group.policies) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::error!(scaling_group = %group.name, "scheduled policies disabled: {e}");
-                    None
-                }
-            },
-            decider: Decider::new(group),
-            group: group.clone(),
-            instances: Vec::new(),
-            backoff: Backoff::default(),
-            activities: VecDeque::new(),
-            next_id: 1,
-            status: status.clone(),
-        };
-        tokio::spawn(controller.run());
-        statuses.push(status);
+        match same {
+            Some(group) => {
+                let _ = handle
+                    .commands
+                    .send(Command::Reconfigure(Box::new(group.clone())));
+                next.push(handle);
+            }
+            None => {
+                let _ = handle.commands.send(Command::Retire);
+            }
+        }
     }
-    statuses
+    for group in &current.file.scaling_groups {
+        if !next.iter().any(|h| h.name == group.name) {
+            next.push(spawn_group(daemon, metrics, group));
+        }
+    }
+    *handles = next;
+}
+
+fn same_provider_kind(a: &Launch, b: &Launch) -> bool {
+    matches!(
+        (a, b),
+        (Launch::Process(_), Launch::Process(_)) | (Launch::Command(_), Launch::Command(_))
+    )
+}
+
+fn provider(group: &ScalingGroup) -> Provider {
+    match &group.launch {
+        Launch::Process(launch) => Provider::Process(ProcessProvider::new(
+            launch.clone(),
+            &group.name,
+            std::env::current_exe().unwrap_or_else(|_| "trellis".into()),
+        )),
+        Launch::Command(hooks) => {
+            Provider::Command(CommandProvider::new(hooks.clone(), &group.name))
+        }
+    }
+}
+
+fn scheduler(group: &ScalingGroup) -> Option<Scheduler> {
+    match Scheduler::new(&group.policies) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(scaling_group = %group.name, "scheduled policies disabled: {e}");
+            None
+        }
+    }
+}
+
+fn spawn_group(
+    daemon: &Arc<Daemon>,
+    metrics: &ScalingMetrics,
+    group: &ScalingGroup,
+) -> Arc<GroupHandle> {
+    let (commands, inbox) = mpsc::unbounded_channel();
+    let status = Arc::new(GroupHandle {
+        name: group.name.clone(),
+        target_group: group.target_group.clone(),
+        launch: group.launch.clone(),
+        view: Mutex::new(Value::Null),
+        commands,
+    });
+    let controller = Controller {
+        inbox,
+        metrics: metrics.clone(),
+        daemon: Arc::downgrade(daemon),
+        provider: provider(group),
+        records: StateDir::choose(Some(daemon.state_dir().to_path_buf())),
+        dirty: false,
+        scheduler: scheduler(group),
+        retiring: false,
+        decider: Decider::new(group),
+        group: group.clone(),
+        instances: Vec::new(),
+        backoff: Backoff::default(),
+        activities: VecDeque::new(),
+        next_id: 1,
+        status: status.clone(),
+    };
+    tokio::spawn(controller.run());
+    status
 }
 
 enum Provider {
@@ -197,6 +264,8 @@ struct Controller {
     dirty: bool,
     /// The group's `scheduled` policies (`None` when they could not be set up: logged at start).
     scheduler: Option<Scheduler>,
+    /// Removed by a reload: scaling to zero, then stopping.
+    retiring: bool,
     decider: Decider,
     group: ScalingGroup,
     instances: Vec<Live>,
@@ -238,6 +307,13 @@ impl Controller {
                 }
             }
             self.finish_terminations(&daemon).await;
+            if self.retiring && self.instances.is_empty() {
+                self.activity(
+                    "retired",
+                    "removed from the configuration: every instance terminated".into(),
+                );
+                return;
+            }
             self.publish(now);
             drop(daemon);
             tokio::time::sleep(TICK).await;
@@ -256,6 +332,37 @@ impl Controller {
                     }
                     let (min, max) = self.decider.bounds();
                     let _ = reply.send((min, self.decider.desired(), max));
+                }
+                Command::Reconfigure(group) => {
+                    if let Some(d) = self.decider.set_bounds(group.min, group.max, now) {
+                        self.activity(
+                            "scale",
+                            format!("desired {} → {}: {}", d.from, d.to, d.cause),
+                        );
+                    }
+                    self.decider.reconfigure(&group);
+                    if group.launch != self.group.launch {
+                        self.provider = provider(&group);
+                        self.activity(
+                            "reconfigure",
+                            "new launch settings apply to the next launches".into(),
+                        );
+                    }
+                    if group.policies != self.group.policies {
+                        self.scheduler = scheduler(&group);
+                    }
+                    self.group = *group;
+                }
+                Command::Retire => {
+                    self.retiring = true;
+                    self.decider.set_bounds(0, 0, now);
+                    for live in &mut self.instances {
+                        live.meta.protected = false;
+                    }
+                    self.activity(
+                        "retire",
+                        "removed from the configuration: terminating every instance".into(),
+                    );
                 }
                 Command::Protect(id, protected, reply) => {
                     let found = self.instances.iter_mut().find(|i| i.meta.id == id);

@@ -85,6 +85,7 @@ pub struct Daemon {
     pub draining: drain::Draining,
     /// What each running scaling group shows in status.
     pub scaling: Mutex<Vec<Arc<crate::scaling::GroupHandle>>>,
+    pub scaling_metrics: crate::scaling::ScalingMetrics,
     /// One change at a time: reloads and registrations are serialized.
     change: tokio::sync::Mutex<()>,
 }
@@ -134,6 +135,7 @@ impl Daemon {
         sha256: String,
     ) -> anyhow::Result<Arc<Daemon>> {
         let prometheus = prometheus::Registry::new();
+        let scaling_metrics = crate::scaling::ScalingMetrics::new(&prometheus)?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "trellis_config_reloads_total",
@@ -180,6 +182,7 @@ impl Daemon {
             scaled: Mutex::new(Vec::new()),
             draining: drain::Draining::default(),
             scaling: Mutex::new(Vec::new()),
+            scaling_metrics,
             change: tokio::sync::Mutex::new(()),
         }))
     }
@@ -202,6 +205,9 @@ impl Daemon {
     pub async fn reload(self: &Arc<Self>) -> Result<Arc<Running>, ChangeError> {
         let _change = self.change.lock().await;
         let result = self.off_workers(|this| this.reload_locked()).await;
+        if result.is_ok() {
+            crate::scaling::reconcile(self, &self.scaling_metrics);
+        }
         let outcome = if result.is_ok() { "ok" } else { "error" };
         self.reloads.with_label_values(&[outcome]).inc();
         match &result {
