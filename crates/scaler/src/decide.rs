@@ -253,6 +253,27 @@ instance_warmup = "10s"
     }
 
     #[test]
+    fn a_load_just_over_a_whole_number_of_instances_does_not_flap() {
+        // 6188/s with ±10% noise per sample: 3.1 instances' worth at 2000/s each.
+        let mut g = group();
+        if let trellis_config::PolicyKind::TargetTracking { target, .. } = &mut g.policies[0].kind {
+            *target = 2000.0;
+        }
+        let noise = [1.0, 0.91, 1.07, 0.95, 1.1, 0.9, 1.03, 0.97];
+        let (desired, decisions) = simulate(
+            &g,
+            |t| 6188.0 * noise[(t / 5) as usize % noise.len()],
+            600,
+            5,
+        );
+        assert!(
+            decisions.iter().all(|d| d.to > d.from),
+            "scaled in under steady load: {decisions:?}"
+        );
+        assert_eq!(*desired.last().unwrap(), 4, "{decisions:?}");
+    }
+
+    #[test]
     fn steady_load_changes_nothing_for_five_minutes() {
         let g = group();
         // 1400/s with 3 instances is 467/s each: under target, but inside the 10% scale-in margin.

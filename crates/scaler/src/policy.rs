@@ -59,18 +59,20 @@ pub fn target_tracking(
     let Some(value) = value(metric, sample) else {
         return Proposal::Hold;
     };
-    let needed = (f64::from(sample.measured) * value / target)
-        .ceil()
-        .max(0.0) as u32;
+    let load = f64::from(sample.measured) * value;
+    let needed = (load / target).ceil().max(0.0) as u32;
+    // Scale-in goes only as far as keeps the metric at least 10% under target afterwards: a load that
+    // needs 3.1 instances' worth of target stays on 4, instead of dropping to 3 and coming back.
+    let enough = (load / (target * SCALE_IN_MARGIN)).ceil().max(0.0) as u32;
     let (name, unit) = (metric_name(metric), unit(metric));
     if needed > desired {
         Proposal::To {
             capacity: needed,
             cause: format!("{name} {value:.0}{unit} > target {target}{unit}"),
         }
-    } else if needed < desired && !disable_scale_in && value <= target * SCALE_IN_MARGIN {
+    } else if enough < desired && !disable_scale_in {
         Proposal::To {
-            capacity: needed,
+            capacity: enough,
             cause: format!("{name} {value:.0}{unit} < target {target}{unit}"),
         }
     } else {
@@ -182,6 +184,18 @@ mod tests {
         assert_eq!(tt(1000.0, 2, 2), None, "exactly on target: hold");
         assert_eq!(tt(950.0, 2, 2), None, "5% under: inside the margin, hold");
         assert_eq!(tt(400.0, 4, 4), Some(1), "100/s per target: well under");
+        // 1547/s on 4 is 387/s each: 3 would be over target, 4 keeps it 10% under. No flapping.
+        assert_eq!(tt(1547.0, 4, 4), None);
+        assert_eq!(
+            tt(1406.0, 4, 4),
+            None,
+            "a dip still needs 4 to stay under 450/s each"
+        );
+        assert_eq!(
+            tt(1250.0, 4, 4),
+            Some(3),
+            "3 keeps it at 417/s each, under 450/s"
+        );
         assert_eq!(tt(100.0, 0, 2), None, "nothing measured: hold");
     }
 

@@ -314,7 +314,7 @@ impl Controller {
                 );
                 return;
             }
-            self.publish(now);
+            self.publish(&daemon, now);
             drop(daemon);
             tokio::time::sleep(TICK).await;
         }
@@ -782,7 +782,7 @@ impl Controller {
         }
     }
 
-    fn publish(&self, now: Instant) {
+    fn publish(&self, daemon: &Daemon, now: Instant) {
         let (min, max) = self.decider.bounds();
         let count = |s: Lifecycle| self.instances.iter().filter(|i| i.meta.state == s).count();
         let gauge = |state: &str, n: usize| {
@@ -816,6 +816,10 @@ impl Controller {
                 "id": i.meta.id,
                 "address": i.address.to_string(),
                 "lifecycle": i.meta.state.as_str(),
+                "health": daemon
+                    .targets
+                    .get(&self.group.target_group, i.address)
+                    .map(|t| t.view().health.state.as_str()),
                 "pid": match &i.handle { Some(Handle::Process(p)) => Some(p.pid()), _ => None },
                 "provider_id": match &i.handle { Some(Handle::Vm(id)) => Some(id.as_str()), _ => None },
                 "age_seconds": now.saturating_duration_since(i.meta.launched_at).as_secs_f64(),
