@@ -211,6 +211,7 @@ fn spawn_group(
         dirty: false,
         scheduler: scheduler(group),
         retiring: false,
+        protection_noted: false,
         decider: Decider::new(group),
         group: group.clone(),
         instances: Vec::new(),
@@ -266,6 +267,8 @@ struct Controller {
     scheduler: Option<Scheduler>,
     /// Removed by a reload: scaling to zero, then stopping.
     retiring: bool,
+    /// Said once that protection blocks scale-in (reset when capacity matches again).
+    protection_noted: bool,
     decider: Decider,
     group: ScalingGroup,
     instances: Vec<Live>,
@@ -547,6 +550,9 @@ impl Controller {
             .filter(|i| matches!(i.meta.state, Lifecycle::Pending | Lifecycle::InService))
             .count() as u32;
         let desired = self.decider.desired();
+        if live <= desired {
+            self.protection_noted = false;
+        }
         if live < desired && self.backoff.ready(now) {
             for _ in live..desired {
                 let name = format!("{}-{}", self.group.name, self.next_id);
@@ -594,7 +600,18 @@ impl Controller {
             if self.group.termination_policy == TerminationPolicy::Newest {
                 candidates.reverse();
             }
-            for &i in candidates.iter().take((live - desired) as usize) {
+            let excess = (live - desired) as usize;
+            if candidates.len() < excess && !self.protection_noted {
+                self.protection_noted = true;
+                self.activity(
+                    "scale_in_blocked",
+                    format!(
+                        "{} instance(s) over desired {desired} are protected from scale-in; they stay until unprotected",
+                        excess - candidates.len()
+                    ),
+                );
+            }
+            for &i in candidates.iter().take(excess) {
                 self.instances[i].meta.terminate();
                 let id = self.instances[i].meta.id.clone();
                 self.activity(
