@@ -11,6 +11,7 @@ mod failures;
 mod forwarding;
 mod health;
 mod limits;
+mod metrics;
 mod reload;
 mod routing;
 mod scaling;

@@ -23,29 +23,43 @@ pub async fn handle(
     conn: Arc<ConnContext>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    // Routing happens under the one snapshot load of this request; only the chosen group (an Arc) is
-    // carried past it, so a reload during a slow exchange frees the old snapshot as soon as it can.
-    let (group, target_header) = {
+    let started = Instant::now();
+    // Routing happens under the one snapshot load of this request; only the chosen group and the route's
+    // counters (Arcs) are carried past it, so a reload during a slow exchange frees the old snapshot as
+    // soon as it can.
+    let (group, target_header, metrics) = {
         let snapshot = conn.proxy.snapshot();
-        let Some(service) = snapshot
-            .port(conn.listen)
-            .and_then(|p| p.service(host(&req)))
-        else {
+        let Some(port) = snapshot.port(conn.listen) else {
             return Ok(failure(Failure::NoService));
         };
-        let (_rule, action) = service.route(req.method(), req.uri().path(), req.headers());
+        let Some(service) = port.service(host(&req)) else {
+            let resp = failure(Failure::NoService);
+            port.unmatched.record(resp.status(), started);
+            return Ok(resp);
+        };
+        let (action, metrics) = service.route(req.method(), req.uri().path(), req.headers());
         match action {
-            Action::Fixed(fixed) => return Ok(fixed_response(fixed)),
+            Action::Fixed(fixed) => {
+                let resp = fixed_response(fixed);
+                metrics.record(resp.status(), started);
+                return Ok(resp);
+            }
             Action::Forward(forward) => match forward
                 .pick()
                 .and_then(|to| Some((snapshot.group(to.slot)?.clone(), to.target_header.clone())))
             {
-                Some(picked) => picked,
-                None => return Ok(failure(Failure::NoTargets)),
+                Some((group, header)) => (group, header, metrics.clone()),
+                None => {
+                    let resp = failure(Failure::NoTargets);
+                    metrics.record(resp.status(), started);
+                    return Ok(resp);
+                }
             },
         }
     };
-    Ok(forward(&conn, req, &group, &target_header).await)
+    let resp = forward(&conn, req, &group, &target_header).await;
+    metrics.record(resp.status(), started);
+    Ok(resp)
 }
 
 /// The request's host: `:authority` (HTTP/2, absolute-form) or the Host header.

@@ -91,6 +91,18 @@ impl Proxy {
         retire(self.snapshot.swap(Arc::new(snapshot)));
     }
 
+    /// The connection gauges of a listening address (open now, accepted so far).
+    pub(crate) fn connection_metrics(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> (prometheus::IntGauge, prometheus::IntCounter) {
+        let label = addr.to_string();
+        (
+            self.metrics.connections_active.with_label_values(&[&label]),
+            self.metrics.connections_total.with_label_values(&[&label]),
+        )
+    }
+
     /// Closes every connection to a target, in use or idle: its drain deadline has passed.
     pub fn close_target(&self, group: &str, address: std::net::SocketAddr) {
         self.pools.close(group, address);

@@ -27,6 +27,8 @@ pub struct ListenerContext {
     pub limits: Limits,
     pub builder: auto::Builder<TokioExecutor>,
     pub tasks: TaskTracker,
+    active: prometheus::IntGauge,
+    accepted: prometheus::IntCounter,
 }
 
 impl ListenerContext {
@@ -44,12 +46,15 @@ impl ListenerContext {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(limits.max_header_bytes as u32);
+        let (active, accepted) = proxy.connection_metrics(listen);
         ListenerContext {
             proxy,
             listen,
             limits,
             builder,
             tasks,
+            active,
+            accepted,
         }
     }
 }
@@ -63,6 +68,22 @@ pub struct ConnContext {
     /// Tunnels (upgraded connections) are tracked with the connections, for graceful shutdown.
     pub tasks: TaskTracker,
     state: Arc<ConnState>,
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        OpenConnection(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Counts a request on its connection from head parsed to response head sent, even if the client goes
@@ -82,6 +103,8 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    listener.accepted.inc();
+    let _open = OpenConnection::new(&listener.active);
     let state = Arc::new(ConnState::new());
     let ctx = Arc::new(ConnContext {
         proxy: listener.proxy.clone(),

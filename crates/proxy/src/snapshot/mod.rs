@@ -2,10 +2,12 @@
 
 mod action;
 mod hosts;
+mod route_metrics;
 mod rules;
 
 pub use action::{Action, Fixed};
 pub use hosts::HostTable;
+pub use route_metrics::RouteMetrics;
 pub use rules::Conditions;
 
 use std::collections::HashMap;
@@ -65,6 +67,8 @@ pub struct PortRoutes {
     pub limits: Limits,
     hosts: HostTable,
     services: Box<[Arc<ServiceRoutes>]>,
+    /// Requests whose host no service on the port answers to.
+    pub unmatched: Arc<RouteMetrics>,
 }
 
 /// One service's listener on a port.
@@ -73,12 +77,13 @@ pub struct ServiceRoutes {
     pub listener: Arc<str>,
     rules: Box<[Rule]>,
     default_action: Action,
+    default_metrics: Arc<RouteMetrics>,
 }
 
 pub struct Rule {
-    pub name: Arc<str>,
     conditions: Conditions,
     action: Action,
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl Snapshot {
@@ -121,6 +126,12 @@ impl Snapshot {
                             limits: l.limits,
                             hosts: HostTable::default(),
                             services: Box::new([]),
+                            unmatched: Arc::new(RouteMetrics::new(
+                                parts.metrics,
+                                "-",
+                                &l.name,
+                                "-",
+                            )),
                         });
                         ports.len() - 1
                     }
@@ -147,12 +158,23 @@ impl Snapshot {
                             .rules
                             .iter()
                             .map(|r| Rule {
-                                name: r.name.as_str().into(),
                                 conditions: Conditions::compile(&r.matcher),
                                 action: Action::build(&r.action, &service.name, &lookup),
+                                metrics: Arc::new(RouteMetrics::new(
+                                    parts.metrics,
+                                    &service.name,
+                                    &l.name,
+                                    &r.name,
+                                )),
                             })
                             .collect(),
                         default_action: Action::build(&l.default_action, &service.name, &lookup),
+                        default_metrics: Arc::new(RouteMetrics::new(
+                            parts.metrics,
+                            &service.name,
+                            &l.name,
+                            "default",
+                        )),
                     })
                 });
                 compiled.insert(key, routes.clone());
@@ -201,12 +223,12 @@ impl ServiceRoutes {
         method: &Method,
         path: &str,
         headers: &HeaderMap,
-    ) -> (Option<&Rule>, &Action) {
+    ) -> (&Action, &Arc<RouteMetrics>) {
         for rule in self.rules.iter() {
             if rule.conditions.matches(method, path, headers) {
-                return (Some(rule), &rule.action);
+                return (&rule.action, &rule.metrics);
             }
         }
-        (None, &self.default_action)
+        (&self.default_action, &self.default_metrics)
     }
 }
