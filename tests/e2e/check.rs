@@ -192,3 +192,35 @@ async fn the_example_configuration_is_valid_and_runs_its_own_pools() {
         text(&out.stdout)
     );
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_object_per_line() {
+    let port = free_port();
+    let admin = free_port();
+    let (dir, path) = write_config(&format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n{}{}",
+        service("s", &["*"]),
+        listener(port, &fixed(200, "ok")),
+    ));
+    let mut cmd = Command::new(bin());
+    cmd.args(["--log-format", "json", "run", "-c"])
+        .arg(&path)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"));
+    let mut child = ChildGuard::spawn("trellis json", cmd);
+    crate::support::eventually(Duration::from_secs(10), "the listening line", || {
+        let done = child.stderr.text().contains("\"listening\"");
+        async move { done.then_some(()) }
+    })
+    .await;
+    child.signal(libc::SIGTERM);
+    child.wait_exit(Duration::from_secs(10)).await;
+    let stderr = child.stderr.text();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{stderr}");
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
+    }
+}
