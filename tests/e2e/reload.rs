@@ -286,6 +286,7 @@ async fn a_deregistered_target_finishes_its_slow_request_takes_no_new_one_then_g
     let t = trellis.target("pool", &slow.addr()).await;
     assert_eq!(t["state"], "draining", "{t:#}");
     assert_eq!(t["reason"], "deregistered through the admin API");
+    assert_eq!(t["source"], "api", "{t:#}");
     assert!(t["drain_deadline_seconds"].as_f64().unwrap() > 20.0);
 
     let seq = served_sequence(&client::http1(), port, "/", 10).await;

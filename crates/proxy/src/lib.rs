@@ -69,11 +69,6 @@ impl Proxy {
         self.snapshot.load()
     }
 
-    /// Builds a snapshot of `config` and swaps it in; requests already routed finish on the old one.
-    pub fn apply(&self, config: Arc<Config>) {
-        self.swap(self.build(config));
-    }
-
     /// Builds the routing snapshot of `config` without serving it yet, reusing what the current one
     /// built from equal configuration.
     pub fn build(&self, config: Arc<Config>) -> Snapshot {

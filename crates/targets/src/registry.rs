@@ -55,17 +55,6 @@ impl TargetRegistry {
             inner.groups.remove(group);
         }
     }
-
-    /// Forgets targets for which `keep` says no (called after a swap, for targets no snapshot uses), and
-    /// groups left without targets.
-    pub fn retain(&self, mut keep: impl FnMut(&str, SocketAddr) -> bool) {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner
-            .targets
-            .retain(|(group, address), _| keep(group, *address));
-        let Inner { targets, groups } = &mut *inner;
-        groups.retain(|name, _| targets.keys().any(|(g, _)| g == name));
-    }
 }
 
 #[cfg(test)]
@@ -85,7 +74,7 @@ mod tests {
             r.stats("web", a).group(),
             r.group("web").as_ref()
         ));
-        r.retain(|g, _| g == "api");
+        r.remove("web", a);
         assert!(r.get("web", a).is_none());
         assert_eq!(
             r.stats("web", a).view().health.state,

@@ -241,12 +241,7 @@ impl Trellis {
     /// The addresses listed for a group in `/v1/status` (any state).
     pub async fn group_targets(&self, group: &str) -> Vec<String> {
         let status = self.status().await;
-        status["target_groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|g| g["name"] == group)
-            .flat_map(|g| g["targets"].as_array().into_iter().flatten())
+        targets_of(&status, group)
             .filter_map(|t| t["address"].as_str().map(str::to_owned))
             .collect()
     }
@@ -272,15 +267,10 @@ impl Trellis {
     /// One target's entry in `/v1/status`.
     pub async fn target(&self, group: &str, address: &str) -> serde_json::Value {
         let status = self.status().await;
-        status["target_groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|g| g["name"] == group)
-            .flat_map(|g| g["targets"].as_array().into_iter().flatten())
+        let found = targets_of(&status, group)
             .find(|t| t["address"] == address)
-            .cloned()
-            .unwrap_or_else(|| panic!("no target {address} in group {group}: {status:#}"))
+            .cloned();
+        found.unwrap_or_else(|| panic!("no target {address} in group {group}: {status:#}"))
     }
 
     /// Polls `/v1/status` until the target is in `state`; returns its entry.
@@ -304,4 +294,17 @@ impl Trellis {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+/// The target entries of `group` in a `/v1/status` reply.
+fn targets_of<'a>(
+    status: &'a serde_json::Value,
+    group: &'a str,
+) -> impl Iterator<Item = &'a serde_json::Value> {
+    status["target_groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(move |g| g["name"] == group)
+        .flat_map(|g| g["targets"].as_array().into_iter().flatten())
 }

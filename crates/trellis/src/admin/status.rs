@@ -162,15 +162,7 @@ fn target_group(
         "targets": views.into_iter()
             .map(|(address, weight, view)| {
                 let mut t = target(address, weight, view, now);
-                let key = (tg.name.clone(), address);
-                let source = if running.scaled.contains(&key) {
-                    "scaler"
-                } else if running.registered.contains(&key) {
-                    "api"
-                } else {
-                    "file"
-                };
-                t["source"] = json!(source);
+                t["source"] = json!(running.source(&(tg.name.clone(), address)).as_str());
                 t
             })
             .chain(leaving.iter().map(|((_, address), drain)| draining_target(*address, drain, registry, &tg.name, now)))
@@ -187,7 +179,7 @@ fn draining_target(
 ) -> Value {
     let view = registry.get(group, address).map(|s| s.view());
     let mut t = target(address, drain.weight, view, now);
-    t["source"] = json!(if drain.registered { "api" } else { "file" });
+    t["source"] = json!(drain.source.as_str());
     t["drain_deadline_seconds"] = json!(round(drain.deadline.saturating_duration_since(now.0)));
     t
 }

@@ -21,7 +21,7 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct Drain {
     pub weight: u16,
     pub deadline: Instant,
-    pub registered: bool,
+    pub source: super::Source,
 }
 
 type Key = (String, SocketAddr);

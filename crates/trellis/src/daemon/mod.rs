@@ -52,6 +52,33 @@ impl std::fmt::Display for ChangeError {
     }
 }
 
+/// Where a served target comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    File,
+    Api,
+    Scaler,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::File => "file",
+            Source::Api => "api",
+            Source::Scaler => "scaler",
+        }
+    }
+
+    /// Why a target from here drains when it leaves its group.
+    fn drain_reason(self) -> &'static str {
+        match self {
+            Source::File => "removed from the configuration",
+            Source::Api => "deregistered through the admin API",
+            Source::Scaler => "terminated by its scaling group",
+        }
+    }
+}
+
 /// The configuration in force.
 pub struct Running {
     /// As read from the file.
@@ -66,6 +93,18 @@ pub struct Running {
     pub registered: HashSet<(String, SocketAddr)>,
     /// (group, address) of the targets that a scaling group launched.
     pub scaled: HashSet<(String, SocketAddr)>,
+}
+
+impl Running {
+    pub fn source(&self, key: &(String, SocketAddr)) -> Source {
+        if self.scaled.contains(key) {
+            Source::Scaler
+        } else if self.registered.contains(key) {
+            Source::Api
+        } else {
+            Source::File
+        }
+    }
 }
 
 pub struct Daemon {
@@ -94,7 +133,8 @@ pub struct Daemon {
 pub fn read_config(path: &Path) -> Result<(Config, String), ChangeError> {
     let bytes = std::fs::read(path)
         .map_err(|e| ChangeError::Invalid(vec![format!("{}: {e}", path.display())]))?;
-    let text = String::from_utf8(bytes.clone())
+    let sha256 = hex(&Sha256::digest(&bytes));
+    let text = String::from_utf8(bytes)
         .map_err(|_| ChangeError::Invalid(vec![format!("{}: not UTF-8 text", path.display())]))?;
     let config = trellis_config::parse(&text, path).map_err(|e| match e {
         trellis_config::ConfigError::Invalid(diags) => {
@@ -102,7 +142,7 @@ pub fn read_config(path: &Path) -> Result<(Config, String), ChangeError> {
         }
         other => ChangeError::Invalid(vec![other.to_string()]),
     })?;
-    Ok((config, hex(&Sha256::digest(&bytes))))
+    Ok((config, sha256))
 }
 
 fn read_token(config: &Config) -> Result<Option<String>, ChangeError> {
@@ -360,20 +400,13 @@ impl Daemon {
                 .find(|g| g.name == key.0)
                 .map(|g| g.deregistration_delay)
                 .unwrap_or_default();
-            let registered = old.registered.contains(key) || old.scaled.contains(key);
-            let reason = if old.scaled.contains(key) {
-                "terminated by its scaling group"
-            } else if registered {
-                "deregistered through the admin API"
-            } else {
-                "removed from the configuration"
-            };
+            let source = old.source(key);
             let drain = Drain {
                 weight: spec.weight,
                 deadline: now + delay,
-                registered,
+                source,
             };
-            draining.start(self, key.clone(), drain, reason, now);
+            draining.start(self, key.clone(), drain, source.drain_reason(), now);
         }
         drop(draining);
         *self.lock_registrations() = registrations.to_vec();
