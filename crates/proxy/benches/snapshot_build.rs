@@ -111,7 +111,7 @@ fn main() {
         next.target_groups[round % 10].targets[0].weight = 2 + round as u16;
         let next = Arc::new(next);
         let t = Instant::now();
-        let snapshot = black_box(proxy.build(next));
+        let snapshot = black_box(proxy.build(next).expect("build"));
         reload.push(t.elapsed());
         let t = Instant::now();
         proxy.swap(snapshot);

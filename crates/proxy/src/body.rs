@@ -1,28 +1,76 @@
-//! The one response body type: either a target's body streamed through, or bytes trellis made itself.
-//! An enum, not a `Box<dyn Body>`, so no allocation per response.
+//! The body types of the request path: the response body a client reads (a target's body streamed
+//! through, or bytes trellis made itself), and the request body a target reads. Enums, not
+//! `Box<dyn Body>`, so no allocation per request; both count their bytes, and the response body
+//! finishes the request's metrics and access log entry when it is done.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use prometheus::IntCounter;
 use trellis_targets::InFlight;
 
+use crate::access_log::{Pending, RequestProgress};
+use crate::snapshot::RouteMetrics;
 use crate::upstream::PooledSender;
 
-pub enum ProxyBody {
+pub struct ProxyBody {
+    kind: Kind,
+    /// Bytes handed to the client so far.
+    sent: u64,
+    /// Settled when the body is dropped: after its last frame, or when the client went away.
+    tally: Option<Tally>,
+}
+
+enum Kind {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
 }
 
+/// What a finished response adds to: its route's byte counter and, when the access log is on, its entry.
+pub struct Tally {
+    pub route: Arc<RouteMetrics>,
+    pub log: Option<Pending>,
+}
+
 impl ProxyBody {
     pub fn full(bytes: Bytes) -> Self {
-        ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
+        ProxyBody::of(Kind::Full((!bytes.is_empty()).then_some(bytes)))
     }
 
     pub fn empty() -> Self {
-        ProxyBody::Full(None)
+        ProxyBody::of(Kind::Full(None))
+    }
+
+    pub(crate) fn upstream(body: UpstreamBody) -> Self {
+        ProxyBody::of(Kind::Upstream(body))
+    }
+
+    fn of(kind: Kind) -> Self {
+        ProxyBody {
+            kind,
+            sent: 0,
+            tally: None,
+        }
+    }
+
+    pub(crate) fn with_tally(mut self, tally: Tally) -> Self {
+        self.tally = Some(tally);
+        self
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if let Some(tally) = self.tally.take() {
+            tally.route.bytes_sent.inc_by(self.sent);
+            if let Some(log) = tally.log {
+                log.finish(self.sent);
+            }
+        }
     }
 }
 
@@ -53,30 +101,37 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Upstream(up) => {
+        let this = self.get_mut();
+        let frame = match &mut this.kind {
+            Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
+            Kind::Upstream(up) => {
                 let frame = std::task::ready!(Pin::new(&mut up.body).poll_frame(cx));
                 if frame.is_none() {
                     up.ended = true;
                 }
-                Poll::Ready(frame)
+                frame
+            }
+        };
+        if let Some(Ok(f)) = &frame {
+            if let Some(data) = f.data_ref() {
+                this.sent += data.len() as u64;
             }
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ProxyBody::Full(bytes) => bytes.is_none(),
-            ProxyBody::Upstream(up) => up.ended || up.body.is_end_stream(),
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream(up) => up.ended || up.body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            ProxyBody::Upstream(up) => up.body.size_hint(),
+        match &self.kind {
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Upstream(up) => up.body.size_hint(),
         }
     }
 }
@@ -84,16 +139,41 @@ impl Body for ProxyBody {
 /// A request body on its way to a target: the client's stream, or nothing. A bodiless request is sent as
 /// `Empty` so that it can be rebuilt and sent again when its target breaks the exchange.
 pub enum RequestBody {
-    Client(Incoming),
+    Client(ClientBody),
     Empty,
 }
 
+/// The client's request body, counted as it goes to the target.
+pub struct ClientBody {
+    body: Incoming,
+    received: u64,
+    counter: IntCounter,
+    /// Shared with the access log entry, when there is one.
+    progress: Option<Arc<RequestProgress>>,
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        self.counter.inc_by(self.received);
+    }
+}
+
 impl RequestBody {
-    pub fn from_client(body: Incoming) -> Self {
+    /// `progress` is `Some` when the access log wants the body's size and end time.
+    pub fn from_client(
+        body: Incoming,
+        route: &RouteMetrics,
+        progress: impl FnOnce() -> Option<Arc<RequestProgress>>,
+    ) -> Self {
         if body.is_end_stream() {
             RequestBody::Empty
         } else {
-            RequestBody::Client(body)
+            RequestBody::Client(ClientBody {
+                body,
+                received: 0,
+                counter: route.bytes_received.clone(),
+                progress: progress(),
+            })
         }
     }
 }
@@ -107,21 +187,38 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Client(client) => {
+                let frame = std::task::ready!(Pin::new(&mut client.body).poll_frame(cx));
+                if let Some(Ok(f)) = &frame {
+                    if let Some(data) = f.data_ref() {
+                        client.received += data.len() as u64;
+                        if let Some(p) = &client.progress {
+                            p.add(data.len() as u64);
+                        }
+                    }
+                }
+                // hyper stops polling a body that says it has ended, so its end is noted here too.
+                if frame.is_none() || client.body.is_end_stream() {
+                    if let Some(p) = &client.progress {
+                        p.end();
+                    }
+                }
+                Poll::Ready(frame)
+            }
             RequestBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Client(client) => client.body.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client(body) => body.size_hint(),
+            RequestBody::Client(client) => client.body.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

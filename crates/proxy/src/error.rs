@@ -13,6 +13,11 @@ pub enum ProxyError {
     },
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot open the access log {destination}: {source}")]
+    AccessLog {
+        destination: String,
+        source: std::io::Error,
+    },
     #[error("cannot serve {addr}: {what}")]
     Unsupported {
         addr: std::net::SocketAddr,

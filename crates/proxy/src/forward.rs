@@ -10,13 +10,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use trellis_targets::{Ejection, InFlight, Tried};
 
-use crate::body::{ProxyBody, RequestBody, UpstreamBody};
+use crate::access_log::{Pending, RequestProgress, Trace};
+use crate::body::{ProxyBody, RequestBody, Tally, UpstreamBody};
 use crate::error::Failure;
 use crate::headers::{self, X_TRELLIS_ERROR};
 use crate::retry::{Replay, MAX_RETRIES};
 use crate::server::ConnContext;
-use crate::snapshot::{Action, Fixed};
-use crate::upstream::{exchange, ExchangeError, Group};
+use crate::snapshot::{Action, Fixed, RouteMetrics};
+use crate::upstream::{exchange, ExchangeError, Exchanged, Group};
 
 /// Answers one request. Never fails: every failure becomes a response trellis writes itself.
 pub async fn handle(
@@ -24,42 +25,110 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
-    // Routing happens under the one snapshot load of this request; only the chosen group and the route's
-    // counters (Arcs) are carried past it, so a reload during a slow exchange frees the old snapshot as
-    // soon as it can.
-    let (group, target_header, metrics) = {
+    // Routing happens under the one snapshot load of this request; only the chosen group, the route's
+    // counters and the log's sink (Arcs) are carried past it, so a reload during a slow exchange frees
+    // the old snapshot as soon as it can.
+    let (group, target_header, route, log) = {
         let snapshot = conn.proxy.snapshot();
         let Some(port) = snapshot.port(conn.listen) else {
             return Ok(failure(Failure::NoService));
         };
+        let log = snapshot
+            .access_log
+            .as_ref()
+            .map(|sink| Pending::begin(sink, &req, conn.peer, started));
         let Some(service) = port.service(host(&req)) else {
-            let resp = failure(Failure::NoService);
-            port.unmatched.record(resp.status(), started);
-            return Ok(resp);
+            let f = Failure::NoService;
+            return Ok(answer(failure(f), &port.unmatched, started, log, Some(f)));
         };
-        let (action, metrics) = service.route(req.method(), req.uri().path(), req.headers());
+        let (action, route) = service.route(req.method(), req.uri().path(), req.headers());
         match action {
             Action::Fixed(fixed) => {
-                let resp = fixed_response(fixed);
-                metrics.record(resp.status(), started);
-                return Ok(resp);
+                return Ok(answer(fixed_response(fixed), route, started, log, None));
             }
             Action::Forward(forward) => match forward
                 .pick()
                 .and_then(|to| Some((snapshot.group(to.slot)?.clone(), to.target_header.clone())))
             {
-                Some((group, header)) => (group, header, metrics.clone()),
+                Some((group, header)) => (group, header, route.clone(), log),
                 None => {
-                    let resp = failure(Failure::NoTargets);
-                    metrics.record(resp.status(), started);
-                    return Ok(resp);
+                    let f = Failure::NoTargets;
+                    return Ok(answer(failure(f), route, started, log, Some(f)));
                 }
             },
         }
     };
-    let resp = forward(&conn, req, &group, &target_header).await;
-    metrics.record(resp.status(), started);
-    Ok(resp)
+    // From here the client may go away before an answer; the guard counts and logs that as a 499.
+    let mut unanswered = Unanswered(Some((route, log)), started);
+    let mut trace = Trace::default();
+    let logging = unanswered.logging();
+    let to = To {
+        group: &group,
+        target_header: &target_header,
+        route: unanswered.route(),
+    };
+    let (resp, failed) = match forward(&conn, req, to, &mut trace, logging).await {
+        Ok(resp) => (resp, None),
+        Err(f) => (failure(f), Some(f)),
+    };
+    group.metrics.record(resp.status(), started);
+    let (route, mut log) = unanswered.take();
+    if let Some(log) = &mut log {
+        log.forwarded(&group.name, trace);
+    }
+    Ok(answer(resp, &route, started, log, failed))
+}
+
+/// Counts an answered request, and hands its access log entry to the response body to finish.
+fn answer(
+    resp: Response<ProxyBody>,
+    route: &Arc<RouteMetrics>,
+    started: Instant,
+    log: Option<Pending>,
+    failed: Option<Failure>,
+) -> Response<ProxyBody> {
+    route.record(resp.status(), started);
+    let log = log.map(|mut entry| {
+        entry.route(route);
+        entry.answered(resp.status().as_u16(), failed.map(Failure::code));
+        entry
+    });
+    let route = route.clone();
+    resp.map(|body| body.with_tally(Tally { route, log }))
+}
+
+/// A request being forwarded. Dropped before it was answered means the client closed the connection
+/// while waiting: counted and logged as nginx does, with status 499.
+struct Unanswered(Option<(Arc<RouteMetrics>, Option<Pending>)>, Instant);
+
+impl Unanswered {
+    fn logging(&self) -> bool {
+        matches!(&self.0, Some((_, Some(_))))
+    }
+
+    fn route(&self) -> &RouteMetrics {
+        // Set until `take`.
+        &self.0.as_ref().expect("not taken yet").0
+    }
+
+    fn take(&mut self) -> (Arc<RouteMetrics>, Option<Pending>) {
+        // Only `handle` takes, once, after which it no longer awaits.
+        self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some((route, log)) = self.0.take() {
+            let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
+            route.record(status, self.1);
+            if let Some(mut entry) = log {
+                entry.route(&route);
+                entry.answered(status.as_u16(), Some("client_closed"));
+                entry.finish(0);
+            }
+        }
+    }
 }
 
 /// The request's host: `:authority` (HTTP/2, absolute-form) or the Host header.
@@ -70,23 +139,49 @@ fn host<B>(req: &Request<B>) -> Option<&[u8]> {
     }
 }
 
+/// Where a request goes: the group chosen by its route, and the route it came by.
+struct To<'a> {
+    group: &'a Group,
+    target_header: &'a HeaderValue,
+    route: &'a RouteMetrics,
+}
+
 async fn forward(
     conn: &ConnContext,
     mut req: Request<Incoming>,
-    group: &Group,
-    target_header: &HeaderValue,
-) -> Response<ProxyBody> {
+    to: To<'_>,
+    trace: &mut Trace,
+    logging: bool,
+) -> Result<Response<ProxyBody>, Failure> {
+    let group = to.group;
     let upgrade = !group.http2 && headers::is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    headers::to_target(&mut req, &conn.client, target_header, group.http2, upgrade);
-    let mut req = req.map(RequestBody::from_client);
+    headers::to_target(
+        &mut req,
+        &conn.client,
+        to.target_header,
+        group.http2,
+        upgrade,
+    );
+    if logging {
+        trace.request_id = req.headers().get(&headers::X_REQUEST_ID).cloned();
+    }
+    let (parts, body) = req.into_parts();
+    let body = RequestBody::from_client(body, to.route, || {
+        logging.then(|| {
+            let progress = Arc::new(RequestProgress::default());
+            trace.request = Some(progress.clone());
+            progress
+        })
+    });
+    let mut req = Request::from_parts(parts, body);
     let replay = Replay::of(&req, upgrade);
 
     let mut tried = Tried::default();
     let mut retry_reason = None;
     loop {
         let Some(pick) = group.balancer.pick(&tried) else {
-            return failure(if tried.is_empty() {
+            return Err(if tried.is_empty() {
                 Failure::NoTargets
             } else {
                 Failure::ConnectFailed
@@ -98,46 +193,55 @@ async fn forward(
         }
         tried.insert(pick.index);
         let target = &group.balancer.targets()[pick.index];
+        trace.target = Some(target.address);
         let in_flight = target.begin();
         match exchange(group, &group.pools[pick.index], req).await {
-            Ok((mut resp, sender)) => {
-                if resp.status().is_server_error() {
+            Ok(Exchanged {
+                mut response,
+                sender,
+                sent_at,
+            }) => {
+                trace.sent_at = Some(sent_at);
+                trace.head_at = logging.then(Instant::now);
+                if response.status().is_server_error() {
                     record_failure(group, pick.index);
                 } else {
                     target.stats.record_success();
                 }
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_side) = client_upgrade {
-                        let target_side = hyper::upgrade::on(&mut resp);
+                        let target_side = hyper::upgrade::on(&mut response);
                         let closed = group.pools[pick.index].closed();
                         conn.tasks
                             .spawn(tunnel(client_side, target_side, in_flight, closed));
-                        headers::from_target(resp.headers_mut(), true);
-                        return resp.map(|_| ProxyBody::empty());
+                        headers::from_target(response.headers_mut(), true);
+                        return Ok(response.map(|_| ProxyBody::empty()));
                     }
                 }
-                headers::from_target(resp.headers_mut(), false);
-                return resp.map(|body| {
-                    ProxyBody::Upstream(UpstreamBody {
+                headers::from_target(response.headers_mut(), false);
+                return Ok(response.map(|body| {
+                    ProxyBody::upstream(UpstreamBody {
                         body,
                         _in_flight: in_flight,
                         sender,
                         ended: false,
                     })
-                });
+                }));
             }
             Err(ExchangeError::Connect(unsent, error)) => {
+                group.metrics.connection_errors.inc();
                 record_failure(group, pick.index);
                 tracing::debug!(group = %group.name, target = %target.address, ?error, "connect failed");
                 if tried.len() > MAX_RETRIES {
-                    return failure(Failure::ConnectFailed);
+                    return Err(Failure::ConnectFailed);
                 }
                 req = unsent;
                 retry_reason = Some(RetryReason::Connect);
             }
             Err(ExchangeError::Timeout) => {
+                group.metrics.timeouts.inc();
                 record_failure(group, pick.index);
-                return failure(Failure::UpstreamTimeout);
+                return Err(Failure::UpstreamTimeout);
             }
             Err(ExchangeError::Reset(error)) => {
                 record_failure(group, pick.index);
@@ -147,7 +251,7 @@ async fn forward(
                         req = replay.request();
                         retry_reason = Some(RetryReason::Reset);
                     }
-                    _ => return failure(Failure::UpstreamReset),
+                    _ => return Err(Failure::UpstreamReset),
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! trellis-proxy: the data plane. Listeners, the routing snapshot, the request path, upstream pools.
 #![forbid(unsafe_code)]
 
+mod access_log;
 mod body;
 mod error;
 mod forward;
@@ -22,6 +23,7 @@ use arc_swap::{ArcSwap, Guard};
 use trellis_config::Config;
 use trellis_targets::TargetRegistry;
 
+use access_log::AccessLog;
 use metrics::ProxyMetrics;
 use snapshot::{GroupSlots, Parts};
 use upstream::PoolRegistry;
@@ -53,7 +55,8 @@ impl Proxy {
             metrics: &metrics,
             slots: &slots,
         };
-        let snapshot = Snapshot::build(config, None, &parts);
+        let mut snapshot = Snapshot::build(config.clone(), None, &parts);
+        snapshot.access_log = access_log(&config, None, &metrics)?;
         Ok(Arc::new(Proxy {
             snapshot: ArcSwap::from_pointee(snapshot),
             targets,
@@ -70,15 +73,26 @@ impl Proxy {
     }
 
     /// Builds the routing snapshot of `config` without serving it yet, reusing what the current one
-    /// built from equal configuration.
-    pub fn build(&self, config: Arc<Config>) -> Snapshot {
+    /// built from equal configuration. Fails only when a new access log file cannot be opened.
+    pub fn build(&self, config: Arc<Config>) -> Result<Snapshot, ProxyError> {
         let parts = Parts {
             targets: &self.targets,
             pools: &self.pools,
             metrics: &self.metrics,
             slots: &self.slots,
         };
-        Snapshot::build(config, Some(&self.snapshot.load()), &parts)
+        let current = self.snapshot.load();
+        let access_log = access_log(&config, current.access_log.as_ref(), &self.metrics)?;
+        let mut snapshot = Snapshot::build(config, Some(&current), &parts);
+        snapshot.access_log = access_log;
+        Ok(snapshot)
+    }
+
+    /// Reopens the access log file (`SIGUSR1`, after logrotate moved it).
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.snapshot.load().access_log {
+            log.reopen();
+        }
     }
 
     /// Serves `snapshot` from now on; requests already routed finish on the old one.
@@ -111,6 +125,26 @@ impl Proxy {
             .metrics
             .ejections
             .remove_label_values(&[group, &address.to_string()]);
+    }
+}
+
+/// The access log writer for `config`: the current one when its destination is unchanged (a reload
+/// neither reopens the file nor loses queued lines), else a new one.
+fn access_log(
+    config: &Config,
+    current: Option<&Arc<AccessLog>>,
+    metrics: &ProxyMetrics,
+) -> Result<Option<Arc<AccessLog>>, ProxyError> {
+    let destination = &config.access_log.destination;
+    match current {
+        Some(log) if log.destination() == destination => Ok(Some(log.clone())),
+        _ => AccessLog::start(destination, &metrics.log).map_err(|source| ProxyError::AccessLog {
+            destination: match destination {
+                trellis_config::LogDestination::File(path) => path.display().to_string(),
+                other => format!("{other:?}").to_lowercase(),
+            },
+            source,
+        }),
     }
 }
 

@@ -1,6 +1,13 @@
 //! Request-path metrics. Label handles are resolved when a snapshot is built, never per request.
 
+use crate::access_log::LogMetrics;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// Latency buckets, seconds: from a loopback hop to a minute-long request.
+const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
 
 #[derive(Clone)]
 pub struct ProxyMetrics {
@@ -15,9 +22,21 @@ pub struct ProxyMetrics {
     pub requests: IntCounterVec,
     /// Seconds from request head to response head, by service and listener.
     pub duration: HistogramVec,
+    /// Body bytes from and to clients, by service and listener.
+    pub bytes_received: IntCounterVec,
+    pub bytes_sent: IntCounterVec,
+    /// Requests a target group answered (its targets, or trellis on its behalf), by status class.
+    pub group_requests: IntCounterVec,
+    /// Seconds from request head to response head, by target group.
+    pub group_duration: HistogramVec,
+    /// Connections to targets that could not be made, by group.
+    pub connection_errors: IntCounterVec,
+    /// Requests whose target did not answer within `response_timeout`, by group.
+    pub timeouts: IntCounterVec,
     /// Client connections open now, and accepted so far, by listening address.
     pub connections_active: IntGaugeVec,
     pub connections_total: IntCounterVec,
+    pub log: LogMetrics,
 }
 
 impl ProxyMetrics {
@@ -55,11 +74,51 @@ impl ProxyMetrics {
                 "trellis_request_duration_seconds",
                 "Time from request head to response head",
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0, 60.0,
-            ]),
+            .buckets(BUCKETS.to_vec()),
             &["service", "listener"],
+        )?;
+        let bytes_received = IntCounterVec::new(
+            Opts::new(
+                "trellis_bytes_received_total",
+                "Request body bytes received from clients, by service and listener",
+            ),
+            &["service", "listener"],
+        )?;
+        let bytes_sent = IntCounterVec::new(
+            Opts::new(
+                "trellis_bytes_sent_total",
+                "Response body bytes sent to clients, by service and listener",
+            ),
+            &["service", "listener"],
+        )?;
+        let group_requests = IntCounterVec::new(
+            Opts::new(
+                "trellis_target_group_requests_total",
+                "Requests answered for a target group, by status class",
+            ),
+            &["target_group", "code_class"],
+        )?;
+        let group_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "trellis_target_group_request_duration_seconds",
+                "Time from request head to response head, by target group",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["target_group"],
+        )?;
+        let connection_errors = IntCounterVec::new(
+            Opts::new(
+                "trellis_target_connection_errors_total",
+                "Connections to targets that could not be made",
+            ),
+            &["target_group"],
+        )?;
+        let timeouts = IntCounterVec::new(
+            Opts::new(
+                "trellis_request_timeouts_total",
+                "Requests whose target did not answer within response_timeout",
+            ),
+            &["target_group"],
         )?;
         let connections_active = IntGaugeVec::new(
             Opts::new(
@@ -79,15 +138,29 @@ impl ProxyMetrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(connections_active.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
+        registry.register(Box::new(bytes_received.clone()))?;
+        registry.register(Box::new(bytes_sent.clone()))?;
+        registry.register(Box::new(group_requests.clone()))?;
+        registry.register(Box::new(group_duration.clone()))?;
+        registry.register(Box::new(connection_errors.clone()))?;
+        registry.register(Box::new(timeouts.clone()))?;
         registry.register(Box::new(fail_open.clone()))?;
         registry.register(Box::new(ejections.clone()))?;
         registry.register(Box::new(retries.clone()))?;
+        let log = LogMetrics::new(registry)?;
         Ok(ProxyMetrics {
+            log,
             fail_open,
             ejections,
             retries,
             requests,
             duration,
+            bytes_received,
+            bytes_sent,
+            group_requests,
+            group_duration,
+            connection_errors,
+            timeouts,
             connections_active,
             connections_total,
         })

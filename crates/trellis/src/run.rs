@@ -35,12 +35,15 @@ pub fn run(
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 // The outcome is logged by the reload itself; a bad file changes nothing.
                 _ = hup.recv() => { let _ = daemon.reload().await; }
+                // logrotate moved the access log file: write to a new one at the configured path.
+                _ = usr1.recv() => daemon.proxy.reopen_access_log(),
             }
         }
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: no new connections, finishing in-flight requests");

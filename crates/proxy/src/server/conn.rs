@@ -64,6 +64,8 @@ pub struct ConnContext {
     pub proxy: Arc<Proxy>,
     /// The listening address (the snapshot's key for this port's routes).
     pub listen: SocketAddr,
+    /// The client's address.
+    pub peer: SocketAddr,
     pub client: ClientInfo,
     /// Tunnels (upgraded connections) are tracked with the connections, for graceful shutdown.
     pub tasks: TaskTracker,
@@ -109,6 +111,7 @@ pub async fn serve(
     let ctx = Arc::new(ConnContext {
         proxy: listener.proxy.clone(),
         listen: listener.listen,
+        peer,
         client: ClientInfo::new(peer.ip(), false, listener.listen.port()),
         tasks: listener.tasks.clone(),
         state: state.clone(),

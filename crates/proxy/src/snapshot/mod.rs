@@ -7,7 +7,7 @@ mod rules;
 
 pub use action::{Action, Fixed};
 pub use hosts::HostTable;
-pub use route_metrics::RouteMetrics;
+pub use route_metrics::{class_index, RouteMetrics};
 pub use rules::Conditions;
 
 use std::collections::HashMap;
@@ -18,6 +18,7 @@ use http::{HeaderMap, Method};
 use trellis_config::{Config, Limits, ListenerProtocol};
 use trellis_targets::TargetRegistry;
 
+use crate::access_log::AccessLog;
 use crate::metrics::ProxyMetrics;
 use crate::upstream::{Group, PoolRegistry};
 
@@ -30,6 +31,8 @@ pub struct Snapshot {
     source: Arc<Config>,
     /// (service, listener) → compiled routes, for reuse.
     compiled: HashMap<(String, String), Arc<ServiceRoutes>>,
+    /// Where access log entries go; `None` when the log is off.
+    pub(crate) access_log: Option<Arc<AccessLog>>,
 }
 
 /// Stable slot numbers of target groups by name (see [`Snapshot`]); never reused, so a compiled rule can
@@ -190,6 +193,7 @@ impl Snapshot {
             groups: groups.into_boxed_slice(),
             source: config,
             compiled,
+            access_log: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! One request, one target: take a connection, send, wait for the response head.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -21,6 +22,14 @@ pub enum ExchangeError {
     Timeout,
 }
 
+/// A target's answer: its response head, the connection to give back once the body is read (HTTP/1),
+/// and when the request was handed to that connection.
+pub struct Exchanged {
+    pub response: Response<Incoming>,
+    pub sender: Option<PooledSender>,
+    pub sent_at: Instant,
+}
+
 /// Sends `req` to the target behind `pool`. Pooled connections that turn out to have closed while idle
 /// give the request back untouched; then the next one, and finally a fresh connection, is tried.
 #[allow(clippy::result_large_err)]
@@ -28,7 +37,7 @@ pub async fn exchange(
     group: &Group,
     pool: &Arc<TargetPool>,
     mut req: Request<RequestBody>,
-) -> Result<(Response<Incoming>, Option<PooledSender>), ExchangeError> {
+) -> Result<Exchanged, ExchangeError> {
     loop {
         let (sender, fresh) = match pool.idle() {
             Some(s) => (s, false),
@@ -45,18 +54,32 @@ pub async fn exchange(
                     }
                     continue;
                 }
+                let sent_at = Instant::now();
                 let response =
                     tokio::time::timeout(group.response_timeout, s.try_send_request(req)).await;
                 let pooled = PooledSender {
                     sender: s,
                     pool: pool.clone(),
                 };
-                response.map(|r| r.map(|resp| (resp, Some(pooled))))
+                response.map(|r| {
+                    r.map(|response| Exchanged {
+                        response,
+                        sender: Some(pooled),
+                        sent_at,
+                    })
+                })
             }
             Sender::H2(mut s) => {
+                let sent_at = Instant::now();
                 let response =
                     tokio::time::timeout(group.response_timeout, s.try_send_request(req)).await;
-                response.map(|r| r.map(|resp| (resp, None)))
+                response.map(|r| {
+                    r.map(|response| Exchanged {
+                        response,
+                        sender: None,
+                        sent_at,
+                    })
+                })
             }
         };
         match sent {

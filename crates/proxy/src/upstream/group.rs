@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus::IntCounter;
+use prometheus::{Histogram, IntCounter};
 use trellis_config::{OutlierDetection, ProtocolVersion, TargetGroup};
 use trellis_targets::{Balancer, GroupStats, Target, TargetRegistry};
 
@@ -26,6 +26,11 @@ pub struct Group {
 
 /// This group's metric handles, resolved once per snapshot.
 pub struct GroupMetrics {
+    /// Requests answered for this group: 1xx … 5xx.
+    pub by_class: [IntCounter; 5],
+    pub duration: Histogram,
+    pub connection_errors: IntCounter,
+    pub timeouts: IntCounter,
     pub fail_open: IntCounter,
     pub retry_connect: IntCounter,
     pub retry_reset: IntCounter,
@@ -60,7 +65,18 @@ impl Group {
         let stats = targets.group(&tg.name);
         stats.set_members(members.len());
         let name = tg.name.as_str();
+        let class = |c: &str| metrics.group_requests.with_label_values(&[name, c]);
         let metrics = GroupMetrics {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            duration: metrics.group_duration.with_label_values(&[name]),
+            connection_errors: metrics.connection_errors.with_label_values(&[name]),
+            timeouts: metrics.timeouts.with_label_values(&[name]),
             fail_open: metrics.fail_open.with_label_values(&[name]),
             retry_connect: metrics.retries.with_label_values(&[name, "connect"]),
             retry_reset: metrics.retries.with_label_values(&[name, "reset"]),
@@ -84,5 +100,14 @@ impl Group {
             stats,
             metrics,
         }
+    }
+}
+
+impl GroupMetrics {
+    /// Counts one request answered for the group and the time from its head to its response head.
+    #[inline]
+    pub fn record(&self, status: http::StatusCode, started: std::time::Instant) {
+        self.by_class[crate::snapshot::class_index(status)].inc();
+        self.duration.observe(started.elapsed().as_secs_f64());
     }
 }

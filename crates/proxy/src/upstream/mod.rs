@@ -4,6 +4,6 @@ mod exchange;
 mod group;
 mod pool;
 
-pub use exchange::{exchange, ExchangeError};
+pub use exchange::{exchange, ExchangeError, Exchanged};
 pub use group::Group;
 pub use pool::{PoolRegistry, PooledSender, TargetPool};

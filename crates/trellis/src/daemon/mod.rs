@@ -381,7 +381,10 @@ impl Daemon {
         let after = members(&effective);
         // Held throughout: no drain finishes (and forgets its target) while this change is under way.
         let mut draining = self.draining.lock();
-        let snapshot = self.proxy.build(effective.clone());
+        let snapshot = self
+            .proxy
+            .build(effective.clone())
+            .map_err(|e| ChangeError::Failed(e.to_string()))?;
         self.server
             .reload(snapshot)
             .map_err(|e| ChangeError::Failed(e.to_string()))?;

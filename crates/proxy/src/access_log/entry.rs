@@ -1,0 +1,219 @@
+//! One access log entry, and its JSON line.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::{HeaderValue, Method, Uri, Version};
+use serde::Serialize;
+
+/// What the request path knows about one request. Everything is a value it already held (names are
+/// `Arc<str>` from the snapshot, header values share the request's buffer), so filling one costs no
+/// formatting; the writer thread turns it into text.
+pub struct Entry {
+    pub start_time: SystemTime,
+    pub started: Instant,
+    pub source: SocketAddr,
+    pub target: Option<SocketAddr>,
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub status: u16,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    /// Start to the last byte sent to the client (or the client going away).
+    pub duration: Duration,
+    /// Start to the last byte of the request handed to the target.
+    pub request_to_target: Option<Duration>,
+    /// The target's response head to the last byte sent to the client.
+    pub response_from_target: Option<Duration>,
+    pub host: Option<HeaderValue>,
+    pub user_agent: Option<HeaderValue>,
+    pub server_name: Option<Arc<str>>,
+    pub tls_version: Option<&'static str>,
+    pub service: Arc<str>,
+    pub listener: Arc<str>,
+    pub rule: Arc<str>,
+    pub target_group: Option<Arc<str>>,
+    /// Why trellis answered itself (the `x-trellis-error` code), or `client_closed`.
+    pub failure: Option<&'static str>,
+    pub request_id: Option<HeaderValue>,
+}
+
+/// The JSON line, with Lattice's field names. Absent strings are `"-"` as in Lattice's and ALB's logs;
+/// absent durations are `null`. Durations are milliseconds with microsecond precision: Lattice logs whole
+/// milliseconds, which would show most requests on a local network as 0.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Line<'a> {
+    start_time: String,
+    source_ip_port: String,
+    target_ip_port: String,
+    request_method: &'a str,
+    request_path: &'a str,
+    protocol: &'static str,
+    response_code: u16,
+    bytes_received: u64,
+    bytes_sent: u64,
+    duration: f64,
+    request_to_target_duration: Option<f64>,
+    response_from_target_duration: Option<f64>,
+    host_header: Cow<'a, str>,
+    server_name_indication: &'a str,
+    user_agent: Cow<'a, str>,
+    tls_version: &'static str,
+    service_name: &'a str,
+    listener_name: &'a str,
+    rule_name: &'a str,
+    target_group_name: &'a str,
+    failure_reason: &'static str,
+    request_id: Cow<'a, str>,
+}
+
+const NONE: &str = "-";
+
+impl Entry {
+    /// Appends the entry's JSON line (with its newline) to `out`.
+    pub fn write_line(&self, out: &mut Vec<u8>) {
+        let line = Line {
+            start_time: humantime::format_rfc3339_millis(self.start_time).to_string(),
+            source_ip_port: self.source.to_string(),
+            target_ip_port: self
+                .target
+                .map_or_else(|| NONE.to_string(), |t| t.to_string()),
+            request_method: self.method.as_str(),
+            request_path: self
+                .uri
+                .path_and_query()
+                .map_or(self.uri.path(), |pq| pq.as_str()),
+            protocol: protocol(self.version),
+            response_code: self.status,
+            bytes_received: self.bytes_received,
+            bytes_sent: self.bytes_sent,
+            duration: millis(self.duration),
+            request_to_target_duration: self.request_to_target.map(millis),
+            response_from_target_duration: self.response_from_target.map(millis),
+            host_header: text(self.host.as_ref()),
+            server_name_indication: self.server_name.as_deref().unwrap_or(NONE),
+            user_agent: text(self.user_agent.as_ref()),
+            tls_version: self.tls_version.unwrap_or(NONE),
+            service_name: &self.service,
+            listener_name: &self.listener,
+            rule_name: &self.rule,
+            target_group_name: self.target_group.as_deref().unwrap_or(NONE),
+            failure_reason: self.failure.unwrap_or(NONE),
+            request_id: text(self.request_id.as_ref()),
+        };
+        // Serializing plain strings and numbers into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &line);
+        out.push(b'\n');
+    }
+}
+
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "-",
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_nanos() / 1000) as f64 / 1000.0
+}
+
+/// A header value as text; bytes that are not UTF-8 are replaced, never dropped silently.
+fn text(value: Option<&HeaderValue>) -> Cow<'_, str> {
+    match value {
+        None => Cow::Borrowed(NONE),
+        Some(v) => String::from_utf8_lossy(v.as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            start_time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            started: Instant::now(),
+            source: "127.0.0.1:50000".parse().unwrap(),
+            target: Some("127.0.0.1:8081".parse().unwrap()),
+            method: Method::POST,
+            uri: Uri::from_static("/api/items?page=2"),
+            version: Version::HTTP_11,
+            status: 201,
+            bytes_received: 12,
+            bytes_sent: 345,
+            duration: Duration::from_micros(1_234),
+            request_to_target: Some(Duration::from_micros(210)),
+            response_from_target: Some(Duration::from_micros(15)),
+            host: Some(HeaderValue::from_static("shop.internal")),
+            user_agent: Some(HeaderValue::from_bytes(b"curl/8 \"quoted\" \xff").unwrap()),
+            server_name: None,
+            tls_version: None,
+            service: "shop".into(),
+            listener: "web".into(),
+            rule: "api".into(),
+            target_group: Some("api".into()),
+            failure: None,
+            request_id: Some(HeaderValue::from_static("abc")),
+        }
+    }
+
+    #[test]
+    fn line_has_lattice_field_names_and_values() {
+        let mut out = Vec::new();
+        entry().write_line(&mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["startTime"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(v["sourceIpPort"], "127.0.0.1:50000");
+        assert_eq!(v["targetIpPort"], "127.0.0.1:8081");
+        assert_eq!(v["requestMethod"], "POST");
+        assert_eq!(v["requestPath"], "/api/items?page=2");
+        assert_eq!(v["protocol"], "HTTP/1.1");
+        assert_eq!(v["responseCode"], 201);
+        assert_eq!(v["bytesReceived"], 12);
+        assert_eq!(v["bytesSent"], 345);
+        assert_eq!(v["duration"], 1.234);
+        assert_eq!(v["requestToTargetDuration"], 0.21);
+        assert_eq!(v["responseFromTargetDuration"], 0.015);
+        assert_eq!(v["hostHeader"], "shop.internal");
+        assert_eq!(v["userAgent"], "curl/8 \"quoted\" \u{fffd}");
+        assert_eq!(v["serverNameIndication"], "-");
+        assert_eq!(v["tlsVersion"], "-");
+        assert_eq!(v["serviceName"], "shop");
+        assert_eq!(v["listenerName"], "web");
+        assert_eq!(v["ruleName"], "api");
+        assert_eq!(v["targetGroupName"], "api");
+        assert_eq!(v["failureReason"], "-");
+        assert_eq!(v["requestId"], "abc");
+        assert_eq!(v.as_object().unwrap().len(), 22);
+    }
+
+    #[test]
+    fn absent_values() {
+        let mut e = entry();
+        e.target = None;
+        e.target_group = None;
+        e.request_to_target = None;
+        e.response_from_target = None;
+        e.host = None;
+        e.failure = Some("no_service");
+        let mut out = Vec::new();
+        e.write_line(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["targetIpPort"], "-");
+        assert_eq!(v["targetGroupName"], "-");
+        assert_eq!(v["hostHeader"], "-");
+        assert!(v["requestToTargetDuration"].is_null());
+        assert!(v["responseFromTargetDuration"].is_null());
+        assert_eq!(v["failureReason"], "no_service");
+    }
+}

@@ -1,0 +1,116 @@
+//! The access log: one JSON line per request, in Lattice's field names.
+//!
+//! The request path only fills an [`Entry`] from values it already holds (reference-counted names and
+//! header values, no formatting) and hands it to a bounded channel with `try_send`. A dedicated thread
+//! formats and writes. When that thread falls behind, entries are dropped and counted: a request never
+//! waits for the log.
+
+mod entry;
+mod pending;
+mod writer;
+
+pub use entry::Entry;
+pub use pending::{Pending, RequestProgress, Trace};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use prometheus::{IntCounter, Registry};
+use tokio::sync::mpsc;
+use trellis_config::LogDestination;
+
+/// Entries waiting for the writer. At a few hundred bytes each this bounds the log's memory to a few MB,
+/// and gives the writer well over a second of slack at the rates one daemon serves.
+const QUEUE: usize = 16 * 1024;
+
+/// Counters of the access log, shared by every writer the daemon starts.
+#[derive(Clone)]
+pub struct LogMetrics {
+    pub lines: IntCounter,
+    pub dropped: IntCounter,
+    pub write_errors: IntCounter,
+}
+
+impl LogMetrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let lines = IntCounter::new("trellis_access_log_lines_total", "Access log lines written")?;
+        let dropped = IntCounter::new(
+            "trellis_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind",
+        )?;
+        let write_errors = IntCounter::new(
+            "trellis_access_log_write_errors_total",
+            "Access log lines lost because their write failed",
+        )?;
+        registry.register(Box::new(lines.clone()))?;
+        registry.register(Box::new(dropped.clone()))?;
+        registry.register(Box::new(write_errors.clone()))?;
+        Ok(LogMetrics {
+            lines,
+            dropped,
+            write_errors,
+        })
+    }
+}
+
+/// One destination's writer: the sending side of its queue. The writer thread ends (flushing what it
+/// has) once every handle is dropped, that is once no snapshot and no request refers to it any more.
+pub struct AccessLog {
+    destination: LogDestination,
+    queue: mpsc::Sender<Message>,
+    reopen: Arc<AtomicBool>,
+    dropped: IntCounter,
+}
+
+impl AccessLog {
+    /// Starts the writer of `destination`; `None` for `off`.
+    pub fn start(
+        destination: &LogDestination,
+        metrics: &LogMetrics,
+    ) -> std::io::Result<Option<Arc<AccessLog>>> {
+        if *destination == LogDestination::Off {
+            return Ok(None);
+        }
+        let (queue, entries) = mpsc::channel(QUEUE);
+        let reopen = Arc::new(AtomicBool::new(false));
+        writer::spawn(
+            destination.clone(),
+            entries,
+            reopen.clone(),
+            metrics.clone(),
+        )?;
+        Ok(Some(Arc::new(AccessLog {
+            destination: destination.clone(),
+            queue,
+            reopen,
+            dropped: metrics.dropped.clone(),
+        })))
+    }
+
+    pub fn destination(&self) -> &LogDestination {
+        &self.destination
+    }
+
+    /// Queues a finished entry, or drops and counts it if the writer is behind.
+    pub fn send(&self, entry: Box<Entry>) {
+        if self.queue.try_send(Message::Entry(entry)).is_err() {
+            self.dropped.inc();
+        }
+    }
+
+    /// Asks the writer to close and reopen its file (after logrotate moved it). Lines queued before
+    /// the request go to the old file, later ones to the new file; none is lost.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+        // Wake a writer that is waiting for entries; if the queue is full it is busy and sees the flag
+        // after its current batch.
+        let _ = self.queue.try_send(Message::Wake);
+    }
+}
+
+/// What the writer thread receives.
+enum Message {
+    Entry(Box<Entry>),
+    /// Nothing to write: look at the reopen flag.
+    Wake,
+}

@@ -1,0 +1,146 @@
+//! An entry on its way: begun when the request is routed, finished when its response body is done.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use http::header::{self, HeaderValue};
+use http::Request;
+
+use super::{AccessLog, Entry};
+use crate::headers::X_REQUEST_ID;
+use crate::snapshot::RouteMetrics;
+
+/// An entry being filled, with where it goes.
+pub struct Pending {
+    entry: Box<Entry>,
+    sink: Arc<AccessLog>,
+    /// The request body's progress, when it has one.
+    request: Option<Arc<RequestProgress>>,
+    /// When the request head was handed to the target.
+    sent_at: Option<Instant>,
+    /// When the target's response head arrived.
+    head_at: Option<Instant>,
+}
+
+/// How much of a request body has gone to the target, shared between the body (which the upstream
+/// connection owns) and the response (which finishes the entry).
+#[derive(Default)]
+pub struct RequestProgress {
+    bytes: AtomicU64,
+    ended: OnceLock<Instant>,
+}
+
+impl RequestProgress {
+    #[inline]
+    pub fn add(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn end(&self) {
+        let _ = self.ended.set(Instant::now());
+    }
+}
+
+impl Pending {
+    pub fn begin<B>(
+        sink: &Arc<AccessLog>,
+        req: &Request<B>,
+        source: std::net::SocketAddr,
+        started: Instant,
+    ) -> Pending {
+        let headers = req.headers();
+        let host = match headers.get(header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let entry = Entry {
+            start_time: SystemTime::now(),
+            started,
+            source,
+            target: None,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            status: 0,
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration: Default::default(),
+            request_to_target: None,
+            response_from_target: None,
+            host,
+            user_agent: headers.get(header::USER_AGENT).cloned(),
+            server_name: None,
+            tls_version: None,
+            service: "-".into(),
+            listener: "-".into(),
+            rule: "-".into(),
+            target_group: None,
+            failure: None,
+            request_id: headers.get(&X_REQUEST_ID).cloned(),
+        };
+        Pending {
+            entry: Box::new(entry),
+            sink: sink.clone(),
+            request: None,
+            sent_at: None,
+            head_at: None,
+        }
+    }
+
+    /// The route that answered: its names go in the entry.
+    pub fn route(&mut self, route: &RouteMetrics) {
+        self.entry.service = route.service.clone();
+        self.entry.listener = route.listener.clone();
+        self.entry.rule = route.rule.clone();
+    }
+
+    pub fn answered(&mut self, status: u16, failure: Option<&'static str>) {
+        self.entry.status = status;
+        self.entry.failure = failure;
+    }
+
+    /// What forwarding learned: the group, the target, the id the target was given, the timings.
+    pub fn forwarded(&mut self, group: &Arc<str>, trace: Trace) {
+        self.entry.target_group = Some(group.clone());
+        self.entry.target = trace.target;
+        if trace.request_id.is_some() {
+            self.entry.request_id = trace.request_id;
+        }
+        self.request = trace.request;
+        self.sent_at = trace.sent_at;
+        self.head_at = trace.head_at;
+    }
+
+    /// The response is done (or the client went away): completes the entry and queues it.
+    pub fn finish(mut self, bytes_sent: u64) {
+        let now = Instant::now();
+        let entry = &mut self.entry;
+        entry.bytes_sent = bytes_sent;
+        entry.duration = now.saturating_duration_since(entry.started);
+        let mut request_done = self.sent_at;
+        if let Some(request) = &self.request {
+            entry.bytes_received = request.bytes.load(Ordering::Relaxed);
+            if let Some(&ended) = request.ended.get() {
+                request_done = request_done.max(Some(ended));
+            }
+        }
+        entry.request_to_target =
+            request_done.map(|at| at.saturating_duration_since(entry.started));
+        entry.response_from_target = self.head_at.map(|at| now.saturating_duration_since(at));
+        self.sink.send(self.entry);
+    }
+}
+
+/// What the forwarding of one request observed, for its access log entry.
+#[derive(Default)]
+pub struct Trace {
+    pub target: Option<std::net::SocketAddr>,
+    pub request_id: Option<HeaderValue>,
+    pub request: Option<Arc<RequestProgress>>,
+    pub sent_at: Option<Instant>,
+    pub head_at: Option<Instant>,
+}
