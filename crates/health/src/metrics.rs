@@ -66,14 +66,7 @@ impl HealthMetrics {
     /// Drops the series of a target that is gone, so label sets stay bounded by the configuration.
     pub fn forget(&self, group: &str, target: &str) {
         let _ = self.healthy.remove_label_values(&[group, target]);
-        for state in [
-            TargetState::Initial,
-            TargetState::Healthy,
-            TargetState::Unhealthy,
-            TargetState::Draining,
-            TargetState::Unavailable,
-            TargetState::Unused,
-        ] {
+        for state in TargetState::ALL {
             let _ = self
                 .transitions
                 .remove_label_values(&[group, target, state.as_str()]);

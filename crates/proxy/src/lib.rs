@@ -88,6 +88,18 @@ impl Proxy {
         Ok(snapshot)
     }
 
+    /// Requests answered for a target group so far, and how many of them were 5xx.
+    pub fn group_traffic(&self, group: &str) -> (u64, u64) {
+        let count = |class: &str| {
+            self.metrics
+                .group_requests
+                .get_metric_with_label_values(&[group, class])
+                .map_or(0, |c| c.get())
+        };
+        let all = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(count);
+        (all.iter().sum(), all[4])
+    }
+
     /// Reopens the access log file (`SIGUSR1`, after logrotate moved it).
     pub fn reopen_access_log(&self) {
         if let Some(log) = &self.snapshot.load().access_log {

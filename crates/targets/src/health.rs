@@ -20,6 +20,17 @@ pub enum TargetState {
 }
 
 impl TargetState {
+    pub const ALL: [TargetState; 6] = [
+        TargetState::Initial,
+        TargetState::Healthy,
+        TargetState::Unhealthy,
+        TargetState::Draining,
+        TargetState::Unavailable,
+        TargetState::Unused,
+    ];
+}
+
+impl TargetState {
     pub fn as_str(self) -> &'static str {
         match self {
             TargetState::Initial => "initial",

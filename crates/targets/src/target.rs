@@ -76,6 +76,8 @@ pub struct TargetView {
     pub ejected_until: Option<Instant>,
     pub ejections: u32,
     pub in_flight: u32,
+    /// Requests finished so far.
+    pub completed: u64,
 }
 
 /// What a run of failed requests did to the target.
@@ -127,6 +129,7 @@ impl TargetStats {
             ejected_until: h.ejections.ejected_until(),
             ejections: h.ejections.count(),
             in_flight: self.in_flight(),
+            completed: self.completed(),
         }
     }
 

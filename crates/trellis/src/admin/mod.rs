@@ -283,6 +283,7 @@ fn change_error(e: &ChangeError) -> Reply {
 }
 
 fn metrics(daemon: &Daemon) -> Reply {
+    daemon.refresh_gauges();
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
     if let Err(e) = encoder.encode(&daemon.prometheus.gather(), &mut body) {

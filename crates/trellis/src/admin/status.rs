@@ -26,14 +26,17 @@ pub fn status(daemon: &Daemon) -> Value {
                 .iter()
                 .filter(|((g, _), _)| *g == tg.name)
                 .collect();
-            target_group(
+            let mut group = target_group(
                 tg,
                 in_use.contains(tg.name.as_str()),
                 &running,
                 &daemon.targets,
                 &leaving,
                 now,
-            )
+            );
+            let (requests, errors) = daemon.proxy.group_traffic(&tg.name);
+            group["traffic"] = json!({"requests": requests, "errors": errors});
+            group
         })
         .collect();
     // Groups gone from the configuration whose targets are still draining.
@@ -53,8 +56,14 @@ pub fn status(daemon: &Daemon) -> Value {
             .collect();
         groups.push(json!({"name": name, "removed": true, "targets": targets}));
     }
+    let uptime = now.1.duration_since(daemon.started).unwrap_or_default();
     json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "trellis": {
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_at": humantime::format_rfc3339_seconds(daemon.started).to_string(),
+            "uptime_seconds": round(uptime),
+        },
         "config": {
             "path": running.file.source.display().to_string(),
             "sha256": running.sha256,
@@ -202,6 +211,7 @@ fn target(
         "since": humantime::format_rfc3339_seconds(wall - in_state).to_string(),
         "in_state_seconds": round(in_state),
         "in_flight": v.in_flight,
+        "requests": v.completed,
         "ejected": v.ejected_until.is_some(),
         "ejected_for_seconds": v.ejected_until.map(|until| round(until.saturating_duration_since(now))),
         "ejections": v.ejections,

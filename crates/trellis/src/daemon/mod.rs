@@ -3,6 +3,7 @@
 //! snapshot, bind new listeners, swap, re-aim health checks, drain what left.
 
 mod drain;
+mod gauges;
 mod registry;
 
 use std::collections::HashSet;
@@ -125,6 +126,9 @@ pub struct Daemon {
     /// What each running scaling group shows in status.
     pub scaling: Mutex<Vec<Arc<crate::scaling::GroupHandle>>>,
     pub scaling_metrics: crate::scaling::ScalingMetrics,
+    gauges: gauges::Gauges,
+    /// When the daemon started, for status.
+    pub started: SystemTime,
     /// One change at a time: reloads and registrations are serialized.
     change: tokio::sync::Mutex<()>,
 }
@@ -176,6 +180,7 @@ impl Daemon {
     ) -> anyhow::Result<Arc<Daemon>> {
         let prometheus = prometheus::Registry::new();
         let scaling_metrics = crate::scaling::ScalingMetrics::new(&prometheus)?;
+        let gauges = gauges::Gauges::new(&prometheus)?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "trellis_config_reloads_total",
@@ -223,6 +228,8 @@ impl Daemon {
             draining: drain::Draining::default(),
             scaling: Mutex::new(Vec::new()),
             scaling_metrics,
+            gauges,
+            started: SystemTime::now(),
             change: tokio::sync::Mutex::new(()),
         }))
     }
@@ -236,6 +243,12 @@ impl Daemon {
     }
 
     /// Reloads (ok, error) so far.
+    /// Brings the gauges read at scrape time up to date.
+    pub fn refresh_gauges(&self) {
+        self.gauges
+            .refresh(&self.current(), &self.draining.list(), &self.targets);
+    }
+
     pub fn reload_counts(&self) -> (u64, u64) {
         let count = |r: &str| self.reloads.with_label_values(&[r]).get();
         (count("ok"), count("error"))
