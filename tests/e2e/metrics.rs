@@ -95,3 +95,148 @@ async fn request_counters_follow_service_listener_rule_and_status_class() {
         .unwrap();
     assert!((1.0..=accepted).contains(&open), "{open} of {accepted}");
 }
+
+#[tokio::test]
+async fn bytes_group_counters_errors_timeouts_and_target_states() {
+    let echo = Echo::start("b").await;
+    let silent = crate::support::servers::silent().await;
+    let dead = crate::support::servers::closed_port_addr();
+    let port = free_port();
+    let check = "path = \"/health\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\nhealthy_threshold = 2\nunhealthy_threshold = 2";
+    let config = [
+        service("shop", &["*"]),
+        listener(port, &forward_to("g")),
+        rule(
+            "gone",
+            10,
+            "{ path = { exact = \"/old\" } }",
+            &fixed(410, "gone"),
+        ),
+        rule(
+            "dead",
+            20,
+            "{ path = { prefix = \"/dead\" } }",
+            &forward_to("dead"),
+        ),
+        rule(
+            "slow",
+            30,
+            "{ path = { prefix = \"/slow\" } }",
+            &forward_to("slow"),
+        ),
+        crate::support::config::checked_target_group("g", &targets(&[echo.addr()]), check, ""),
+        target_group("dead", &targets(std::slice::from_ref(&dead))),
+        crate::support::config::target_group_with(
+            "slow",
+            &targets(&[silent.addr()]),
+            "response_timeout = \"200ms\"",
+        ),
+    ]
+    .concat();
+    let trellis = Trellis::start(&config, &[port]).await;
+    trellis
+        .wait_state(
+            "g",
+            &echo.addr(),
+            "healthy",
+            std::time::Duration::from_secs(10),
+        )
+        .await;
+    let c = client::http1();
+    let mut sent = 0;
+    for body in ["abcde", "fghij"] {
+        let reply = send(c.post(client::url(port, "/echo")).body(body)).await;
+        assert_eq!(reply.status, 200);
+        sent += reply.body.len();
+    }
+    let gone = send(c.get(client::url(port, "/old"))).await;
+    assert_eq!(gone.status, 410);
+    sent += gone.body.len();
+    let dead_reply = send(c.get(client::url(port, "/dead"))).await;
+    dead_reply.assert_trellis_error(502, "connect_failed");
+    sent += dead_reply.body.len();
+    let slow_reply = send(c.get(client::url(port, "/slow"))).await;
+    slow_reply.assert_trellis_error(504, "upstream_timeout");
+    sent += slow_reply.body.len();
+
+    let labels = "listener=\"web\",service=\"shop\"";
+    let expect = [
+        (format!("trellis_bytes_received_total{{{labels}}}"), 10.0),
+        (format!("trellis_bytes_sent_total{{{labels}}}"), sent as f64),
+        (
+            "trellis_target_group_requests_total{code_class=\"2xx\",target_group=\"g\"}".into(),
+            2.0,
+        ),
+        (
+            "trellis_target_group_requests_total{code_class=\"5xx\",target_group=\"dead\"}".into(),
+            1.0,
+        ),
+        (
+            "trellis_target_group_requests_total{code_class=\"5xx\",target_group=\"slow\"}".into(),
+            1.0,
+        ),
+        (
+            "trellis_target_group_request_duration_seconds_count{target_group=\"g\"}".into(),
+            2.0,
+        ),
+        (
+            "trellis_target_connection_errors_total{target_group=\"dead\"}".into(),
+            1.0,
+        ),
+        (
+            "trellis_target_connection_errors_total{target_group=\"g\"}".into(),
+            0.0,
+        ),
+        (
+            "trellis_request_timeouts_total{target_group=\"slow\"}".into(),
+            1.0,
+        ),
+        (
+            "trellis_request_timeouts_total{target_group=\"dead\"}".into(),
+            0.0,
+        ),
+        (
+            "trellis_target_group_targets{state=\"healthy\",target_group=\"g\"}".into(),
+            1.0,
+        ),
+        (
+            "trellis_target_group_targets{state=\"unhealthy\",target_group=\"g\"}".into(),
+            0.0,
+        ),
+        (
+            "trellis_target_group_targets{state=\"unavailable\",target_group=\"dead\"}".into(),
+            1.0,
+        ),
+        ("trellis_build_info{version=\"0.1.0\"}".into(), 1.0),
+    ];
+    for (sample, value) in expect {
+        assert_eq!(trellis.metric(&sample).await, Some(value), "{sample}");
+    }
+    let rss = trellis
+        .metric("process_resident_memory_bytes")
+        .await
+        .expect("process metrics");
+    assert!(rss > 1_000_000.0, "{rss}");
+
+    // The status page's numbers: requests and 5xx per group, requests per target.
+    let status = trellis.status().await;
+    let group = |name: &str| {
+        status["target_groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        group("g")["traffic"],
+        serde_json::json!({"requests": 2, "errors": 0})
+    );
+    assert_eq!(group("g")["targets"][0]["requests"], 2);
+    assert_eq!(
+        group("dead")["traffic"],
+        serde_json::json!({"requests": 1, "errors": 1})
+    );
+    assert!(status["trellis"]["uptime_seconds"].as_f64().unwrap() >= 0.0);
+}

@@ -50,7 +50,13 @@ pub async fn handle(
                 .pick()
                 .and_then(|to| Some((snapshot.group(to.slot)?.clone(), to.target_header.clone())))
             {
-                Some((group, header)) => (group, header, route.clone(), log),
+                Some((group, header)) => {
+                    let mut log = log;
+                    if let Some(entry) = &mut log {
+                        entry.group(&group.name);
+                    }
+                    (group, header, route.clone(), log)
+                }
                 None => {
                     let f = Failure::NoTargets;
                     return Ok(answer(failure(f), route, started, log, Some(f)));
@@ -74,7 +80,7 @@ pub async fn handle(
     group.metrics.record(resp.status(), started);
     let (route, mut log) = unanswered.take();
     if let Some(log) = &mut log {
-        log.forwarded(&group.name, trace);
+        log.forwarded(trace);
     }
     Ok(answer(resp, &route, started, log, failed))
 }

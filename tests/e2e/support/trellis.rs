@@ -172,6 +172,11 @@ impl Trellis {
     pub fn stderr(&self) -> String {
         self.child.stderr.text()
     }
+
+    /// What trellis wrote on stdout so far: the access log, when its destination is `stdout`.
+    pub fn stdout(&self) -> String {
+        self.child.stdout.text()
+    }
 }
 
 /// The admin API of a running trellis.

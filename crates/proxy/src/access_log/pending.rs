@@ -103,9 +103,13 @@ impl Pending {
         self.entry.failure = failure;
     }
 
-    /// What forwarding learned: the group, the target, the id the target was given, the timings.
-    pub fn forwarded(&mut self, group: &Arc<str>, trace: Trace) {
+    /// The target group the request is forwarded to.
+    pub fn group(&mut self, group: &Arc<str>) {
         self.entry.target_group = Some(group.clone());
+    }
+
+    /// What forwarding learned: the target, the id the target was given, the timings.
+    pub fn forwarded(&mut self, trace: Trace) {
         self.entry.target = trace.target;
         if trace.request_id.is_some() {
             self.entry.request_id = trace.request_id;
