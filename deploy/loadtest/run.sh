@@ -4,6 +4,7 @@
 #   deploy/loadtest/run.sh                      # plain scenario, 10s per peer
 #   DURATION=30s SCENARIO=mix deploy/loadtest/run.sh
 #   PEERS="direct trellis" TRELLIS_BIN=/path/to/trellis deploy/loadtest/run.sh
+#   PEERS="trellis trellis-log" deploy/loadtest/run.sh   # the access log's cost: off vs to a file
 #
 # One `trellis echo` backend pinned to core LOAD_CORE (default 1) with wrk; each proxy runs one worker
 # pinned to core PROXY_CORE (default 0). For each peer: req/s, p50, p99 (wrk --latency) and the proxy's
@@ -18,7 +19,7 @@ WARMUP=${WARMUP:-2s}                # a short unmeasured wrk run before each mea
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
 SCENARIO=${SCENARIO:-plain}         # plain | mix
-PEERS=${PEERS:-direct trellis nginx haproxy}
+PEERS=${PEERS:-direct trellis trellis-log nginx haproxy}
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
 TRELLIS_BIN=${TRELLIS_BIN:-}        # default: cargo build --release -p trellis, then target/release/trellis
@@ -275,6 +276,13 @@ peer() {
             render "$HERE/trellis$SUFFIX.toml.tmpl" "$WORKDIR/trellis.toml"
             start trellis "$PROXY_CORE" "$TRELLIS_BIN" run -c "$WORKDIR/trellis.toml" --workers 1
             ;;
+        trellis-log)
+            # The same, with every request written to an access log file (metrics are always on).
+            render "$HERE/trellis$SUFFIX.toml.tmpl" "$WORKDIR/trellis-log.toml"
+            sed -i "s|^destination = \"off\"|destination = \"$WORKDIR/access.log\"|" "$WORKDIR/trellis-log.toml"
+            grep -q "access.log" "$WORKDIR/trellis-log.toml" || die "trellis-log: no access_log destination to replace in the template"
+            start trellis-log "$PROXY_CORE" "$TRELLIS_BIN" run -c "$WORKDIR/trellis-log.toml" --workers 1
+            ;;
         nginx)
             render "$HERE/nginx$SUFFIX.conf.tmpl" "$WORKDIR/nginx.conf"
             mkdir -p "$WORKDIR/nginx-tmp"
@@ -307,6 +315,14 @@ peer() {
     fi
     mapfile -t pids < <(proc_tree "$pid")
     measure "$name" "$PROXY_PORT" "${pids[@]}" || true
+    if [[ "$name" == trellis-log ]]; then
+        # Lines the writer dropped would make the comparison unfair: say how many were written and dropped.
+        local metrics written dropped
+        metrics=$(http_get "$ADMIN_PORT" localhost /metrics 2>/dev/null || true)
+        written=$(awk '$1 == "trellis_access_log_lines_total" {print $2}' <<<"$metrics")
+        dropped=$(awk '$1 == "trellis_access_log_dropped_total" {print $2}' <<<"$metrics")
+        R_NOTE[$name]="${R_NOTE[$name]:+${R_NOTE[$name]}; }log: ${written:-?} lines, ${dropped:-?} dropped, $(du -h "$WORKDIR/access.log" 2>/dev/null | cut -f1)"
+    fi
     stop_all_but_backend
 }
 
@@ -324,7 +340,7 @@ start echo "$LOAD_CORE" "$ECHO_BIN" echo --listen "127.0.0.1:$BACKEND_PORT" --wo
 BACKEND_PID=$PID
 wait_ready echo "$BACKEND_PORT" "$BACKEND_PID" || die "the echo backend did not start (is \`trellis echo\` wired in this build?)"
 
-for name in direct trellis nginx haproxy; do
+for name in direct trellis trellis-log nginx haproxy; do
     want_peer "$name" && peer "$name"
 done
 
@@ -332,7 +348,7 @@ done
 version_of() {
     case "$1" in
         direct) echo "backend only" ;;
-        trellis) echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')" ;;
+        trellis | trellis-log) echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')" ;;
         nginx) "$NGINX" -v 2>&1 | sed 's|.*nginx/||' ;;
         haproxy) "$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {sub(/-.*/, "", $3); print $3}' ;;
     esac
@@ -350,14 +366,20 @@ echo
 echo "trellis load test: scenario=$SCENARIO, wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, warm-up $WARMUP"
 echo "proxy pinned to core $PROXY_CORE (1 worker); echo backend + wrk pinned to core $LOAD_CORE; $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')"
 echo
-printf '%-8s %-14s %12s %10s %10s %14s %14s  %s\n' peer version 'req/s' 'p50 ms' 'p99 ms' 'proxy µs/req' 'echo µs/req' notes
-printf '%-8s %-14s %12s %10s %10s %14s %14s  %s\n' -------- -------------- ------------ ---------- ---------- -------------- -------------- -----
+printf '%-11s %-14s %12s %10s %10s %14s %14s  %s\n' peer version 'req/s' 'p50 ms' 'p99 ms' 'proxy µs/req' 'echo µs/req' notes
+printf '%-11s %-14s %12s %10s %10s %14s %14s  %s\n' ----------- -------------- ------------ ---------- ---------- -------------- -------------- -----
 for name in "${ORDER[@]}"; do
-    printf '%-8s %-14s %12s %10s %10s %14s %14s  %s\n' "$name" "$(version_of "$name")" \
+    printf '%-11s %-14s %12s %10s %10s %14s %14s  %s\n' "$name" "$(version_of "$name")" \
         "${R_RPS[$name]:--}" "$(fmt_ms "${R_P50[$name]:-}")" "$(fmt_ms "${R_P99[$name]:-}")" \
         "${R_CPU[$name]:--}" "${R_ECHO[$name]:--}" "${R_NOTE[$name]:-}"
 done
 echo
+if [[ " ${ORDER[*]} " == *" trellis "* && " ${ORDER[*]} " == *" trellis-log "* ]]; then
+    printf 'access log on/off  req/s %-7s p99 %-7s CPU/request %-7s\n' \
+        "$(ratio "${R_RPS[trellis-log]:-}" "${R_RPS[trellis]:-}")" \
+        "$(ratio "${R_P99[trellis-log]:-}" "${R_P99[trellis]:-}")" \
+        "$(ratio "${R_CPU[trellis-log]:-}" "${R_CPU[trellis]:-}")"
+fi
 for other in nginx haproxy; do
     [[ " ${ORDER[*]} " == *" trellis "* && " ${ORDER[*]} " == *" $other "* ]] || continue
     printf 'trellis/%-8s req/s %-7s p99 %-7s CPU/request %-7s\n' "$other" \

@@ -316,3 +316,32 @@ async fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
     let sample = "trellis_requests_total{code_class=\"4xx\",listener=\"web\",rule=\"default\",service=\"s\"}";
     assert_eq!(trellis.metric(sample).await, Some(1.0));
 }
+
+#[tokio::test]
+async fn every_line_is_written_before_exit() {
+    let echo = Echo::start("last").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let port = free_port();
+    let config = [
+        access_log(log.to_str().unwrap()),
+        service("s", &["*"]),
+        listener(port, &forward_to("g")),
+        target_group("g", &targets(&[echo.addr()])),
+    ]
+    .concat();
+    let mut trellis = Trellis::start(&config, &[port]).await;
+    let c = client::http1();
+    for i in 0..50 {
+        assert_eq!(
+            send(c.get(client::url(port, &format!("/{i}"))))
+                .await
+                .status,
+            200
+        );
+    }
+    drop(c);
+    trellis.signal(libc::SIGTERM);
+    assert!(trellis.wait_exit(WAIT).await.success());
+    assert_eq!(file_lines(&log).len(), 50);
+}

@@ -100,6 +100,15 @@ impl Proxy {
         (all.iter().sum(), all[4])
     }
 
+    /// Writes out the access log entries queued so far (at shutdown, after the last request).
+    pub async fn flush_access_log(&self, timeout: std::time::Duration) -> bool {
+        let log = self.snapshot.load().access_log.clone();
+        match log {
+            Some(log) => log.flush(timeout).await,
+            None => true,
+        }
+    }
+
     /// Reopens the access log file (`SIGUSR1`, after logrotate moved it).
     pub fn reopen_access_log(&self) {
         if let Some(log) = &self.snapshot.load().access_log {

@@ -52,6 +52,9 @@ pub fn run(
         } else {
             tracing::warn!("grace period over with connections still open; closing them");
         }
+        if !daemon.proxy.flush_access_log(Duration::from_secs(5)).await {
+            tracing::warn!("access log not fully written before exit");
+        }
         anyhow::Ok(())
     })?;
     // Upstream connections and tunnels still open are dropped with the runtime.

@@ -1,23 +1,25 @@
 //! One access log entry, and its JSON line.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderValue, Method, Uri, Version};
+use http::{Method, Version};
 use serde::Serialize;
 
-/// What the request path knows about one request. Everything is a value it already held (names are
-/// `Arc<str>` from the snapshot, header values share the request's buffer), so filling one costs no
-/// formatting; the writer thread turns it into text.
+/// What the request path knows about one request. Entries are recycled: the writer hands each back
+/// after formatting it, so that in steady state filling one allocates nothing, and the text fields are
+/// copies in buffers that keep their capacity. (Keeping the request's own header values instead would
+/// hold on to the connection's read buffer until the writer got to them, and make hyper allocate a new
+/// one for every request.)
 pub struct Entry {
     pub start_time: SystemTime,
     pub started: Instant,
     pub source: SocketAddr,
     pub target: Option<SocketAddr>,
     pub method: Method,
-    pub uri: Uri,
+    /// Path and query.
+    pub path: String,
     pub version: Version,
     pub status: u16,
     pub bytes_received: u64,
@@ -28,17 +30,79 @@ pub struct Entry {
     pub request_to_target: Option<Duration>,
     /// The target's response head to the last byte sent to the client.
     pub response_from_target: Option<Duration>,
-    pub host: Option<HeaderValue>,
-    pub user_agent: Option<HeaderValue>,
+    /// Empty when absent, as the next three.
+    pub host: String,
+    pub user_agent: String,
+    pub request_id: String,
     pub server_name: Option<Arc<str>>,
     pub tls_version: Option<&'static str>,
-    pub service: Arc<str>,
-    pub listener: Arc<str>,
-    pub rule: Arc<str>,
+    pub service: Option<Arc<str>>,
+    pub listener: Option<Arc<str>>,
+    pub rule: Option<Arc<str>>,
     pub target_group: Option<Arc<str>>,
     /// Why trellis answered itself (the `x-trellis-error` code), or `client_closed`.
     pub failure: Option<&'static str>,
-    pub request_id: Option<HeaderValue>,
+}
+
+impl Default for Entry {
+    fn default() -> Self {
+        Entry {
+            start_time: SystemTime::UNIX_EPOCH,
+            started: Instant::now(),
+            source: SocketAddr::from(([0, 0, 0, 0], 0)),
+            target: None,
+            method: Method::GET,
+            path: String::new(),
+            version: Version::HTTP_11,
+            status: 0,
+            bytes_received: 0,
+            bytes_sent: 0,
+            duration: Duration::ZERO,
+            request_to_target: None,
+            response_from_target: None,
+            host: String::new(),
+            user_agent: String::new(),
+            request_id: String::new(),
+            server_name: None,
+            tls_version: None,
+            service: None,
+            listener: None,
+            rule: None,
+            target_group: None,
+            failure: None,
+        }
+    }
+}
+
+impl Entry {
+    /// Readies a used entry for the next request: text buffers keep their capacity, shared names are
+    /// let go.
+    pub fn recycle(&mut self) {
+        self.target = None;
+        self.path.clear();
+        self.host.clear();
+        self.user_agent.clear();
+        self.request_id.clear();
+        self.request_to_target = None;
+        self.response_from_target = None;
+        self.bytes_received = 0;
+        self.bytes_sent = 0;
+        self.server_name = None;
+        self.tls_version = None;
+        self.service = None;
+        self.listener = None;
+        self.rule = None;
+        self.target_group = None;
+        self.failure = None;
+    }
+}
+
+/// Copies a header value into `out`; bytes that are not UTF-8 are replaced, never dropped silently.
+pub fn copy_text(out: &mut String, value: &[u8]) {
+    match std::str::from_utf8(value) {
+        Ok(text) => out.push_str(text),
+        Err(_) => out.push_str(&String::from_utf8_lossy(value)),
+    }
 }
 
 /// The JSON line, with Lattice's field names. Absent strings are `"-"` as in Lattice's and ALB's logs;
@@ -59,16 +123,16 @@ struct Line<'a> {
     duration: f64,
     request_to_target_duration: Option<f64>,
     response_from_target_duration: Option<f64>,
-    host_header: Cow<'a, str>,
+    host_header: &'a str,
     server_name_indication: &'a str,
-    user_agent: Cow<'a, str>,
+    user_agent: &'a str,
     tls_version: &'static str,
     service_name: &'a str,
     listener_name: &'a str,
     rule_name: &'a str,
     target_group_name: &'a str,
     failure_reason: &'static str,
-    request_id: Cow<'a, str>,
+    request_id: &'a str,
 }
 
 const NONE: &str = "-";
@@ -83,10 +147,7 @@ impl Entry {
                 .target
                 .map_or_else(|| NONE.to_string(), |t| t.to_string()),
             request_method: self.method.as_str(),
-            request_path: self
-                .uri
-                .path_and_query()
-                .map_or(self.uri.path(), |pq| pq.as_str()),
+            request_path: or_none(&self.path),
             protocol: protocol(self.version),
             response_code: self.status,
             bytes_received: self.bytes_received,
@@ -94,16 +155,16 @@ impl Entry {
             duration: millis(self.duration),
             request_to_target_duration: self.request_to_target.map(millis),
             response_from_target_duration: self.response_from_target.map(millis),
-            host_header: text(self.host.as_ref()),
+            host_header: or_none(&self.host),
             server_name_indication: self.server_name.as_deref().unwrap_or(NONE),
-            user_agent: text(self.user_agent.as_ref()),
+            user_agent: or_none(&self.user_agent),
             tls_version: self.tls_version.unwrap_or(NONE),
-            service_name: &self.service,
-            listener_name: &self.listener,
-            rule_name: &self.rule,
+            service_name: self.service.as_deref().unwrap_or(NONE),
+            listener_name: self.listener.as_deref().unwrap_or(NONE),
+            rule_name: self.rule.as_deref().unwrap_or(NONE),
             target_group_name: self.target_group.as_deref().unwrap_or(NONE),
             failure_reason: self.failure.unwrap_or(NONE),
-            request_id: text(self.request_id.as_ref()),
+            request_id: or_none(&self.request_id),
         };
         // Serializing plain strings and numbers into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, &line);
@@ -126,11 +187,11 @@ fn millis(d: Duration) -> f64 {
     (d.as_nanos() / 1000) as f64 / 1000.0
 }
 
-/// A header value as text; bytes that are not UTF-8 are replaced, never dropped silently.
-fn text(value: Option<&HeaderValue>) -> Cow<'_, str> {
-    match value {
-        None => Cow::Borrowed(NONE),
-        Some(v) => String::from_utf8_lossy(v.as_bytes()),
+fn or_none(text: &str) -> &str {
+    if text.is_empty() {
+        NONE
+    } else {
+        text
     }
 }
 
@@ -139,13 +200,15 @@ mod tests {
     use super::*;
 
     fn entry() -> Entry {
+        let mut user_agent = String::new();
+        copy_text(&mut user_agent, b"curl/8 \"quoted\" \xff");
         Entry {
             start_time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
             started: Instant::now(),
             source: "127.0.0.1:50000".parse().unwrap(),
             target: Some("127.0.0.1:8081".parse().unwrap()),
             method: Method::POST,
-            uri: Uri::from_static("/api/items?page=2"),
+            path: "/api/items?page=2".into(),
             version: Version::HTTP_11,
             status: 201,
             bytes_received: 12,
@@ -153,16 +216,16 @@ mod tests {
             duration: Duration::from_micros(1_234),
             request_to_target: Some(Duration::from_micros(210)),
             response_from_target: Some(Duration::from_micros(15)),
-            host: Some(HeaderValue::from_static("shop.internal")),
-            user_agent: Some(HeaderValue::from_bytes(b"curl/8 \"quoted\" \xff").unwrap()),
+            host: "shop.internal".into(),
+            user_agent,
+            request_id: "abc".into(),
             server_name: None,
             tls_version: None,
-            service: "shop".into(),
-            listener: "web".into(),
-            rule: "api".into(),
+            service: Some("shop".into()),
+            listener: Some("web".into()),
+            rule: Some("api".into()),
             target_group: Some("api".into()),
             failure: None,
-            request_id: Some(HeaderValue::from_static("abc")),
         }
     }
 
@@ -204,7 +267,7 @@ mod tests {
         e.target_group = None;
         e.request_to_target = None;
         e.response_from_target = None;
-        e.host = None;
+        e.host.clear();
         e.failure = Some("no_service");
         let mut out = Vec::new();
         e.write_line(&mut out);
@@ -215,5 +278,30 @@ mod tests {
         assert!(v["requestToTargetDuration"].is_null());
         assert!(v["responseFromTargetDuration"].is_null());
         assert_eq!(v["failureReason"], "no_service");
+    }
+
+    #[test]
+    fn a_recycled_entry_keeps_nothing_of_its_request() {
+        let mut e = entry();
+        e.recycle();
+        let mut out = Vec::new();
+        e.write_line(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        for key in [
+            "targetIpPort",
+            "requestPath",
+            "hostHeader",
+            "userAgent",
+            "serviceName",
+            "listenerName",
+            "ruleName",
+            "targetGroupName",
+            "failureReason",
+            "requestId",
+        ] {
+            assert_eq!(v[key], "-", "{key}");
+        }
+        assert_eq!(v["bytesReceived"], 0);
+        assert!(v["requestToTargetDuration"].is_null());
     }
 }

@@ -15,6 +15,7 @@ pub use pending::{Pending, RequestProgress, Trace};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crossbeam_queue::ArrayQueue;
 use prometheus::{IntCounter, Registry};
 use tokio::sync::mpsc;
 use trellis_config::LogDestination;
@@ -22,6 +23,10 @@ use trellis_config::LogDestination;
 /// Entries waiting for the writer. At a few hundred bytes each this bounds the log's memory to a few MB,
 /// and gives the writer well over a second of slack at the rates one daemon serves.
 const QUEUE: usize = 16 * 1024;
+
+/// Entries kept for reuse: more than are in flight between the request path and the writer at once
+/// in steady state.
+const SPARE: usize = 4096;
 
 /// Counters of the access log, shared by every writer the daemon starts.
 #[derive(Clone)]
@@ -58,6 +63,8 @@ impl LogMetrics {
 pub struct AccessLog {
     destination: LogDestination,
     queue: mpsc::Sender<Message>,
+    /// Entries the writer is done with, for reuse.
+    spare: Arc<ArrayQueue<Box<Entry>>>,
     reopen: Arc<AtomicBool>,
     dropped: IntCounter,
 }
@@ -73,15 +80,18 @@ impl AccessLog {
         }
         let (queue, entries) = mpsc::channel(QUEUE);
         let reopen = Arc::new(AtomicBool::new(false));
-        writer::spawn(
-            destination.clone(),
+        let spare = Arc::new(ArrayQueue::new(SPARE));
+        let writer = writer::Writer {
             entries,
-            reopen.clone(),
-            metrics.clone(),
-        )?;
+            spare: spare.clone(),
+            reopen: reopen.clone(),
+            metrics: metrics.clone(),
+        };
+        writer.spawn(destination.clone())?;
         Ok(Some(Arc::new(AccessLog {
             destination: destination.clone(),
             queue,
+            spare,
             reopen,
             dropped: metrics.dropped.clone(),
         })))
@@ -91,11 +101,26 @@ impl AccessLog {
         &self.destination
     }
 
+    /// An entry to fill: a spare one, or a new one while there are none.
+    pub(crate) fn entry(&self) -> Box<Entry> {
+        self.spare.pop().unwrap_or_default()
+    }
+
     /// Queues a finished entry, or drops and counts it if the writer is behind.
     pub fn send(&self, entry: Box<Entry>) {
         if self.queue.try_send(Message::Entry(entry)).is_err() {
             self.dropped.inc();
         }
+    }
+
+    /// Waits until every entry queued so far is written (at shutdown), for at most `timeout`.
+    pub async fn flush(&self, timeout: std::time::Duration) -> bool {
+        let (done, written) = tokio::sync::oneshot::channel();
+        let flushed =
+            async { self.queue.send(Message::Flush(done)).await.is_ok() && written.await.is_ok() };
+        tokio::time::timeout(timeout, flushed)
+            .await
+            .unwrap_or(false)
     }
 
     /// Asks the writer to close and reopen its file (after logrotate moved it). Lines queued before
@@ -113,4 +138,6 @@ enum Message {
     Entry(Box<Entry>),
     /// Nothing to write: look at the reopen flag.
     Wake,
+    /// Write everything queued before this, then say so.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }

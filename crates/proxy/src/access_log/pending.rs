@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 use http::header::{self, HeaderValue};
 use http::Request;
 
+use super::entry::copy_text;
 use super::{AccessLog, Entry};
 use crate::headers::X_REQUEST_ID;
 use crate::snapshot::RouteMetrics;
@@ -49,41 +50,30 @@ impl Pending {
         source: std::net::SocketAddr,
         started: Instant,
     ) -> Pending {
+        let mut entry = sink.entry();
         let headers = req.headers();
-        let host = match headers.get(header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => req
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-        };
-        let entry = Entry {
-            start_time: SystemTime::now(),
-            started,
-            source,
-            target: None,
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            status: 0,
-            bytes_received: 0,
-            bytes_sent: 0,
-            duration: Default::default(),
-            request_to_target: None,
-            response_from_target: None,
-            host,
-            user_agent: headers.get(header::USER_AGENT).cloned(),
-            server_name: None,
-            tls_version: None,
-            service: "-".into(),
-            listener: "-".into(),
-            rule: "-".into(),
-            target_group: None,
-            failure: None,
-            request_id: headers.get(&X_REQUEST_ID).cloned(),
-        };
+        entry.start_time = SystemTime::now();
+        entry.started = started;
+        entry.source = source;
+        entry.method = req.method().clone();
+        entry.version = req.version();
+        let uri = req.uri();
+        entry
+            .path
+            .push_str(uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()));
+        match (headers.get(header::HOST), uri.authority()) {
+            (Some(host), _) => copy_text(&mut entry.host, host.as_bytes()),
+            (None, Some(authority)) => entry.host.push_str(authority.as_str()),
+            (None, None) => {}
+        }
+        if let Some(agent) = headers.get(header::USER_AGENT) {
+            copy_text(&mut entry.user_agent, agent.as_bytes());
+        }
+        if let Some(id) = headers.get(&X_REQUEST_ID) {
+            copy_text(&mut entry.request_id, id.as_bytes());
+        }
         Pending {
-            entry: Box::new(entry),
+            entry,
             sink: sink.clone(),
             request: None,
             sent_at: None,
@@ -93,9 +83,9 @@ impl Pending {
 
     /// The route that answered: its names go in the entry.
     pub fn route(&mut self, route: &RouteMetrics) {
-        self.entry.service = route.service.clone();
-        self.entry.listener = route.listener.clone();
-        self.entry.rule = route.rule.clone();
+        self.entry.service = Some(route.service.clone());
+        self.entry.listener = Some(route.listener.clone());
+        self.entry.rule = Some(route.rule.clone());
     }
 
     pub fn answered(&mut self, status: u16, failure: Option<&'static str>) {
@@ -111,8 +101,9 @@ impl Pending {
     /// What forwarding learned: the target, the id the target was given, the timings.
     pub fn forwarded(&mut self, trace: Trace) {
         self.entry.target = trace.target;
-        if trace.request_id.is_some() {
-            self.entry.request_id = trace.request_id;
+        if let Some(id) = trace.request_id {
+            self.entry.request_id.clear();
+            copy_text(&mut self.entry.request_id, id.as_bytes());
         }
         self.request = trace.request;
         self.sent_at = trace.sent_at;
