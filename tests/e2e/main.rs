@@ -13,6 +13,7 @@ mod forwarding;
 mod health;
 mod limits;
 mod metrics;
+mod page;
 mod reload;
 mod routing;
 mod scaling;

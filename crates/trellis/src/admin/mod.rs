@@ -1,7 +1,9 @@
-//! The admin listener (`[admin].listen`): health, metrics, status, reload and target registration. It
-//! never shares a port with traffic, so a flood on a listener cannot starve the operator's view.
+//! The admin listener (`[admin].listen`): the status page, health, metrics, status, reload and target
+//! registration. It never shares a port with traffic, so a flood on a listener cannot starve the
+//! operator's view.
 
 mod auth;
+mod page;
 mod status;
 
 use std::convert::Infallible;
@@ -63,6 +65,7 @@ async fn handle(daemon: &Arc<Daemon>, req: Request<Incoming>) -> Reply {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
     match (&method, segments.as_slice()) {
+        (&Method::GET | &Method::HEAD, [""]) => page::page(),
         (&Method::GET | &Method::HEAD, ["healthz"]) => {
             respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into())
         }
@@ -109,7 +112,7 @@ async fn handle(daemon: &Arc<Daemon>, req: Request<Incoming>) -> Reply {
             let (group, id) = (percent_decode(group), percent_decode(id));
             protect(daemon, &group, &id, req).await
         }
-        (_, ["healthz"] | ["metrics"] | ["v1", "status"] | ["v1", "reload"])
+        (_, [""] | ["healthz"] | ["metrics"] | ["v1", "status"] | ["v1", "reload"])
         | (_, ["v1", "scaling-groups", _, "desired"])
         | (_, ["v1", "scaling-groups", _, "instances", _, "protection"])
         | (_, ["v1", "target-groups", _, "targets", ..]) => error(
