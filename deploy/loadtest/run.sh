@@ -4,7 +4,7 @@
 #   deploy/loadtest/run.sh                      # plain scenario, 10s per peer
 #   DURATION=30s SCENARIO=mix deploy/loadtest/run.sh
 #   PEERS="direct trellis" TRELLIS_BIN=/path/to/trellis deploy/loadtest/run.sh
-#   PEERS="trellis trellis-log" deploy/loadtest/run.sh   # the access log's cost: off vs to a file
+#   PEERS="trellis trellis-log nginx nginx-log" deploy/loadtest/run.sh   # access logs' cost: off vs to a file
 #
 # One `trellis echo` backend pinned to core LOAD_CORE (default 1) with wrk; each proxy runs one worker
 # pinned to core PROXY_CORE (default 0). For each peer: req/s, p50, p99 (wrk --latency) and the proxy's
@@ -26,6 +26,7 @@ TRELLIS_BIN=${TRELLIS_BIN:-}        # default: cargo build --release -p trellis,
 ECHO_BIN=${ECHO_BIN:-}              # binary providing `echo` (default: the trellis binary)
 NO_BUILD=${NO_BUILD:-0}             # 1: don't run cargo, use target/release/trellis as it is
 KEEP=${KEEP:-0}                     # 1: keep the work directory (configs, logs, raw wrk output)
+ACCESS_LOG=${ACCESS_LOG:-}          # trellis-log's access log file (default: in the work directory)
 READY_TIMEOUT=${READY_TIMEOUT:-15}  # seconds a server gets to answer its first request
 
 usage() {
@@ -279,16 +280,20 @@ peer() {
         trellis-log)
             # The same, with every request written to an access log file (metrics are always on).
             render "$HERE/trellis$SUFFIX.toml.tmpl" "$WORKDIR/trellis-log.toml"
-            sed -i "s|^destination = \"off\"|destination = \"$WORKDIR/access.log\"|" "$WORKDIR/trellis-log.toml"
-            grep -q "access.log" "$WORKDIR/trellis-log.toml" || die "trellis-log: no access_log destination to replace in the template"
+            sed -i "s|^destination = \"off\"|destination = \"${ACCESS_LOG:-$WORKDIR/access.log}\"|" "$WORKDIR/trellis-log.toml"
+            grep -q '^destination = "/' "$WORKDIR/trellis-log.toml" || die "trellis-log: no access_log destination to replace in the template"
             start trellis-log "$PROXY_CORE" "$TRELLIS_BIN" run -c "$WORKDIR/trellis-log.toml" --workers 1
             ;;
-        nginx)
+        nginx | nginx-log)
             render "$HERE/nginx$SUFFIX.conf.tmpl" "$WORKDIR/nginx.conf"
+            if [[ "$name" == nginx-log ]]; then
+                # The reference for trellis-log: nginx's combined format, buffered as nginx users do.
+                sed -i "s|access_log off;|access_log $WORKDIR/nginx-access.log combined buffer=64k flush=1s;|" "$WORKDIR/nginx.conf"
+            fi
             mkdir -p "$WORKDIR/nginx-tmp"
             local eflag=()
             "$NGINX" -h 2>&1 | grep -q -- ' -e ' && eflag=(-e "$WORKDIR/nginx-error.log")
-            start nginx "$PROXY_CORE" "$NGINX" -p "$WORKDIR" -c "$WORKDIR/nginx.conf" "${eflag[@]}"
+            start "$name" "$PROXY_CORE" "$NGINX" -p "$WORKDIR" -c "$WORKDIR/nginx.conf" "${eflag[@]}"
             ;;
         haproxy)
             render "$HERE/haproxy$SUFFIX.cfg.tmpl" "$WORKDIR/haproxy.cfg"
@@ -321,7 +326,7 @@ peer() {
         metrics=$(http_get "$ADMIN_PORT" localhost /metrics 2>/dev/null || true)
         written=$(awk '$1 == "trellis_access_log_lines_total" {print $2}' <<<"$metrics")
         dropped=$(awk '$1 == "trellis_access_log_dropped_total" {print $2}' <<<"$metrics")
-        R_NOTE[$name]="${R_NOTE[$name]:+${R_NOTE[$name]}; }log: ${written:-?} lines, ${dropped:-?} dropped, $(du -h "$WORKDIR/access.log" 2>/dev/null | cut -f1)"
+        R_NOTE[$name]="${R_NOTE[$name]:+${R_NOTE[$name]}; }log: ${written:-?} lines, ${dropped:-?} dropped, $(du -h "${ACCESS_LOG:-$WORKDIR/access.log}" 2>/dev/null | cut -f1)"
     fi
     stop_all_but_backend
 }
@@ -340,7 +345,7 @@ start echo "$LOAD_CORE" "$ECHO_BIN" echo --listen "127.0.0.1:$BACKEND_PORT" --wo
 BACKEND_PID=$PID
 wait_ready echo "$BACKEND_PORT" "$BACKEND_PID" || die "the echo backend did not start (is \`trellis echo\` wired in this build?)"
 
-for name in direct trellis trellis-log nginx haproxy; do
+for name in direct trellis trellis-log nginx nginx-log haproxy; do
     want_peer "$name" && peer "$name"
 done
 
@@ -349,7 +354,7 @@ version_of() {
     case "$1" in
         direct) echo "backend only" ;;
         trellis | trellis-log) echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')" ;;
-        nginx) "$NGINX" -v 2>&1 | sed 's|.*nginx/||' ;;
+        nginx | nginx-log) "$NGINX" -v 2>&1 | sed 's|.*nginx/||' ;;
         haproxy) "$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {sub(/-.*/, "", $3); print $3}' ;;
     esac
 }
@@ -379,6 +384,12 @@ if [[ " ${ORDER[*]} " == *" trellis "* && " ${ORDER[*]} " == *" trellis-log "* ]
         "$(ratio "${R_RPS[trellis-log]:-}" "${R_RPS[trellis]:-}")" \
         "$(ratio "${R_P99[trellis-log]:-}" "${R_P99[trellis]:-}")" \
         "$(ratio "${R_CPU[trellis-log]:-}" "${R_CPU[trellis]:-}")"
+fi
+if [[ " ${ORDER[*]} " == *" nginx "* && " ${ORDER[*]} " == *" nginx-log "* ]]; then
+    printf 'nginx log on/off   req/s %-7s p99 %-7s CPU/request %-7s\n' \
+        "$(ratio "${R_RPS[nginx-log]:-}" "${R_RPS[nginx]:-}")" \
+        "$(ratio "${R_P99[nginx-log]:-}" "${R_P99[nginx]:-}")" \
+        "$(ratio "${R_CPU[nginx-log]:-}" "${R_CPU[nginx]:-}")"
 fi
 for other in nginx haproxy; do
     [[ " ${ORDER[*]} " == *" trellis "* && " ${ORDER[*]} " == *" $other "* ]] || continue
