@@ -11,6 +11,7 @@ mod ctl;
 mod failures;
 mod forwarding;
 mod health;
+mod https;
 mod limits;
 mod metrics;
 mod page;

@@ -16,10 +16,12 @@ mod raw;
 mod sections;
 mod spans;
 mod summary;
+mod tls;
 mod validate;
 
 pub use error::{ConfigError, Diagnostic};
 pub use model::*;
+pub use tls::{certificates, TlsMaterial};
 
 use std::path::Path;
 

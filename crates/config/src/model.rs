@@ -127,11 +127,27 @@ impl Listener {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     /// PEM certificate chain; relative paths are resolved against the config file's directory.
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// PEM CA certificates that clients' certificates must chain to (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: `Required` (the default) or `Optional`.
+    pub client_auth: Option<ClientAuth>,
+    /// The files' contents, read and checked when the configuration was parsed. Always `Some` in a
+    /// configuration that parsed without errors.
+    pub material: Option<crate::tls::TlsMaterial>,
+}
+
+/// Whether a listener with `client_ca` demands a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Handshakes without a valid client certificate fail.
+    Required,
+    /// Clients may connect without a certificate; one they present must be valid.
+    Optional,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -55,10 +55,15 @@ pub(crate) struct RawListener {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table { cert, key }")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table { cert, key } (and for mutual TLS client_ca, client_auth)"
+)]
 pub(crate) struct RawTls {
     pub cert: Option<String>,
     pub key: Option<String>,
+    pub client_ca: Option<String>,
+    pub client_auth: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -336,9 +336,14 @@ fn hosts_ports_protocols() {
     );
 
     let other = |hosts: &str, proto: &str, port: u16| {
-        format!("[[service]]\nname = \"t\"\nhosts = {hosts}\n  [[service.listener]]\n  name = \"m\"\n  protocol = \"{proto}\"\n  port = {port}\n  tls = {{ cert = \"c\", key = \"k\" }}\n  default_action = {{ fixed_response = {{ status = 200 }} }}\n")
+        let tls = if proto == "https" {
+            "  tls = { cert = \"c\", key = \"k\" }\n"
+        } else {
+            ""
+        };
+        format!("[[service]]\nname = \"t\"\nhosts = {hosts}\n  [[service.listener]]\n  name = \"m\"\n  protocol = \"{proto}\"\n  port = {port}\n{tls}  default_action = {{ fixed_response = {{ status = 200 }} }}\n")
     };
-    let t = doc(&[], &other("[\"a.example\", \"*\"]", "https", 9000));
+    let t = doc(&[], &other("[\"a.example\", \"*\"]", "http", 9000));
     assert_eq!(
         errors(&t),
         Vec::<String>::new(),

@@ -196,10 +196,9 @@ name = "s"
 hosts = ["API.Example.com", "*"]
   [[service.listener]]
   name = "tls"
-  protocol = "https"
+  protocol = "http"
   port = 8443
   bind = "::1"
-  tls = { cert = "certs/a.pem", key = "/abs/a.key" }
   limits = { max_header_bytes = 16384 }
   default_action = { fixed_response = { status = 404 } }
     [[service.listener.rule]]
@@ -226,13 +225,7 @@ hosts = ["API.Example.com", "*"]
         ]
     );
     let l = &svc.listeners[0];
-    assert_eq!(
-        l.tls,
-        Some(TlsFiles {
-            cert: "/etc/trellis/certs/a.pem".into(),
-            key: "/abs/a.key".into()
-        })
-    );
+    assert_eq!(l.tls, None);
     assert_eq!(
         l.limits,
         Limits {

@@ -39,6 +39,9 @@ pub enum Failure {
     UpstreamReset,
     /// No response head within the group's `response_timeout`.
     UpstreamTimeout,
+    /// The request's Host is served on this port, but not with the certificate the connection's TLS
+    /// handshake chose (its SNI named another service).
+    Misdirected,
 }
 
 impl Failure {
@@ -48,6 +51,7 @@ impl Failure {
             Failure::NoTargets => StatusCode::SERVICE_UNAVAILABLE,
             Failure::ConnectFailed | Failure::UpstreamReset => StatusCode::BAD_GATEWAY,
             Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Failure::Misdirected => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 
@@ -59,6 +63,7 @@ impl Failure {
             Failure::ConnectFailed => "connect_failed",
             Failure::UpstreamReset => "upstream_reset",
             Failure::UpstreamTimeout => "upstream_timeout",
+            Failure::Misdirected => "misdirected",
         }
     }
 
@@ -73,6 +78,7 @@ impl Failure {
             Failure::ConnectFailed => b"could not connect to any target\n",
             Failure::UpstreamReset => b"target closed the connection before responding\n",
             Failure::UpstreamTimeout => b"target did not respond in time\n",
+            Failure::Misdirected => b"this host is not served on this connection's certificate\n",
         })
     }
 }

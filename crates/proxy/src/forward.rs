@@ -36,11 +36,18 @@ pub async fn handle(
         let log = snapshot
             .access_log
             .as_ref()
-            .map(|sink| Pending::begin(sink, &req, conn.peer, started));
+            .map(|sink| Pending::begin(sink, &req, conn.peer, conn.tls.as_ref(), started));
         let Some(service) = port.service(host(&req)) else {
             let f = Failure::NoService;
             return Ok(answer(failure(f), &port.unmatched, started, log, Some(f)));
         };
+        if let Some(tls) = &conn.tls {
+            // The Host belongs to a service this connection's certificate was not chosen for.
+            if service.tls.as_ref().map(|t| t.cert) != Some(tls.cert) {
+                let f = Failure::Misdirected;
+                return Ok(answer(failure(f), &port.unmatched, started, log, Some(f)));
+            }
+        }
         let (action, route) = service.route(req.method(), req.uri().path(), req.headers());
         match action {
             Action::Fixed(fixed) => {
@@ -169,6 +176,11 @@ async fn forward(
         group.http2,
         upgrade,
     );
+    // The verified client certificate's identity (mutual TLS); any the client sent itself was removed.
+    if let Some(identity) = conn.tls.as_ref().and_then(|t| t.identity.clone()) {
+        req.headers_mut()
+            .insert(headers::X_TRELLIS_IDENTITY.clone(), identity);
+    }
     if logging {
         trace.request_id = req.headers().get(&headers::X_REQUEST_ID).cloned();
     }

@@ -10,6 +10,7 @@ mod metrics;
 mod retry;
 mod server;
 mod snapshot;
+mod tls;
 mod upstream;
 
 pub use body::ProxyBody;
@@ -121,15 +122,20 @@ impl Proxy {
         retire(self.snapshot.swap(Arc::new(snapshot)));
     }
 
-    /// The connection gauges of a listening address (open now, accepted so far).
+    /// The connection metrics of a listening address (open now, accepted so far, failed TLS handshakes).
     pub(crate) fn connection_metrics(
         &self,
         addr: std::net::SocketAddr,
-    ) -> (prometheus::IntGauge, prometheus::IntCounter) {
+    ) -> (
+        prometheus::IntGauge,
+        prometheus::IntCounter,
+        prometheus::IntCounter,
+    ) {
         let label = addr.to_string();
         (
             self.metrics.connections_active.with_label_values(&[&label]),
             self.metrics.connections_total.with_label_values(&[&label]),
+            self.metrics.handshake_errors.with_label_values(&[&label]),
         )
     }
 

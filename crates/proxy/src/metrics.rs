@@ -36,6 +36,8 @@ pub struct ProxyMetrics {
     /// Client connections open now, and accepted so far, by listening address.
     pub connections_active: IntGaugeVec,
     pub connections_total: IntCounterVec,
+    /// TLS handshakes that failed or timed out, by listening address.
+    pub handshake_errors: IntCounterVec,
     pub log: LogMetrics,
 }
 
@@ -138,6 +140,14 @@ impl ProxyMetrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(connections_active.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
+        let handshake_errors = IntCounterVec::new(
+            Opts::new(
+                "trellis_tls_handshake_errors_total",
+                "TLS handshakes that failed or timed out, by listening address",
+            ),
+            &["address"],
+        )?;
+        registry.register(Box::new(handshake_errors.clone()))?;
         registry.register(Box::new(bytes_received.clone()))?;
         registry.register(Box::new(bytes_sent.clone()))?;
         registry.register(Box::new(group_requests.clone()))?;
@@ -163,6 +173,7 @@ impl ProxyMetrics {
             timeouts,
             connections_active,
             connections_total,
+            handshake_errors,
         })
     }
 }

@@ -64,7 +64,7 @@ impl Reply {
         );
     }
 
-    async fn from_hyper(resp: Response<hyper::body::Incoming>) -> Reply {
+    pub async fn from_hyper(resp: Response<hyper::body::Incoming>) -> Reply {
         let (parts, body) = resp.into_parts();
         let collected = body.collect().await.expect("read response body");
         let trailers = collected.trailers().cloned();

@@ -189,10 +189,7 @@ fn listener(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawListener, global: Lim
         }),
     };
     let tls = match (&raw.tls, protocol) {
-        (Some(t), ListenerProtocol::Https) => Some(TlsFiles {
-            cert: required_file(d, &p("tls.cert"), &t.cert, ctx),
-            key: required_file(d, &p("tls.key"), &t.key, ctx),
-        }),
+        (Some(t), ListenerProtocol::Https) => Some(tls_files(d, &p("tls"), t, ctx)),
         (None, ListenerProtocol::Https) => {
             d.err(
                 &p("tls"),
@@ -239,6 +236,55 @@ fn listener(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawListener, global: Lim
         limits,
         rules,
         default_action,
+    }
+}
+
+/// A listener's `tls = { cert, key, client_ca, client_auth }`, with the files read and checked.
+fn tls_files(d: &mut Diags, path: &str, t: &crate::raw::RawTls, ctx: &Ctx) -> TlsFiles {
+    let cert = required_file(d, &format!("{path}.cert"), &t.cert, ctx);
+    let key = required_file(d, &format!("{path}.key"), &t.key, ctx);
+    let client_ca = t
+        .client_ca
+        .as_ref()
+        .map(|ca| fields::file_path(d, &format!("{path}.client_ca"), ca, ctx.base));
+    let client_auth = match (t.client_auth.as_deref(), client_ca.is_some()) {
+        (Some(other), _) if other != "required" && other != "optional" => {
+            d.err(
+                &format!("{path}.client_auth"),
+                format!("{other:?} is not one of \"required\", \"optional\""),
+            );
+            None
+        }
+        (Some(_), false) => {
+            d.err(
+                &format!("{path}.client_auth"),
+                "client_auth needs client_ca: the CA file that client certificates must chain to",
+            );
+            None
+        }
+        (None, false) => None,
+        (None, true) | (Some("required"), true) => Some(ClientAuth::Required),
+        (Some(_), true) => Some(ClientAuth::Optional),
+    };
+    let complete = t.cert.as_deref().is_some_and(|c| !c.trim().is_empty())
+        && t.key.as_deref().is_some_and(|k| !k.trim().is_empty());
+    let material = if complete {
+        match crate::tls::load(&cert, &key, client_ca.as_deref()) {
+            Ok(m) => Some(m),
+            Err(problem) => {
+                d.err(&format!("{path}.{}", problem.key), problem.message);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    TlsFiles {
+        cert,
+        key,
+        client_ca,
+        client_auth,
+        material,
     }
 }
 

@@ -11,6 +11,7 @@ use super::entry::copy_text;
 use super::{AccessLog, Entry};
 use crate::headers::X_REQUEST_ID;
 use crate::snapshot::RouteMetrics;
+use crate::tls::TlsInfo;
 
 /// An entry being filled, with where it goes.
 pub struct Pending {
@@ -48,9 +49,14 @@ impl Pending {
         sink: &Arc<AccessLog>,
         req: &Request<B>,
         source: std::net::SocketAddr,
+        tls: Option<&TlsInfo>,
         started: Instant,
     ) -> Pending {
         let mut entry = sink.entry();
+        if let Some(tls) = tls {
+            entry.server_name = tls.sni.clone();
+            entry.tls_version = Some(tls.version);
+        }
         let headers = req.headers();
         entry.start_time = SystemTime::now();
         entry.started = started;

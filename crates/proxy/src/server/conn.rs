@@ -13,26 +13,39 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::rustls::server::Acceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::task::TaskTracker;
 use trellis_config::Limits;
 
 use super::watchdog::{ConnState, Verdict, WatchedIo};
 use crate::headers::ClientInfo;
+use crate::tls::TlsInfo;
 use crate::Proxy;
 
 /// What every connection of one listening address shares.
 pub struct ListenerContext {
     pub proxy: Arc<Proxy>,
     pub listen: SocketAddr,
+    /// An https listener: connections start with a TLS handshake.
+    pub tls: bool,
     pub limits: Limits,
     pub builder: auto::Builder<TokioExecutor>,
     pub tasks: TaskTracker,
     active: prometheus::IntGauge,
     accepted: prometheus::IntCounter,
+    handshake_errors: prometheus::IntCounter,
 }
 
 impl ListenerContext {
-    pub fn new(proxy: Arc<Proxy>, listen: SocketAddr, limits: Limits, tasks: TaskTracker) -> Self {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        listen: SocketAddr,
+        tls: bool,
+        limits: Limits,
+        tasks: TaskTracker,
+    ) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -46,15 +59,17 @@ impl ListenerContext {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(limits.max_header_bytes as u32);
-        let (active, accepted) = proxy.connection_metrics(listen);
+        let (active, accepted, handshake_errors) = proxy.connection_metrics(listen);
         ListenerContext {
             proxy,
             listen,
+            tls,
             limits,
             builder,
             tasks,
             active,
             accepted,
+            handshake_errors,
         }
     }
 }
@@ -67,6 +82,8 @@ pub struct ConnContext {
     /// The client's address.
     pub peer: SocketAddr,
     pub client: ClientInfo,
+    /// Set on https listeners: the certificate served, the server name asked for, the client's identity.
+    pub tls: Option<TlsInfo>,
     /// Tunnels (upgraded connections) are tracked with the connections, for graceful shutdown.
     pub tasks: TaskTracker,
     state: Arc<ConnState>,
@@ -102,17 +119,104 @@ pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<ListenerContext>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     listener.accepted.inc();
     let _open = OpenConnection::new(&listener.active);
+    if !listener.tls {
+        return drive(stream, peer, &listener, shutdown, None).await;
+    }
+    match handshake(stream, &listener).await {
+        Ok((stream, info)) => drive(stream, peer, &listener, shutdown, Some(info)).await,
+        // A port check (connect, then close): not a failed handshake.
+        Err(Handshake::Silent) => {}
+        Err(Handshake::Failed(why)) => {
+            listener.handshake_errors.inc();
+            tracing::debug!(listen = %listener.listen, %peer, %why, "TLS handshake failed");
+        }
+    }
+}
+
+/// Why a connection ended before its handshake completed.
+enum Handshake {
+    /// Closed before sending a byte.
+    Silent,
+    Failed(String),
+}
+
+/// The TLS handshake, bounded by the listener's `header_timeout`: the ClientHello's server name picks
+/// the service, whose certificate and client-certificate policy then complete it.
+async fn handshake(
+    stream: TcpStream,
+    listener: &ListenerContext,
+) -> Result<(TlsStream<TcpStream>, TlsInfo), Handshake> {
+    let deadline = tokio::time::Instant::now() + listener.limits.header_timeout;
+    let timed_out = |_| {
+        Handshake::Failed(format!(
+            "no handshake within {:?}",
+            listener.limits.header_timeout
+        ))
+    };
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => return Err(Handshake::Silent),
+        Ok(Ok(_)) => {}
+        Err(e) => return Err(timed_out(e)),
+    }
+    let start = tokio::time::timeout_at(
+        deadline,
+        LazyConfigAcceptor::new(Acceptor::default(), stream),
+    )
+    .await
+    .map_err(timed_out)?
+    .map_err(|e| Handshake::Failed(e.to_string()))?;
+    let sni: Option<Arc<str>> = start.client_hello().server_name().map(Arc::from);
+    let chosen = listener
+        .proxy
+        .snapshot()
+        .port(listener.listen)
+        .and_then(|port| port.tls_for(sni.as_deref()))
+        .map(|tls| (tls.config.clone(), tls.cert));
+    let Some((config, cert)) = chosen else {
+        return Err(Handshake::Failed(format!(
+            "no service on this port for server name {:?}",
+            sni.as_deref().unwrap_or("(none)")
+        )));
+    };
+    let stream = tokio::time::timeout_at(deadline, start.into_stream(config))
+        .await
+        .map_err(timed_out)?
+        .map_err(|e| Handshake::Failed(e.to_string()))?;
+    let (_, session) = stream.get_ref();
+    let info = TlsInfo {
+        cert,
+        sni,
+        version: crate::tls::version_name(session.protocol_version()),
+        identity: session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|c| crate::tls::client_identity(c)),
+    };
+    Ok((stream, info))
+}
+
+async fn drive<I>(
+    io: I,
+    peer: SocketAddr,
+    listener: &ListenerContext,
+    mut shutdown: watch::Receiver<bool>,
+    tls: Option<TlsInfo>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let state = Arc::new(ConnState::new());
     let ctx = Arc::new(ConnContext {
         proxy: listener.proxy.clone(),
         listen: listener.listen,
         peer,
-        client: ClientInfo::new(peer.ip(), false, listener.listen.port()),
+        client: ClientInfo::new(peer.ip(), tls.is_some(), listener.listen.port()),
+        tls,
         tasks: listener.tasks.clone(),
         state: state.clone(),
     });
@@ -124,7 +228,7 @@ pub async fn serve(
             crate::forward::handle(ctx, req).await
         }
     });
-    let io = TokioIo::new(WatchedIo::new(stream, state.clone()));
+    let io = TokioIo::new(WatchedIo::new(io, state.clone()));
     let conn = listener.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
 

@@ -42,6 +42,7 @@ struct Running {
 /// A listening address of a snapshot.
 struct Wanted {
     addr: SocketAddr,
+    tls: bool,
     limits: Limits,
 }
 
@@ -155,6 +156,7 @@ impl Server {
         Arc::new(ListenerContext::new(
             self.proxy.clone(),
             w.addr,
+            w.tls,
             w.limits,
             self.tasks.clone(),
         ))
@@ -173,14 +175,15 @@ fn wanted(snapshot: &Snapshot) -> Result<Vec<Wanted>, ProxyError> {
         .ports()
         .iter()
         .map(|port| {
-            if port.protocol != ListenerProtocol::Http {
+            if port.protocol == ListenerProtocol::TlsPassthrough {
                 return Err(ProxyError::Unsupported {
                     addr: port.addr,
-                    what: "https and tls_passthrough listeners (TLS support is not built yet)",
+                    what: "tls_passthrough listeners (not built yet)",
                 });
             }
             Ok(Wanted {
                 addr: port.addr,
+                tls: port.protocol == ListenerProtocol::Https,
                 limits: port.limits,
             })
         })

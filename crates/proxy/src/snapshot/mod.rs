@@ -20,6 +20,7 @@ use trellis_targets::TargetRegistry;
 
 use crate::access_log::AccessLog;
 use crate::metrics::ProxyMetrics;
+use crate::tls::ServiceTls;
 use crate::upstream::{Group, PoolRegistry};
 
 pub struct Snapshot {
@@ -78,6 +79,8 @@ pub struct PortRoutes {
 pub struct ServiceRoutes {
     pub service: Arc<str>,
     pub listener: Arc<str>,
+    /// On https listeners: the service's certificate and TLS settings.
+    pub tls: Option<ServiceTls>,
     rules: Box<[Rule]>,
     default_action: Action,
     default_metrics: Arc<RouteMetrics>,
@@ -157,6 +160,7 @@ impl Snapshot {
                     Arc::new(ServiceRoutes {
                         service: service.name.as_str().into(),
                         listener: l.name.as_str().into(),
+                        tls: l.tls.as_ref().and_then(ServiceTls::build),
                         rules: l
                             .rules
                             .iter()
@@ -216,6 +220,18 @@ impl Snapshot {
 impl PortRoutes {
     pub fn service(&self, host: Option<&[u8]>) -> Option<&ServiceRoutes> {
         self.hosts.lookup(host).map(|i| &*self.services[i])
+    }
+
+    /// The TLS settings for a ClientHello's server name: the service the name belongs to (exact, then
+    /// wildcard, then `hosts = ["*"]`). Without a name, the `*` service or else the first service on the
+    /// port, so that clients connecting by address get a certificate; an unknown name without a `*`
+    /// service gets none, and the handshake fails.
+    pub fn tls_for(&self, server_name: Option<&str>) -> Option<&ServiceTls> {
+        let index = match server_name {
+            Some(name) => self.hosts.lookup(Some(name.as_bytes()))?,
+            None => self.hosts.lookup(None).unwrap_or(0),
+        };
+        self.services.get(index)?.tls.as_ref()
     }
 }
 
