@@ -15,6 +15,7 @@ mod https;
 mod limits;
 mod metrics;
 mod page;
+mod passthrough;
 mod reload;
 mod routing;
 mod scaling;

@@ -291,7 +291,7 @@ fn counter_of(group: &Group, reason: RetryReason) -> &prometheus::IntCounter {
 
 /// Counts requests routed while the group has no routable target, and logs when that starts and ends.
 #[inline]
-fn note_fail_open(group: &Group, failed_open: bool) {
+pub(crate) fn note_fail_open(group: &Group, failed_open: bool) {
     if failed_open {
         group.metrics.fail_open.inc();
     }
@@ -305,7 +305,7 @@ fn note_fail_open(group: &Group, failed_open: bool) {
 }
 
 /// A failed exchange counts toward passive ejection; an ejected target comes back by itself later.
-fn record_failure(group: &Group, index: usize) {
+pub(crate) fn record_failure(group: &Group, index: usize) {
     let target = &group.balancer.targets()[index];
     match target.stats.record_failure(&group.outlier, Instant::now()) {
         None => {}

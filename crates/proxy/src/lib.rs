@@ -7,6 +7,7 @@ mod error;
 mod forward;
 mod headers;
 mod metrics;
+mod passthrough;
 mod retry;
 mod server;
 mod snapshot;
@@ -137,6 +138,14 @@ impl Proxy {
             self.metrics.connections_total.with_label_values(&[&label]),
             self.metrics.handshake_errors.with_label_values(&[&label]),
         )
+    }
+
+    /// Counts a `tls_passthrough` connection closed before it reached a target.
+    pub(crate) fn passthrough_rejected(&self, addr: std::net::SocketAddr, reason: &str) {
+        self.metrics
+            .passthrough_rejected
+            .with_label_values(&[&addr.to_string(), reason])
+            .inc();
     }
 
     /// Closes every connection to a target, in use or idle: its drain deadline has passed.

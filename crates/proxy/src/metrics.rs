@@ -38,6 +38,8 @@ pub struct ProxyMetrics {
     pub connections_total: IntCounterVec,
     /// TLS handshakes that failed or timed out, by listening address.
     pub handshake_errors: IntCounterVec,
+    /// `tls_passthrough` connections closed before reaching a target, by address and reason.
+    pub passthrough_rejected: IntCounterVec,
     pub log: LogMetrics,
 }
 
@@ -148,6 +150,14 @@ impl ProxyMetrics {
             &["address"],
         )?;
         registry.register(Box::new(handshake_errors.clone()))?;
+        let passthrough_rejected = IntCounterVec::new(
+            Opts::new(
+                "trellis_tls_passthrough_rejected_total",
+                "tls_passthrough connections closed before reaching a target (no_sni, unknown_sni, not_tls, timeout, no_target)",
+            ),
+            &["address", "reason"],
+        )?;
+        registry.register(Box::new(passthrough_rejected.clone()))?;
         registry.register(Box::new(bytes_received.clone()))?;
         registry.register(Box::new(bytes_sent.clone()))?;
         registry.register(Box::new(group_requests.clone()))?;
@@ -174,6 +184,7 @@ impl ProxyMetrics {
             connections_active,
             connections_total,
             handshake_errors,
+            passthrough_rejected,
         })
     }
 }

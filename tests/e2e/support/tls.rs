@@ -158,3 +158,48 @@ pub async fn h2(
     tokio::spawn(conn);
     sender
 }
+
+/// A backend that terminates TLS itself with `issued` and answers every HTTP/1.1 request with 200 and
+/// `hello from NAME over TLS`. Returns its `127.0.0.1:PORT`.
+pub async fn backend(issued: &Issued, name: &str) -> String {
+    let key = std::fs::read(&issued.key).unwrap();
+    let key = rustls::pki_types::pem::PemObject::from_pem_slice(&key).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![issued.der.clone()], key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = bytes::Bytes::from(format!("hello from {name} over TLS"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                // Health probes connect and close without a handshake.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_req| {
+                    let body = body.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(body),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr.to_string()
+}

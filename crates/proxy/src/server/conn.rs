@@ -17,7 +17,7 @@ use tokio_rustls::rustls::server::Acceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::task::TaskTracker;
-use trellis_config::Limits;
+use trellis_config::{Limits, ListenerProtocol};
 
 use super::watchdog::{ConnState, Verdict, WatchedIo};
 use crate::headers::ClientInfo;
@@ -28,8 +28,8 @@ use crate::Proxy;
 pub struct ListenerContext {
     pub proxy: Arc<Proxy>,
     pub listen: SocketAddr,
-    /// An https listener: connections start with a TLS handshake.
-    pub tls: bool,
+    /// `https`: connections start with a TLS handshake; `tls_passthrough`: they are relayed as bytes.
+    pub protocol: ListenerProtocol,
     pub limits: Limits,
     pub builder: auto::Builder<TokioExecutor>,
     pub tasks: TaskTracker,
@@ -42,7 +42,7 @@ impl ListenerContext {
     pub fn new(
         proxy: Arc<Proxy>,
         listen: SocketAddr,
-        tls: bool,
+        protocol: ListenerProtocol,
         limits: Limits,
         tasks: TaskTracker,
     ) -> Self {
@@ -63,7 +63,7 @@ impl ListenerContext {
         ListenerContext {
             proxy,
             listen,
-            tls,
+            protocol,
             limits,
             builder,
             tasks,
@@ -124,8 +124,12 @@ pub async fn serve(
     let _ = stream.set_nodelay(true);
     listener.accepted.inc();
     let _open = OpenConnection::new(&listener.active);
-    if !listener.tls {
-        return drive(stream, peer, &listener, shutdown, None).await;
+    match listener.protocol {
+        ListenerProtocol::Http => return drive(stream, peer, &listener, shutdown, None).await,
+        ListenerProtocol::TlsPassthrough => {
+            return crate::passthrough::serve(stream, peer, &listener).await
+        }
+        ListenerProtocol::Https => {}
     }
     match handshake(stream, &listener).await {
         Ok((stream, info)) => drive(stream, peer, &listener, shutdown, Some(info)).await,

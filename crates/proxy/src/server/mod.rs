@@ -3,7 +3,7 @@
 mod conn;
 mod watchdog;
 
-pub use conn::ConnContext;
+pub use conn::{ConnContext, ListenerContext};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,7 +16,6 @@ use tokio_util::task::TaskTracker;
 use trellis_config::{Limits, ListenerProtocol};
 
 use crate::{Proxy, ProxyError, Snapshot};
-use conn::ListenerContext;
 
 /// The running data plane: accept loops and the connections they spawned. Listeners come and go with
 /// reloads; each has its own stop signal, so a removed listener closes its port and lets its connections
@@ -42,7 +41,7 @@ struct Running {
 /// A listening address of a snapshot.
 struct Wanted {
     addr: SocketAddr,
-    tls: bool,
+    protocol: ListenerProtocol,
     limits: Limits,
 }
 
@@ -156,7 +155,7 @@ impl Server {
         Arc::new(ListenerContext::new(
             self.proxy.clone(),
             w.addr,
-            w.tls,
+            w.protocol,
             w.limits,
             self.tasks.clone(),
         ))
@@ -175,15 +174,9 @@ fn wanted(snapshot: &Snapshot) -> Result<Vec<Wanted>, ProxyError> {
         .ports()
         .iter()
         .map(|port| {
-            if port.protocol == ListenerProtocol::TlsPassthrough {
-                return Err(ProxyError::Unsupported {
-                    addr: port.addr,
-                    what: "tls_passthrough listeners (not built yet)",
-                });
-            }
             Ok(Wanted {
                 addr: port.addr,
-                tls: port.protocol == ListenerProtocol::Https,
+                protocol: port.protocol,
                 limits: port.limits,
             })
         })

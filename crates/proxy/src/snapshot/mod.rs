@@ -236,6 +236,11 @@ impl PortRoutes {
 }
 
 impl ServiceRoutes {
+    /// The listener's default action: all a `tls_passthrough` listener has.
+    pub fn default_action(&self) -> &Action {
+        &self.default_action
+    }
+
     /// The first rule (by priority) whose conditions all hold, else the listener's default action.
     #[inline]
     pub fn route(
