@@ -3,6 +3,7 @@
 #
 #   deploy/loadtest/run.sh                      # plain scenario, 10s per peer
 #   DURATION=30s SCENARIO=mix deploy/loadtest/run.sh
+#   SCENARIO=https deploy/loadtest/run.sh        # wrk over TLS to the proxies (plain HTTP to the backend)
 #   PEERS="direct trellis" TRELLIS_BIN=/path/to/trellis deploy/loadtest/run.sh
 #   PEERS="trellis trellis-log nginx nginx-log" deploy/loadtest/run.sh   # access logs' cost: off vs to a file
 #
@@ -18,7 +19,7 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}                # a short unmeasured wrk run before each measured one; 0 to skip
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
-SCENARIO=${SCENARIO:-plain}         # plain | mix
+SCENARIO=${SCENARIO:-plain}         # plain | mix | https
 PEERS=${PEERS:-direct trellis trellis-log nginx haproxy}
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
@@ -47,15 +48,19 @@ esac
 log() { printf '>> %s\n' "$*" >&2; }
 die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
 
+SCHEME=http
 case "$SCENARIO" in
     plain) SUFFIX=""; WRK_SCRIPT=() ;;
     mix) SUFFIX="-mix"; WRK_SCRIPT=(-s "$HERE/mix.lua") ;;
-    *) die "SCENARIO must be plain or mix, not '$SCENARIO'" ;;
+    https) SUFFIX="-https"; WRK_SCRIPT=(); SCHEME=https ;;
+    *) die "SCENARIO must be plain, mix or https, not '$SCENARIO'" ;;
 esac
 
 # ---------------------------------------------------------------------------------------------- tools
 missing=()
-for tool in wrk taskset getconf; do
+tools=(wrk taskset getconf)
+[[ "$SCENARIO" == https ]] && tools+=(openssl curl)
+for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]})); then
@@ -152,9 +157,14 @@ http_get() {
     exec {fd}>&-
 }
 
-# wait_ready NAME PORT PID: bounded wait until PORT answers `GET /` with 200 and the echo backend's body.
+# https_get PORT HOST PATH: the same over TLS (certificate not verified: it is the run's own), with curl.
+https_get() {
+    curl -sk -i --http1.1 --max-time 2 -H "Host: $2" "https://127.0.0.1:$1$3"
+}
+
+# wait_ready NAME PORT PID [SCHEME]: bounded wait until PORT answers `GET /` with 200 and the echo backend's body.
 wait_ready() {
-    local name=$1 port=$2 pid=$3 deadline resp=""
+    local name=$1 port=$2 pid=$3 scheme=${4:-http} deadline resp=""
     deadline=$((SECONDS + READY_TIMEOUT))
     while ((SECONDS < deadline)); do
         if ! kill -0 "$pid" 2>/dev/null; then
@@ -162,7 +172,7 @@ wait_ready() {
             tail -n 20 "$WORKDIR/$name.log" >&2 || true
             return 1
         fi
-        if resp=$(http_get "$port" loadtest / 2>/dev/null) && [[ "$resp" == "HTTP/1.1 200"* && "$resp" == *"hello from"* ]]; then
+        if resp=$(${scheme}_get "$port" loadtest / 2>/dev/null) && [[ "$resp" == "HTTP/1.1 200"* && "$resp" == *"hello from"* ]]; then
             return 0
         fi
         sleep 0.1
@@ -220,10 +230,11 @@ declare -A R_RPS R_P50 R_P99 R_CPU R_ECHO R_BAD R_ERR R_NOTE
 ORDER=()
 
 run_wrk() { # run_wrk PORT DURATION [--latency]: wrk pinned with the backend
-    local port=$1 dur=$2
+    local port=$1 dur=$2 scheme=$SCHEME
     shift 2
+    [[ "$port" == "$BACKEND_PORT" ]] && scheme=http # direct: the backend speaks plain HTTP
     taskset -c "$LOAD_CORE" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$dur" "$@" "${WRK_SCRIPT[@]}" \
-        "http://127.0.0.1:$port/"
+        "$scheme://127.0.0.1:$port/"
 }
 
 # measure NAME PORT PROXY_PIDS...: warm-up, then the measured run; fills the R_* tables.
@@ -234,7 +245,7 @@ measure() {
     if [[ "$WARMUP" != 0 && "$WARMUP" != 0s ]]; then
         run_wrk "$port" "$WARMUP" >/dev/null 2>&1 || true
     fi
-    log "$name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency ${WRK_SCRIPT[*]} http://127.0.0.1:$port/"
+    log "$name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency ${WRK_SCRIPT[*]} $SCHEME://127.0.0.1:$port/"
     c0=$(ticks "${pids[@]}")
     e0=$(ticks "$BACKEND_PID")
     if ! run_wrk "$port" "$DURATION" --latency >"$out" 2>&1; then
@@ -301,7 +312,7 @@ peer() {
             ;;
     esac
     local pid=$PID
-    if ! wait_ready "$name" "$PROXY_PORT" "$pid"; then
+    if ! wait_ready "$name" "$PROXY_PORT" "$pid" "$SCHEME"; then
         R_NOTE[$name]="did not start or did not forward (see above)"
         stop_all_but_backend
         return 0
@@ -339,6 +350,14 @@ stop_all_but_backend() {
 }
 
 # ---------------------------------------------------------------------------------------------- run
+if [[ "$SCENARIO" == https ]]; then
+    # One certificate for every proxy: ECDSA P-256, as a production site would serve.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=loadtest -addext "subjectAltName=DNS:loadtest,IP:127.0.0.1" \
+        -keyout "$WORKDIR/tls.key" -out "$WORKDIR/tls.pem" 2>/dev/null || die "openssl could not make a certificate"
+    cat "$WORKDIR/tls.pem" "$WORKDIR/tls.key" >"$WORKDIR/tls-bundle.pem" # HAProxy wants both in one file
+    chmod 644 "$WORKDIR/tls.key" "$WORKDIR/tls-bundle.pem"             # nginx workers may run as another user
+fi
 BACKEND_PORT=$(free_port)
 log "backend: taskset -c $LOAD_CORE $ECHO_BIN echo --listen 127.0.0.1:$BACKEND_PORT --workers 1"
 start echo "$LOAD_CORE" "$ECHO_BIN" echo --listen "127.0.0.1:$BACKEND_PORT" --workers 1
