@@ -11,6 +11,7 @@ pub mod process;
 pub mod raw;
 pub mod rss;
 pub mod servers;
+pub mod tls;
 pub mod trellis;
 
 use std::future::Future;
