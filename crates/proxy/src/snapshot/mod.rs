@@ -93,9 +93,10 @@ pub struct Rule {
 
 impl Snapshot {
     /// Builds the snapshot of `config`. Whatever `previous` built from an equal configuration is reused
-    /// as it is: a target group whose settings, targets and TLS client are unchanged keeps its balancer, and a
-    /// listener whose rules are unchanged keeps its compiled rules. A reload that touches one service of
-    /// five hundred therefore compiles one service, and a target registration rebuilds one group.
+    /// as it is: a target group whose settings, targets and TLS client are unchanged keeps its balancer
+    /// (and its pools, while they are still the registry's), and a listener whose rules are unchanged
+    /// keeps its compiled rules. A reload that touches one service of five hundred therefore compiles one
+    /// service, and a target registration rebuilds one group.
     pub fn build(config: Arc<Config>, previous: Option<&Snapshot>, parts: &Parts<'_>) -> Self {
         let mut groups: Vec<Option<Arc<Group>>> = Vec::new();
         let mut by_name: HashMap<&str, usize> = HashMap::new();
