@@ -20,3 +20,4 @@ mod reload;
 mod routing;
 mod scaling;
 mod shutdown;
+mod upstream_tls;

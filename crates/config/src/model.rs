@@ -252,10 +252,25 @@ pub struct TargetGroup {
     pub deregistration_delay: Duration,
     /// Time from request sent to response head received (default 60s); exceeded: `504`.
     pub response_timeout: Duration,
-    /// TCP connect timeout (default 5s); exceeded: next target.
+    /// TCP connect, and with `https` the TLS handshake too (default 5s); exceeded: next target.
     pub connect_timeout: Duration,
+    /// How targets' certificates are verified: `Some` exactly when `protocol` is `https`.
+    pub tls: Option<TargetTls>,
     pub health_check: HealthCheck,
     pub outlier_detection: OutlierDetection,
+}
+
+/// TLS to the targets of an `https` group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetTls {
+    /// PEM CA certificates to verify targets against (resolved against the config file's directory);
+    /// `None`: the system's root certificates.
+    pub ca: Option<PathBuf>,
+    /// The server name sent and verified (a DNS name, or an IP address written as one); `None`: the
+    /// target's IP address.
+    pub sni: Option<String>,
+    /// `false` with `insecure_skip_verify = true`: any certificate is accepted. Never false with `ca`.
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

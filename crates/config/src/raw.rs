@@ -147,6 +147,10 @@ pub(crate) struct RawTargetGroup {
     pub deregistration_delay: Option<String>,
     pub response_timeout: Option<String>,
     pub connect_timeout: Option<String>,
+    /// `protocol = "https"` only: how targets' certificates are verified.
+    pub ca: Option<String>,
+    pub sni: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
     pub health_check: Option<RawHealthCheck>,
     pub outlier_detection: Option<RawOutlier>,
 }

@@ -18,11 +18,29 @@ pub enum ProxyError {
         destination: String,
         source: std::io::Error,
     },
+    /// TLS to the targets of `https` groups cannot be set up (a `ca` file that cannot be read or holds
+    /// no certificate, ...): each problem as `FILE: target_group[N].ca: message`.
+    #[error("{}", DisplayLines(.0))]
+    TargetTls(Vec<trellis_config::Diagnostic>),
     #[error("cannot serve {addr}: {what}")]
     Unsupported {
         addr: std::net::SocketAddr,
         what: &'static str,
     },
+}
+
+struct DisplayLines<'a>(&'a [trellis_config::Diagnostic]);
+
+impl std::fmt::Display for DisplayLines<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Why trellis answered a request itself instead of a target. Each maps to one status, one

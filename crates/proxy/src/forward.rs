@@ -249,7 +249,7 @@ async fn forward(
             Err(ExchangeError::Connect(unsent, error)) => {
                 group.metrics.connection_errors.inc();
                 record_failure(group, pick.index);
-                tracing::debug!(group = %group.name, target = %target.address, ?error, "connect failed");
+                tracing::debug!(target_group = %group.name, target = %target.address, %error, "connect failed");
                 if tried.len() > MAX_RETRIES {
                     return Err(Failure::ConnectFailed);
                 }

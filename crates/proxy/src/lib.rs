@@ -19,16 +19,17 @@ pub use error::{Failure, ProxyError};
 pub use server::Server;
 pub use snapshot::Snapshot;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
-use trellis_config::Config;
+use trellis_config::{Config, Diagnostic};
 use trellis_targets::TargetRegistry;
 
 use access_log::AccessLog;
 use metrics::ProxyMetrics;
 use snapshot::{GroupSlots, Parts};
-use upstream::PoolRegistry;
+use upstream::{Group, PoolRegistry, TlsClient};
 
 /// The routing state: one immutable [`Snapshot`] behind one `ArcSwap`, plus what outlives snapshots
 /// (target health and in-flight counts, connection pools, keyed by target group and address).
@@ -51,7 +52,9 @@ impl Proxy {
         let pools = PoolRegistry::default();
         let metrics = ProxyMetrics::new(prometheus)?;
         let slots = GroupSlots::default();
+        let tls = target_tls(&config, None)?;
         let parts = Parts {
+            tls: &tls,
             targets: &targets,
             pools: &pools,
             metrics: &metrics,
@@ -75,15 +78,18 @@ impl Proxy {
     }
 
     /// Builds the routing snapshot of `config` without serving it yet, reusing what the current one
-    /// built from equal configuration. Fails only when a new access log file cannot be opened.
+    /// built from equal configuration. Fails when a `ca` file of an `https` group cannot be used
+    /// ([`ProxyError::TargetTls`], before anything changed) or a new access log file cannot be opened.
     pub fn build(&self, config: Arc<Config>) -> Result<Snapshot, ProxyError> {
+        let current = self.snapshot.load();
+        let tls = target_tls(&config, Some(&current))?;
         let parts = Parts {
+            tls: &tls,
             targets: &self.targets,
             pools: &self.pools,
             metrics: &self.metrics,
             slots: &self.slots,
         };
-        let current = self.snapshot.load();
         let access_log = access_log(&config, current.access_log.as_ref(), &self.metrics)?;
         let mut snapshot = Snapshot::build(config, Some(&current), &parts);
         snapshot.access_log = access_log;
@@ -161,6 +167,46 @@ impl Proxy {
             .metrics
             .ejections
             .remove_label_values(&[group, &address.to_string()]);
+    }
+}
+
+/// Checks that TLS to the targets of every `https` group of `config` can be set up: its `ca` file read
+/// and parsed, its client built. What `trellis check` adds to validating the file.
+pub fn check_target_tls(config: &Config) -> Result<(), ProxyError> {
+    target_tls(config, None).map(|_| ())
+}
+
+/// The TLS client of every `https` group of `config`, by name: `current`'s when built from the same
+/// settings and `ca` contents, else a new one. Every problem is reported, not just the first.
+fn target_tls(
+    config: &Config,
+    current: Option<&Snapshot>,
+) -> Result<HashMap<String, Arc<TlsClient>>, ProxyError> {
+    let previous = current.map(Snapshot::tls_clients).unwrap_or_default();
+    let mut clients = HashMap::new();
+    let mut problems = Vec::new();
+    for (i, tg) in config.target_groups.iter().enumerate() {
+        let before = previous.get(tg.name.as_str()).copied();
+        match TlsClient::for_group(tg, Group::http2(tg), before) {
+            Ok(Some(client)) => {
+                clients.insert(tg.name.clone(), client);
+            }
+            Ok(None) => {}
+            Err(e) => problems.push(Diagnostic {
+                file: config.source.display().to_string(),
+                line: None,
+                key: match e.key() {
+                    Some(key) => format!("target_group[{i}].{key}"),
+                    None => format!("target_group[{i}]"),
+                },
+                message: e.to_string(),
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(clients)
+    } else {
+        Err(ProxyError::TargetTls(problems))
     }
 }
 

@@ -4,6 +4,7 @@
 //! Waiting is always a bounded poll on an observable event (a port accepting, a line printed, a counter
 //! moving), never a blind sleep.
 
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod echo;

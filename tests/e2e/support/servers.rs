@@ -1,5 +1,5 @@
 //! In-test backends for what `trellis echo` cannot do: never answer, send HTTP/2 trailers, accept an
-//! upgrade, or tell the test the moment a request arrives.
+//! upgrade, serve TLS, or tell the test the moment a request arrives.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -263,4 +263,81 @@ impl Switchable {
     pub fn addr(&self) -> String {
         self.server.addr()
     }
+}
+
+/// A TLS backend (see [`tls_echo`]) and the handshakes it has completed.
+pub struct TlsEcho {
+    pub server: TestServer,
+    handshakes: Arc<AtomicUsize>,
+}
+
+impl TlsEcho {
+    pub fn addr(&self) -> String {
+        self.server.addr()
+    }
+
+    /// TLS connections accepted so far (handshake completed).
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+}
+
+/// A backend serving HTTPS with `cert` (tokio-rustls, hyper-util's auto builder: HTTP/1.1 or HTTP/2,
+/// whichever the client speaks), offering the ALPN protocols `alpn`. Every answer is `200` with the body
+/// `VERSION alpn=PROTOCOL sni=NAME` as it saw them (`HTTP/2.0 alpn=h2 sni=-`); HTTP/2 answers carry the
+/// trailers `grpc-status: 0`, `grpc-message: fine`.
+pub async fn tls_echo(cert: &super::certs::Issued, alpn: &[&str]) -> TlsEcho {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let chain = CertificateDer::pem_slice_iter(cert.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificate PEM");
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key PEM");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server certificate");
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counter = handshakes.clone();
+    let server = spawn_server(move |stream| {
+        let (acceptor, counter) = (acceptor.clone(), counter.clone());
+        async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let (_, conn) = tls.get_ref();
+            let seen = format!(
+                "alpn={} sni={}",
+                conn.alpn_protocol()
+                    .map_or("-".into(), |p| String::from_utf8_lossy(p).into_owned()),
+                conn.server_name().unwrap_or("-"),
+            );
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let body = format!("{:?} {seen}", req.version());
+                async move {
+                    let mut frames = vec![Ok::<_, Infallible>(Frame::data(Bytes::from(body)))];
+                    if req.version() == hyper::Version::HTTP_2 {
+                        let mut trailers = HeaderMap::new();
+                        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                        trailers.insert("grpc-message", HeaderValue::from_static("fine"));
+                        frames.push(Ok(Frame::trailers(trailers)));
+                    }
+                    Ok::<_, Infallible>(Response::new(StreamBody::new(stream::iter(frames))))
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        }
+    })
+    .await;
+    TlsEcho { server, handshakes }
 }

@@ -4,18 +4,20 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+use rcgen::{CertificateParams, DnType, SanType};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// A CA and the certificates it signed, in a temporary directory.
+use super::certs::{self, TestCa};
+
+/// A CA and the certificates it signed, as files in a temporary directory.
 pub struct Pki {
     dir: tempfile::TempDir,
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
+    ca: TestCa,
 }
 
 /// A certificate and its key as files.
@@ -27,19 +29,11 @@ pub struct Issued {
 
 impl Pki {
     pub fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "trellis test CA");
-        let ca_key = KeyPair::generate().unwrap();
-        let ca = params.self_signed(&ca_key).unwrap();
         let pki = Pki {
             dir: tempfile::tempdir().unwrap(),
-            ca,
-            ca_key,
+            ca: TestCa::new("trellis test CA"),
         };
-        std::fs::write(pki.ca_file(), pki.ca.pem()).unwrap();
+        pki.ca.write(pki.dir.path(), "ca.pem");
         pki
     }
 
@@ -53,10 +47,7 @@ impl Pki {
 
     /// A server certificate for `names`, written as `FILE.pem` and `FILE.key`.
     pub fn server(&self, file: &str, names: &[&str]) -> Issued {
-        let params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        self.issue(file, params)
+        self.write(file, self.ca.issue(names))
     }
 
     /// A client certificate with subject `cn` and, if given, a URI SAN.
@@ -68,26 +59,26 @@ impl Pki {
                 .subject_alt_names
                 .push(SanType::URI(uri.try_into().unwrap()));
         }
-        self.issue(file, params)
+        self.write(file, self.ca.sign(params))
     }
 
-    fn issue(&self, file: &str, params: CertificateParams) -> Issued {
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+    fn write(&self, file: &str, pem: certs::Issued) -> Issued {
         let issued = Issued {
             cert: self.dir.path().join(format!("{file}.pem")),
             key: self.dir.path().join(format!("{file}.key")),
-            der: cert.der().clone(),
+            der: CertificateDer::from_pem_slice(pem.cert_pem.as_bytes()).unwrap(),
         };
-        std::fs::write(&issued.cert, cert.pem()).unwrap();
-        std::fs::write(&issued.key, key.serialize_pem()).unwrap();
+        std::fs::write(&issued.cert, pem.cert_pem).unwrap();
+        std::fs::write(&issued.key, pem.key_pem).unwrap();
         issued
     }
 
     /// A client that trusts this CA, offers `alpn`, and presents `identity` if given.
     pub fn client_config(&self, alpn: &[&str], identity: Option<&Issued>) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
+        roots
+            .add(CertificateDer::from_pem_slice(self.ca.pem().as_bytes()).unwrap())
+            .unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -96,7 +87,7 @@ impl Pki {
         let mut config = match identity {
             Some(id) => {
                 let key = std::fs::read(&id.key).unwrap();
-                let key = rustls::pki_types::pem::PemObject::from_pem_slice(&key).unwrap();
+                let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key).unwrap();
                 builder
                     .with_client_auth_cert(vec![id.der.clone()], key)
                     .unwrap()
@@ -163,7 +154,7 @@ pub async fn h2(
 /// `hello from NAME over TLS`. Returns its `127.0.0.1:PORT`.
 pub async fn backend(issued: &Issued, name: &str) -> String {
     let key = std::fs::read(&issued.key).unwrap();
-    let key = rustls::pki_types::pem::PemObject::from_pem_slice(&key).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(&key).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

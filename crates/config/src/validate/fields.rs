@@ -237,7 +237,7 @@ pub(crate) fn host_pattern(raw: &str) -> Result<HostPattern, String> {
 }
 
 /// Letters, digits, `-` and `_` in dot-separated labels of 1..=63 characters, at most 253 in all.
-fn dns_name(s: &str) -> bool {
+pub(crate) fn dns_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|label| {

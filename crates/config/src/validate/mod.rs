@@ -37,7 +37,7 @@ pub(crate) fn validate(doc: RawDoc, source: &Path, d: &mut Diags) -> Config {
         Limits::default(),
     );
 
-    let target_groups = target_group::target_groups(d, &doc.target_groups);
+    let target_groups = target_group::target_groups(d, &doc.target_groups, base);
     let mut ctx = Ctx {
         base,
         target_groups: HashMap::new(),

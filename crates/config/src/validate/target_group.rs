@@ -1,6 +1,7 @@
-//! `[[target_group]]`: targets, `health_check`, `outlier_detection`.
+//! `[[target_group]]`: targets, TLS to the targets, `health_check`, `outlier_detection`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use super::fields::{self, fmt_duration, Unique};
@@ -9,13 +10,17 @@ use crate::diag::Diags;
 use crate::model::*;
 use crate::raw::{RawHealthCheck, RawOutlier, RawTargetGroup};
 
-pub(crate) fn target_groups(d: &mut Diags, raws: &[Option<RawTargetGroup>]) -> Vec<TargetGroup> {
+pub(crate) fn target_groups(
+    d: &mut Diags,
+    raws: &[Option<RawTargetGroup>],
+    base: &Path,
+) -> Vec<TargetGroup> {
     let mut names = Unique::new();
     let mut out = Vec::new();
     for (i, raw) in raws.iter().enumerate() {
         let Some(raw) = raw else { continue };
         let path = format!("target_group[{i}]");
-        let tg = target_group(d, &path, raw);
+        let tg = target_group(d, &path, raw, base);
         names.check(
             d,
             &format!("{path}.name"),
@@ -28,7 +33,7 @@ pub(crate) fn target_groups(d: &mut Diags, raws: &[Option<RawTargetGroup>]) -> V
     out
 }
 
-fn target_group(d: &mut Diags, path: &str, raw: &RawTargetGroup) -> TargetGroup {
+fn target_group(d: &mut Diags, path: &str, raw: &RawTargetGroup, base: &Path) -> TargetGroup {
     let p = |key: &str| format!("{path}.{key}");
     let name = fields::name(d, &p("name"), &raw.name);
     let protocol = fields::choice(
@@ -116,6 +121,7 @@ fn target_group(d: &mut Diags, path: &str, raw: &RawTargetGroup) -> TargetGroup 
             &raw.connect_timeout,
             secs(5),
         ),
+        tls: target_tls(d, path, raw, protocol, base),
         health_check: health_check(d, &p("health_check"), raw.health_check.as_ref(), protocol),
         outlier_detection: outlier_detection(
             d,
@@ -123,6 +129,65 @@ fn target_group(d: &mut Diags, path: &str, raw: &RawTargetGroup) -> TargetGroup 
             raw.outlier_detection.as_ref(),
         ),
     }
+}
+
+/// `ca`, `sni` and `insecure_skip_verify`: only for `https` groups, which always get a [`TargetTls`]
+/// (verification against the system's roots and the target's IP by default). Whether the `ca` file can
+/// be read is checked where it is read, when the proxy builds the group's TLS client.
+fn target_tls(
+    d: &mut Diags,
+    path: &str,
+    raw: &RawTargetGroup,
+    protocol: TargetProtocol,
+    base: &Path,
+) -> Option<TargetTls> {
+    let p = |key: &str| format!("{path}.{key}");
+    if protocol != TargetProtocol::Https {
+        let name = match protocol {
+            TargetProtocol::Tcp => "tcp",
+            _ => "http",
+        };
+        let present = [
+            ("ca", raw.ca.is_some()),
+            ("sni", raw.sni.is_some()),
+            ("insecure_skip_verify", raw.insecure_skip_verify.is_some()),
+        ];
+        for (key, _) in present.into_iter().filter(|(_, set)| *set) {
+            d.err(
+                &p(key),
+                format!(
+                    "{key} is only for protocol = \"https\" target groups, this one is {name:?}"
+                ),
+            );
+        }
+        return None;
+    }
+    let ca = raw
+        .ca
+        .as_deref()
+        .map(|ca| fields::file_path(d, &p("ca"), ca, base));
+    let sni = raw.sni.as_ref().map(|sni| {
+        let name = sni.to_ascii_lowercase();
+        if !fields::dns_name(&name) && name.parse::<IpAddr>().is_err() {
+            d.err(
+                &p("sni"),
+                format!("{sni:?} is not a DNS name (or IP address), such as \"backend.internal\""),
+            );
+        }
+        name
+    });
+    let skip = raw.insecure_skip_verify.unwrap_or(false);
+    if skip && ca.is_some() {
+        d.err(
+            &p("insecure_skip_verify"),
+            "cannot be true together with ca: either verify targets against ca, or do not verify",
+        );
+    }
+    Some(TargetTls {
+        ca,
+        sni,
+        verify: !skip,
+    })
 }
 
 fn health_check(

@@ -21,7 +21,7 @@ use trellis_targets::TargetRegistry;
 use crate::access_log::AccessLog;
 use crate::metrics::ProxyMetrics;
 use crate::tls::ServiceTls;
-use crate::upstream::{Group, PoolRegistry};
+use crate::upstream::{Group, PoolRegistry, TlsClient};
 
 pub struct Snapshot {
     ports: Box<[PortRoutes]>,
@@ -56,6 +56,8 @@ impl GroupSlots {
 
 /// What a snapshot build needs besides the configuration.
 pub struct Parts<'a> {
+    /// The TLS client of each `https` group, by name (see [`crate::upstream::TlsClient::for_group`]).
+    pub tls: &'a HashMap<String, Arc<TlsClient>>,
     pub targets: &'a TargetRegistry,
     pub pools: &'a PoolRegistry,
     pub metrics: &'a ProxyMetrics,
@@ -94,22 +96,39 @@ pub struct Rule {
 
 impl Snapshot {
     /// Builds the snapshot of `config`. Whatever `previous` built from an equal configuration is reused
-    /// as it is: a target group whose settings and targets are unchanged keeps its balancer, and a
-    /// listener whose rules are unchanged keeps its compiled rules. A reload that touches one service of
-    /// five hundred therefore compiles one service, and a target registration rebuilds one group.
+    /// as it is: a target group whose settings, targets and TLS client are unchanged keeps its balancer
+    /// (and its pools, while they are still the registry's), and a listener whose rules are unchanged
+    /// keeps its compiled rules. A reload that touches one service of five hundred therefore compiles one
+    /// service, and a target registration rebuilds one group.
     pub fn build(config: Arc<Config>, previous: Option<&Snapshot>, parts: &Parts<'_>) -> Self {
         let mut groups: Vec<Option<Arc<Group>>> = Vec::new();
         let mut by_name: HashMap<&str, usize> = HashMap::new();
         for tg in &config.target_groups {
             let slot = parts.slots.slot(&tg.name);
-            let reused = previous.and_then(|p| {
-                let before = p.source.target_groups.iter().find(|g| g.name == tg.name)?;
-                (before == tg)
-                    .then(|| p.groups.get(slot).cloned().flatten())
-                    .flatten()
-            });
+            let tls = parts.tls.get(&tg.name);
+            let reused = previous
+                .and_then(|p| {
+                    let before = p.source.target_groups.iter().find(|g| g.name == tg.name)?;
+                    (before == tg)
+                        .then(|| p.groups.get(slot).cloned().flatten())
+                        .flatten()
+                })
+                .filter(|g| {
+                    let same_tls = match (&g.tls, tls) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => a.same_as(b),
+                        _ => false,
+                    };
+                    same_tls && parts.pools.holds(&tg.name, &g.pools)
+                });
             let group = reused.unwrap_or_else(|| {
-                Arc::new(Group::build(tg, parts.targets, parts.pools, parts.metrics))
+                Arc::new(Group::build(
+                    tg,
+                    tls.cloned(),
+                    parts.targets,
+                    parts.pools,
+                    parts.metrics,
+                ))
             });
             if groups.len() <= slot {
                 groups.resize(slot + 1, None);
@@ -208,6 +227,15 @@ impl Snapshot {
 
     pub fn port(&self, addr: SocketAddr) -> Option<&PortRoutes> {
         self.ports.iter().find(|p| p.addr == addr)
+    }
+
+    /// Every group with a TLS client, by name: what the next build may reuse.
+    pub(crate) fn tls_clients(&self) -> HashMap<&str, &Arc<TlsClient>> {
+        self.groups
+            .iter()
+            .flatten()
+            .filter_map(|g| Some((&*g.name, g.tls.as_ref()?)))
+            .collect()
     }
 
     /// The group in `slot` (a slot from one of this snapshot's compiled actions always has one).

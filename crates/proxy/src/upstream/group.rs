@@ -7,7 +7,7 @@ use prometheus::{Histogram, IntCounter};
 use trellis_config::{OutlierDetection, ProtocolVersion, TargetGroup};
 use trellis_targets::{Balancer, GroupStats, Target, TargetRegistry};
 
-use super::{PoolRegistry, TargetPool};
+use super::{PoolRegistry, TargetPool, TlsClient};
 use crate::metrics::ProxyMetrics;
 
 pub struct Group {
@@ -16,6 +16,8 @@ pub struct Group {
     /// Parallel to `balancer.targets()`.
     pub pools: Box<[Arc<TargetPool>]>,
     pub http2: bool,
+    /// `https` groups: how connections to the targets start.
+    pub tls: Option<Arc<TlsClient>>,
     pub response_timeout: Duration,
     pub connect_timeout: Duration,
     pub outlier: OutlierDetection,
@@ -39,16 +41,23 @@ pub struct GroupMetrics {
 }
 
 impl Group {
+    /// Whether requests to `tg` go out as HTTP/2 (over TLS, `h2` is what ALPN offers).
+    pub fn http2(tg: &TargetGroup) -> bool {
+        matches!(
+            tg.protocol_version,
+            ProtocolVersion::Http2 | ProtocolVersion::Grpc
+        )
+    }
+
+    /// The group of `tg`, whose TLS client (`https` groups) is `tls`.
     pub fn build(
         tg: &TargetGroup,
+        tls: Option<Arc<TlsClient>>,
         targets: &TargetRegistry,
         pools: &PoolRegistry,
         metrics: &ProxyMetrics,
     ) -> Self {
-        let http2 = matches!(
-            tg.protocol_version,
-            ProtocolVersion::Http2 | ProtocolVersion::Grpc
-        );
+        let http2 = Self::http2(tg);
         let members: Vec<Target> = tg
             .targets
             .iter()
@@ -60,7 +69,7 @@ impl Group {
             .collect();
         let pools = members
             .iter()
-            .map(|t| pools.pool(&tg.name, t.address, http2))
+            .map(|t| pools.pool(&tg.name, t.address, http2, tls.as_ref()))
             .collect();
         let stats = targets.group(&tg.name);
         stats.set_members(members.len());
@@ -94,6 +103,7 @@ impl Group {
             balancer: Balancer::new(members, tg.algorithm),
             pools,
             http2,
+            tls,
             response_timeout: tg.response_timeout,
             connect_timeout: tg.connect_timeout,
             outlier: tg.outlier_detection,

@@ -3,7 +3,9 @@
 mod exchange;
 mod group;
 mod pool;
+mod tls;
 
 pub use exchange::{exchange, ExchangeError, Exchanged};
 pub use group::Group;
 pub use pool::{PoolRegistry, PooledSender, TargetPool};
+pub use tls::TlsClient;

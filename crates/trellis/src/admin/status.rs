@@ -150,6 +150,12 @@ fn target_group(
             Algorithm::LeastOutstanding => "least_outstanding",
         },
         "in_use": in_use,
+        // https groups: how targets' certificates are verified (`verify: false` = insecure_skip_verify).
+        "tls": tg.tls.as_ref().map(|tls| json!({
+            "ca": tls.ca.as_ref().map(|ca| ca.display().to_string()),
+            "sni": tls.sni,
+            "verify": tls.verify,
+        })),
         "health_check": {
             "enabled": hc.enabled,
             "protocol": match hc.protocol {

@@ -205,6 +205,12 @@ fn targets(status: &Value) -> (Table, Vec<String>) {
         if group["removed"] == true {
             label.push_str(" (removed)");
         }
+        if group["tls"]["verify"] == false {
+            label.push_str(" (TLS UNVERIFIED)");
+            notes.push(format!(
+                "{name} does not verify its targets' certificates (insecure_skip_verify = true)"
+            ));
+        }
         let targets: Vec<&Value> = list(&group["targets"]).collect();
         if targets.is_empty() {
             table.row(vec![label.clone(), "(none)".to_owned()]);
@@ -362,6 +368,22 @@ api (FAILING OPEN)  10.0.1.1:80    file    1       unhealthy                    
 spare               (none)         -       -       -                            -      -
 api is failing open: none of its targets is routable, so all of them get traffic
 "
+        );
+    }
+
+    #[test]
+    fn a_group_that_does_not_verify_certificates_is_marked() {
+        let mut status = sample();
+        status["target_groups"][2]["tls"] = json!({"ca": null, "sni": null, "verify": false});
+        status["target_groups"][0]["tls"] = json!({"ca": "/ca.pem", "sni": null, "verify": true});
+        let text = render(&status);
+        assert!(text.contains("\nspare (TLS UNVERIFIED)  (none)"), "{text}");
+        assert!(!text.contains("web (TLS UNVERIFIED)"), "{text}");
+        assert!(
+            text.ends_with(
+                "spare does not verify its targets' certificates (insecure_skip_verify = true)\n"
+            ),
+            "{text}"
         );
     }
 

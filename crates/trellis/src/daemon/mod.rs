@@ -204,6 +204,7 @@ impl Daemon {
         let health = HealthChecker::new(targets.clone(), &prometheus)?;
         health.apply(&effective);
         let proxy = Proxy::new(effective.clone(), targets.clone(), &prometheus)?;
+        warn_unverified(&config);
         let server = Server::start(proxy.clone())?;
         Ok(Arc::new(Daemon {
             path: path.to_path_buf(),
@@ -265,7 +266,8 @@ impl Daemon {
         self.reloads.with_label_values(&[outcome]).inc();
         match &result {
             Ok(running) => {
-                tracing::info!(sha256 = %&running.sha256[..12], "{}", running.file.summary())
+                tracing::info!(sha256 = %&running.sha256[..12], "{}", running.file.summary());
+                warn_unverified(&running.file);
             }
             Err(ChangeError::Invalid(errors)) => {
                 for e in errors {
@@ -394,10 +396,14 @@ impl Daemon {
         let after = members(&effective);
         // Held throughout: no drain finishes (and forgets its target) while this change is under way.
         let mut draining = self.draining.lock();
-        let snapshot = self
-            .proxy
-            .build(effective.clone())
-            .map_err(|e| ChangeError::Failed(e.to_string()))?;
+        let snapshot = self.proxy.build(effective.clone()).map_err(|e| match e {
+            // The files the configuration names are part of it: a `ca` that cannot be read is an error
+            // in the configuration like any other.
+            trellis_proxy::ProxyError::TargetTls(problems) => {
+                ChangeError::Invalid(problems.iter().map(ToString::to_string).collect())
+            }
+            other => ChangeError::Failed(other.to_string()),
+        })?;
         self.server
             .reload(snapshot)
             .map_err(|e| ChangeError::Failed(e.to_string()))?;
@@ -478,6 +484,17 @@ impl Daemon {
         self.registrations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// At every load: the target groups whose targets' certificates are not verified, one warning each, so
+/// that `insecure_skip_verify` never goes unnoticed in the log.
+fn warn_unverified(config: &Config) {
+    for name in crate::check::unverified(config) {
+        tracing::warn!(
+            target_group = name,
+            "target group {name}: certificate verification is OFF (insecure_skip_verify = true)"
+        );
     }
 }
 
