@@ -197,7 +197,9 @@ fn health_check(
     tg: TargetProtocol,
 ) -> HealthCheck {
     let default_protocol = match tg {
-        TargetProtocol::Http | TargetProtocol::Https => HealthCheckProtocol::Http,
+        TargetProtocol::Http => HealthCheckProtocol::Http,
+        // As Lattice: the check speaks the group's protocol unless told otherwise.
+        TargetProtocol::Https => HealthCheckProtocol::Https,
         TargetProtocol::Tcp => HealthCheckProtocol::Tcp,
     };
     let Some(raw) = raw else {
