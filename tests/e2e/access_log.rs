@@ -102,7 +102,8 @@ async fn every_field_of_a_forwarded_request_a_fixed_response_and_a_502() {
     let found = wait_lines(&log, 3).await;
     assert_eq!(found.len(), 3, "{found:#?}");
     for line in &found {
-        assert_eq!(line.as_object().unwrap().len(), 22, "{line}");
+        assert_eq!(line.as_object().unwrap().len(), 23, "{line}");
+        assert_eq!(line["authDeniedReason"], "-");
         let start = humantime::parse_rfc3339(line["startTime"].as_str().unwrap()).unwrap();
         assert!(before <= start && start <= after, "{line}");
         let source = line["sourceIpPort"].as_str().unwrap();

@@ -11,6 +11,7 @@
 mod cron;
 mod diag;
 mod error;
+mod jwt;
 mod model;
 mod raw;
 mod sections;
@@ -20,6 +21,7 @@ mod tls;
 mod validate;
 
 pub use error::{ConfigError, Diagnostic};
+pub use jwt::{JwtKey, JwtKeys};
 pub use model::*;
 pub use tls::{certificates, TlsMaterial};
 

@@ -20,6 +20,100 @@ pub struct Config {
     pub services: Vec<Service>,
     pub target_groups: Vec<TargetGroup>,
     pub scaling_groups: Vec<ScalingGroup>,
+    /// `[network]`: what applies to every service.
+    pub network: Network,
+    pub auth_policies: Vec<AuthPolicy>,
+    pub jwt_issuers: Vec<JwtIssuer>,
+}
+
+/// `[network]`, Lattice's service network: one machine's worth of it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Network {
+    /// Name of the `[[auth_policy]]` every request must pass (as well as its service's).
+    pub auth_policy: Option<String>,
+}
+
+/// `[[auth_policy]]`: statements evaluated as Lattice's and IAM's are: an explicit deny wins over any
+/// allow, and a request no statement allows is denied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthPolicy {
+    pub name: String,
+    pub statements: Vec<Statement>,
+}
+
+/// One statement; every condition present must hold for it to apply.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Statement {
+    pub effect: Effect,
+    /// Globs (`*` matches any run of characters) over the caller's identities (mTLS, JWT `sub`).
+    pub principals: Vec<String>,
+    pub source_cidrs: Vec<Cidr>,
+    /// Upper-case.
+    pub methods: Vec<String>,
+    pub paths: Vec<PathPattern>,
+    /// (lower-case name, glob over the value); every pair must hold.
+    pub headers: Vec<(String, String)>,
+    /// (key, value) of the query string, compared as sent; every pair must hold.
+    pub query: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Effect {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 client on a dual-stack socket arrives as an IPv4-mapped IPv6 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `/exact` or `/prefix*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+/// `[[jwt_issuer]]`: bearer tokens this issuer signs identify their `sub`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtIssuer {
+    /// The `iss` claim.
+    pub issuer: String,
+    /// A token's `aud` must name one of these.
+    pub audiences: Vec<String>,
+    /// `jwks_file` or `key_file`.
+    pub key_file: PathBuf,
+    /// Always `Some` in a configuration that parsed.
+    pub keys: Option<crate::jwt::JwtKeys>,
 }
 
 impl Config {
@@ -85,6 +179,8 @@ pub struct Service {
     pub name: String,
     pub hosts: Vec<HostPattern>,
     pub listeners: Vec<Listener>,
+    /// Name of the `[[auth_policy]]` its requests must pass (as well as the network's).
+    pub auth_policy: Option<String>,
 }
 
 /// A host name a service answers to. Stored lower-case.

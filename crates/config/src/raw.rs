@@ -36,6 +36,7 @@ pub(crate) struct RawLimits {
 pub(crate) struct RawService {
     pub name: Option<String>,
     pub hosts: Option<Vec<String>>,
+    pub auth_policy: Option<String>,
     #[serde(default)]
     pub listener: Vec<RawListener>,
 }
@@ -288,4 +289,45 @@ pub(crate) struct RawStep {
     pub lower: Option<f64>,
     pub upper: Option<f64>,
     pub adjustment: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a table { auth_policy }")]
+pub(crate) struct RawNetwork {
+    pub auth_policy: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table { name, statement = [...] }")]
+pub(crate) struct RawAuthPolicy {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub statement: Vec<RawStatement>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table { effect, principals, source_cidrs, methods, paths, headers, query }"
+)]
+pub(crate) struct RawStatement {
+    pub effect: Option<String>,
+    pub principals: Option<Vec<String>>,
+    pub source_cidrs: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub query: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table { issuer, audiences, jwks_file or key_file }"
+)]
+pub(crate) struct RawJwtIssuer {
+    pub issuer: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    pub jwks_file: Option<String>,
+    pub key_file: Option<String>,
 }

@@ -18,6 +18,9 @@ pub(crate) struct RawDoc {
     pub services: Vec<Option<RawService>>,
     pub target_groups: Vec<Option<RawTargetGroup>>,
     pub scaling_groups: Vec<Option<RawScalingGroup>>,
+    pub network: Option<RawNetwork>,
+    pub auth_policies: Vec<Option<RawAuthPolicy>>,
+    pub jwt_issuers: Vec<Option<RawJwtIssuer>>,
     /// Names of target groups that failed to deserialize: references to them are not reported again.
     pub broken_target_groups: Vec<String>,
 }
@@ -29,6 +32,9 @@ const SECTIONS: &[&str] = &[
     "service",
     "target_group",
     "scaling_group",
+    "network",
+    "auth_policy",
+    "jwt_issuer",
 ];
 
 /// Takes the document apart (moving, not copying: a large file costs more to copy than to validate).
@@ -51,6 +57,13 @@ pub(crate) fn split(root: Table, d: &mut Diags) -> RawDoc {
             }
             "scaling_group" => {
                 doc.scaling_groups = array(item, key, d).into_iter().map(|(_, r)| r).collect()
+            }
+            "network" => doc.network = unit(item, key, d),
+            "auth_policy" => {
+                doc.auth_policies = array(item, key, d).into_iter().map(|(_, r)| r).collect()
+            }
+            "jwt_issuer" => {
+                doc.jwt_issuers = array(item, key, d).into_iter().map(|(_, r)| r).collect()
             }
             _ => d.err(
                 key,

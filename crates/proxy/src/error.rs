@@ -60,6 +60,8 @@ pub enum Failure {
     /// The request's Host is served on this port, but not with the certificate the connection's TLS
     /// handshake chose (its SNI named another service).
     Misdirected,
+    /// The network's or the service's auth policy denies the request.
+    AccessDenied,
 }
 
 impl Failure {
@@ -70,6 +72,7 @@ impl Failure {
             Failure::ConnectFailed | Failure::UpstreamReset => StatusCode::BAD_GATEWAY,
             Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Failure::AccessDenied => StatusCode::FORBIDDEN,
         }
     }
 
@@ -82,6 +85,7 @@ impl Failure {
             Failure::UpstreamReset => "upstream_reset",
             Failure::UpstreamTimeout => "upstream_timeout",
             Failure::Misdirected => "misdirected",
+            Failure::AccessDenied => "access_denied",
         }
     }
 
@@ -97,6 +101,7 @@ impl Failure {
             Failure::UpstreamReset => b"target closed the connection before responding\n",
             Failure::UpstreamTimeout => b"target did not respond in time\n",
             Failure::Misdirected => b"this host is not served on this connection's certificate\n",
+            Failure::AccessDenied => b"access denied\n",
         })
     }
 }

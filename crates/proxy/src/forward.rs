@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use trellis_targets::{Ejection, InFlight, Tried};
 
 use crate::access_log::{Pending, RequestProgress, Trace};
+use crate::auth::{self, Caller};
 use crate::body::{ProxyBody, RequestBody, Tally, UpstreamBody};
 use crate::error::Failure;
 use crate::headers::{self, X_TRELLIS_ERROR};
@@ -37,7 +38,7 @@ pub async fn handle(
             .access_log
             .as_ref()
             .map(|sink| Pending::begin(sink, &req, conn.peer, conn.tls.as_ref(), started));
-        let Some(service) = port.service(host(&req)) else {
+        let Some((service, policy)) = port.service_and_policy(host(&req)) else {
             let f = Failure::NoService;
             return Ok(answer(failure(f), &port.unmatched, started, log, Some(f)));
         };
@@ -49,6 +50,19 @@ pub async fn handle(
             }
         }
         let (action, route) = service.route(req.method(), req.uri().path(), req.headers());
+        if snapshot.network_policy.is_some() || policy.is_some() {
+            let tls_identity = conn.tls.as_ref().and_then(|t| t.identity.as_ref());
+            let mut caller = Caller::new(&req, conn.peer.ip(), tls_identity, &snapshot.verifier);
+            let policies = [snapshot.network_policy.as_deref(), policy];
+            if let Err(reason) = auth::check(policies, &req, &mut caller) {
+                let mut log = log;
+                if let Some(entry) = &mut log {
+                    entry.denied(&reason);
+                }
+                let f = Failure::AccessDenied;
+                return Ok(answer(failure(f), route, started, log, Some(f)));
+            }
+        }
         match action {
             Action::Fixed(fixed) => {
                 return Ok(answer(fixed_response(fixed), route, started, log, None));

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod access_log;
+mod auth;
 mod body;
 mod error;
 mod forward;

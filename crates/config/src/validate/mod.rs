@@ -1,6 +1,7 @@
 //! Raw structs → validated model. Every check reports into [`Diags`] and carries on; the caller rejects the
 //! file if anything was reported.
 
+mod auth;
 mod fields;
 mod policy;
 mod rules;
@@ -24,6 +25,8 @@ pub(crate) struct Ctx<'a> {
     pub base: &'a Path,
     /// Every target group name in the file, with its protocol (`None` if the group itself is broken).
     pub target_groups: HashMap<String, Option<TargetProtocol>>,
+    /// Every `[[auth_policy]]` name in the file.
+    pub auth_policies: std::collections::HashSet<String>,
 }
 
 pub(crate) fn validate(doc: RawDoc, source: &Path, d: &mut Diags) -> Config {
@@ -38,9 +41,11 @@ pub(crate) fn validate(doc: RawDoc, source: &Path, d: &mut Diags) -> Config {
     );
 
     let target_groups = target_group::target_groups(d, &doc.target_groups, base);
+    let auth_policies = auth::policies(d, &doc.auth_policies);
     let mut ctx = Ctx {
         base,
         target_groups: HashMap::new(),
+        auth_policies: auth_policies.iter().map(|p| p.name.clone()).collect(),
     };
     for name in doc.broken_target_groups {
         ctx.target_groups.insert(name, None);
@@ -50,6 +55,8 @@ pub(crate) fn validate(doc: RawDoc, source: &Path, d: &mut Diags) -> Config {
     }
     let services = service::services(d, &ctx, &doc.services, limits);
     let scaling_groups = scaling::scaling_groups(d, &ctx, &doc.scaling_groups);
+    let network = auth::network(d, doc.network, &ctx.auth_policies);
+    let jwt_issuers = auth::jwt_issuers(d, &ctx, &doc.jwt_issuers);
 
     Config {
         source: source.to_path_buf(),
@@ -59,6 +66,9 @@ pub(crate) fn validate(doc: RawDoc, source: &Path, d: &mut Diags) -> Config {
         services,
         target_groups,
         scaling_groups,
+        network,
+        auth_policies,
+        jwt_issuers,
     }
 }
 

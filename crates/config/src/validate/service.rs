@@ -67,10 +67,19 @@ pub(crate) fn services(
                 }
             }
         }
+        if let Some(policy) = &raw.auth_policy {
+            super::auth::reference(
+                d,
+                &format!("{path}.auth_policy"),
+                policy,
+                &ctx.auth_policies,
+            );
+        }
         out.push(Service {
             name,
             hosts: host_list.into_iter().map(|(_, h)| h).collect(),
             listeners: listeners.into_iter().map(|(_, l)| l).collect(),
+            auth_policy: raw.auth_policy.clone(),
         });
     }
     out

@@ -42,6 +42,8 @@ pub struct Entry {
     pub target_group: Option<Arc<str>>,
     /// Why trellis answered itself (the `x-trellis-error` code), or `client_closed`.
     pub failure: Option<&'static str>,
+    /// Which statement of which auth policy denied the request, or that none allowed it.
+    pub auth_denied_reason: String,
 }
 
 impl Default for Entry {
@@ -70,6 +72,7 @@ impl Default for Entry {
             rule: None,
             target_group: None,
             failure: None,
+            auth_denied_reason: String::new(),
         }
     }
 }
@@ -94,6 +97,7 @@ impl Entry {
         self.rule = None;
         self.target_group = None;
         self.failure = None;
+        self.auth_denied_reason.clear();
     }
 }
 
@@ -132,6 +136,7 @@ struct Line<'a> {
     rule_name: &'a str,
     target_group_name: &'a str,
     failure_reason: &'static str,
+    auth_denied_reason: &'a str,
     request_id: &'a str,
 }
 
@@ -164,6 +169,7 @@ impl Entry {
             rule_name: self.rule.as_deref().unwrap_or(NONE),
             target_group_name: self.target_group.as_deref().unwrap_or(NONE),
             failure_reason: self.failure.unwrap_or(NONE),
+            auth_denied_reason: or_none(&self.auth_denied_reason),
             request_id: or_none(&self.request_id),
         };
         // Serializing plain strings and numbers into a Vec cannot fail.
@@ -226,6 +232,7 @@ mod tests {
             rule: Some("api".into()),
             target_group: Some("api".into()),
             failure: None,
+            auth_denied_reason: String::new(),
         }
     }
 
@@ -257,7 +264,8 @@ mod tests {
         assert_eq!(v["targetGroupName"], "api");
         assert_eq!(v["failureReason"], "-");
         assert_eq!(v["requestId"], "abc");
-        assert_eq!(v.as_object().unwrap().len(), 22);
+        assert_eq!(v["authDeniedReason"], "-");
+        assert_eq!(v.as_object().unwrap().len(), 23);
     }
 
     #[test]
@@ -297,6 +305,7 @@ mod tests {
             "ruleName",
             "targetGroupName",
             "failureReason",
+            "authDeniedReason",
             "requestId",
         ] {
             assert_eq!(v[key], "-", "{key}");

@@ -94,6 +94,11 @@ impl Pending {
         self.entry.rule = Some(route.rule.clone());
     }
 
+    /// Why an auth policy denied the request.
+    pub fn denied(&mut self, reason: &str) {
+        self.entry.auth_denied_reason.push_str(reason);
+    }
+
     pub fn answered(&mut self, status: u16, failure: Option<&'static str>) {
         self.entry.status = status;
         self.entry.failure = failure;

@@ -19,6 +19,7 @@ use trellis_config::{Config, Limits, ListenerProtocol};
 use trellis_targets::TargetRegistry;
 
 use crate::access_log::AccessLog;
+use crate::auth::{Policy, Verifier};
 use crate::metrics::ProxyMetrics;
 use crate::tls::ServiceTls;
 use crate::upstream::{Group, PoolRegistry, TlsClient};
@@ -34,6 +35,10 @@ pub struct Snapshot {
     compiled: HashMap<(String, String), Arc<ServiceRoutes>>,
     /// Where access log entries go; `None` when the log is off.
     pub(crate) access_log: Option<Arc<AccessLog>>,
+    /// `[network] auth_policy`: every request must pass it.
+    pub network_policy: Option<Arc<Policy>>,
+    /// JWT issuers, for policies that ask who the caller is.
+    pub verifier: Verifier,
 }
 
 /// Stable slot numbers of target groups by name (see [`Snapshot`]); never reused, so a compiled rule can
@@ -73,6 +78,9 @@ pub struct PortRoutes {
     pub limits: Limits,
     hosts: HostTable,
     services: Box<[Arc<ServiceRoutes>]>,
+    /// Each service's auth policy, parallel to `services` (built fresh with every snapshot, as policies
+    /// change independently of listeners).
+    policies: Box<[Option<Arc<Policy>>]>,
     /// Requests whose host no service on the port answers to.
     pub unmatched: Arc<RouteMetrics>,
 }
@@ -137,6 +145,17 @@ impl Snapshot {
             by_name.insert(tg.name.as_str(), slot);
         }
         let lookup = |name: &str| by_name.get(name).copied();
+        let compiled_policies: HashMap<&str, Arc<Policy>> = config
+            .auth_policies
+            .iter()
+            .map(|p| (p.name.as_str(), Arc::new(Policy::compile(p))))
+            .collect();
+        let network_policy = config
+            .network
+            .auth_policy
+            .as_ref()
+            .and_then(|name| compiled_policies.get(name.as_str()).cloned());
+        let verifier = Verifier::new(&config.jwt_issuers);
         let mut ports: Vec<PortRoutes> = Vec::new();
         let mut compiled = HashMap::new();
         for service in &config.services {
@@ -151,6 +170,7 @@ impl Snapshot {
                             limits: l.limits,
                             hosts: HostTable::default(),
                             services: Box::new([]),
+                            policies: Box::new([]),
                             unmatched: Arc::new(RouteMetrics::new(
                                 parts.metrics,
                                 "-",
@@ -209,6 +229,14 @@ impl Snapshot {
                 port.hosts.add(&service.hosts, services.len());
                 services.push(routes);
                 port.services = services.into_boxed_slice();
+                let mut policies = std::mem::take(&mut port.policies).into_vec();
+                policies.push(
+                    service
+                        .auth_policy
+                        .as_ref()
+                        .and_then(|name| compiled_policies.get(name.as_str()).cloned()),
+                );
+                port.policies = policies.into_boxed_slice();
             }
         }
         Snapshot {
@@ -217,6 +245,8 @@ impl Snapshot {
             source: config,
             compiled,
             access_log: None,
+            network_policy,
+            verifier,
         }
     }
 
@@ -248,6 +278,15 @@ impl Snapshot {
 impl PortRoutes {
     pub fn service(&self, host: Option<&[u8]>) -> Option<&ServiceRoutes> {
         self.hosts.lookup(host).map(|i| &*self.services[i])
+    }
+
+    /// The service for a Host, with its auth policy.
+    pub fn service_and_policy(
+        &self,
+        host: Option<&[u8]>,
+    ) -> Option<(&ServiceRoutes, Option<&Policy>)> {
+        let i = self.hosts.lookup(host)?;
+        Some((&*self.services[i], self.policies[i].as_deref()))
     }
 
     /// The TLS settings for a ClientHello's server name: the service the name belongs to (exact, then

@@ -1,0 +1,271 @@
+//! Auth policies compiled with the snapshot: header names parsed, methods resolved, globs kept as bytes.
+//! Evaluating one walks the statements once and allocates nothing.
+
+use std::sync::Arc;
+
+use http::{HeaderName, Method, Request};
+use trellis_config::{AuthPolicy, Cidr, Effect, PathPattern, Statement};
+
+use super::glob;
+use super::Caller;
+
+pub struct Policy {
+    pub name: Arc<str>,
+    statements: Box<[Compiled]>,
+}
+
+struct Compiled {
+    deny: bool,
+    principals: Box<[Box<[u8]>]>,
+    cidrs: Box<[Cidr]>,
+    methods: Box<[Method]>,
+    paths: Box<[PathPattern]>,
+    headers: Box<[(HeaderName, Box<[u8]>)]>,
+    query: Box<[Pair]>,
+}
+
+/// A query key and the value it must have.
+type Pair = (Box<[u8]>, Box<[u8]>);
+
+/// Why a policy denied a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denial {
+    /// Statement N (0-based) matched and says deny.
+    Statement(usize),
+    /// No statement allows the request.
+    NoAllow,
+}
+
+impl Policy {
+    pub fn compile(policy: &AuthPolicy) -> Policy {
+        Policy {
+            name: policy.name.as_str().into(),
+            statements: policy.statements.iter().map(compile).collect(),
+        }
+    }
+
+    /// An explicit deny wins over any allow; without a matching allow the request is denied.
+    pub fn evaluate<B>(&self, req: &Request<B>, caller: &mut Caller<'_>) -> Result<(), Denial> {
+        let mut allowed = false;
+        for (i, s) in self.statements.iter().enumerate() {
+            // A deny must be looked for even after an allow matched; an allow after one did not matter.
+            if !s.deny && allowed {
+                continue;
+            }
+            if s.matches(req, caller) {
+                if s.deny {
+                    return Err(Denial::Statement(i));
+                }
+                allowed = true;
+            }
+        }
+        if allowed {
+            Ok(())
+        } else {
+            Err(Denial::NoAllow)
+        }
+    }
+}
+
+fn compile(s: &Statement) -> Compiled {
+    Compiled {
+        deny: s.effect == Effect::Deny,
+        principals: s.principals.iter().map(|p| p.as_bytes().into()).collect(),
+        cidrs: s.source_cidrs.clone().into(),
+        methods: s
+            .methods
+            .iter()
+            .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+            .collect(),
+        paths: s.paths.clone().into(),
+        headers: s
+            .headers
+            .iter()
+            .filter_map(|(n, v)| {
+                Some((
+                    HeaderName::from_bytes(n.as_bytes()).ok()?,
+                    v.as_bytes().into(),
+                ))
+            })
+            .collect(),
+        query: s
+            .query
+            .iter()
+            .map(|(k, v)| (k.as_bytes().into(), v.as_bytes().into()))
+            .collect(),
+    }
+}
+
+impl Compiled {
+    /// Cheap conditions first; the caller's identity (which may mean verifying a JWT) last.
+    fn matches<B>(&self, req: &Request<B>, caller: &mut Caller<'_>) -> bool {
+        (self.methods.is_empty() || self.methods.contains(req.method()))
+            && (self.cidrs.is_empty() || self.cidrs.iter().any(|c| c.contains(caller.ip)))
+            && (self.paths.is_empty()
+                || self.paths.iter().any(|p| path_matches(p, req.uri().path())))
+            && self.headers.iter().all(|(name, pattern)| {
+                req.headers()
+                    .get_all(name)
+                    .iter()
+                    .any(|v| glob::matches(pattern, v.as_bytes()))
+            })
+            && self
+                .query
+                .iter()
+                .all(|(k, v)| query_has(req.uri().query().unwrap_or(""), k, v))
+            && (self.principals.is_empty()
+                || caller
+                    .identities()
+                    .any(|id| self.principals.iter().any(|p| glob::matches(p, id))))
+    }
+}
+
+fn path_matches(pattern: &PathPattern, path: &str) -> bool {
+    match pattern {
+        PathPattern::Exact(p) => p == path,
+        PathPattern::Prefix(p) => path.starts_with(p.as_str()),
+    }
+}
+
+/// Whether the query string has `key=value` (compared as sent, percent-encoding and all).
+fn query_has(query: &str, key: &[u8], value: &[u8]) -> bool {
+    query.split('&').any(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        k.as_bytes() == key && v.as_bytes() == value
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Caller, Verifier};
+    use http::HeaderValue;
+
+    fn statement(effect: Effect) -> Statement {
+        Statement {
+            effect,
+            ..Statement::default()
+        }
+    }
+
+    fn policy(statements: Vec<Statement>) -> Policy {
+        Policy::compile(&AuthPolicy {
+            name: "p".into(),
+            statements,
+        })
+    }
+
+    fn eval(p: &Policy, req: &Request<()>, ip: &str, identity: Option<&str>) -> Result<(), Denial> {
+        let verifier = Verifier::default();
+        let identity = identity.map(|i| HeaderValue::from_str(i).unwrap());
+        let mut caller = Caller::new(req, ip.parse().unwrap(), identity.as_ref(), &verifier);
+        p.evaluate(req, &mut caller)
+    }
+
+    fn get(uri: &str) -> Request<()> {
+        Request::get(uri).body(()).unwrap()
+    }
+
+    #[test]
+    fn no_allow_denies_and_an_empty_statement_allows_everything() {
+        assert_eq!(
+            eval(&policy(vec![]), &get("/"), "10.0.0.1", None),
+            Err(Denial::NoAllow)
+        );
+        let open = policy(vec![statement(Effect::Allow)]);
+        assert_eq!(eval(&open, &get("/x"), "10.0.0.1", None), Ok(()));
+    }
+
+    #[test]
+    fn an_explicit_deny_wins_over_an_earlier_allow() {
+        let mut deny = statement(Effect::Deny);
+        deny.paths = vec![PathPattern::Prefix("/admin".into())];
+        let p = policy(vec![statement(Effect::Allow), deny]);
+        assert_eq!(eval(&p, &get("/shop"), "10.0.0.1", None), Ok(()));
+        assert_eq!(
+            eval(&p, &get("/admin/x"), "10.0.0.1", None),
+            Err(Denial::Statement(1))
+        );
+    }
+
+    #[test]
+    fn every_condition_kind() {
+        let mut s = statement(Effect::Allow);
+        s.principals = vec!["spiffe://corp/*".into()];
+        s.source_cidrs = vec![Cidr {
+            addr: "10.0.0.0".parse().unwrap(),
+            prefix: 8,
+        }];
+        s.methods = vec!["GET".into(), "HEAD".into()];
+        s.paths = vec![
+            PathPattern::Exact("/health".into()),
+            PathPattern::Prefix("/api/".into()),
+        ];
+        s.headers = vec![("x-env".into(), "prod*".into())];
+        s.query = vec![("v".into(), "2".into())];
+        let p = policy(vec![s]);
+        let request = |method: &str, uri: &str, env: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("x-env", env)
+                .body(())
+                .unwrap()
+        };
+        let ok = request("GET", "/api/items?a=1&v=2", "prod-eu");
+        let id = Some("spiffe://corp/web");
+        assert_eq!(eval(&p, &ok, "10.1.2.3", id), Ok(()));
+        assert_eq!(
+            eval(&p, &request("HEAD", "/health?v=2", "prod"), "10.1.2.3", id),
+            Ok(())
+        );
+        // Each condition failing on its own.
+        assert!(eval(&p, &ok, "10.1.2.3", Some("spiffe://other/web")).is_err());
+        assert!(eval(&p, &ok, "10.1.2.3", None).is_err());
+        assert!(eval(&p, &ok, "192.168.1.1", id).is_err());
+        assert!(eval(
+            &p,
+            &request("POST", "/api/items?v=2", "prod"),
+            "10.1.2.3",
+            id
+        )
+        .is_err());
+        assert!(eval(&p, &request("GET", "/healthz?v=2", "prod"), "10.1.2.3", id).is_err());
+        assert!(eval(
+            &p,
+            &request("GET", "/api/items?v=3", "prod"),
+            "10.1.2.3",
+            id
+        )
+        .is_err());
+        assert!(eval(
+            &p,
+            &request("GET", "/api/items?v=2", "staging"),
+            "10.1.2.3",
+            id
+        )
+        .is_err());
+        let no_header = get("/api/items?v=2");
+        assert!(eval(&p, &no_header, "10.1.2.3", id).is_err());
+    }
+
+    #[test]
+    fn ipv6_and_mapped_ipv4_cidrs() {
+        let mut s = statement(Effect::Allow);
+        s.source_cidrs = vec![
+            Cidr {
+                addr: "2001:db8::".parse().unwrap(),
+                prefix: 32,
+            },
+            Cidr {
+                addr: "127.0.0.1".parse().unwrap(),
+                prefix: 32,
+            },
+        ];
+        let p = policy(vec![s]);
+        assert_eq!(eval(&p, &get("/"), "2001:db8::7", None), Ok(()));
+        assert_eq!(eval(&p, &get("/"), "::ffff:127.0.0.1", None), Ok(()));
+        assert!(eval(&p, &get("/"), "2001:db9::7", None).is_err());
+        assert!(eval(&p, &get("/"), "127.0.0.2", None).is_err());
+    }
+}
