@@ -6,6 +6,7 @@
 #   SCENARIO=https deploy/loadtest/run.sh        # wrk over TLS to the proxies (plain HTTP to the backend)
 #   PEERS="direct trellis" TRELLIS_BIN=/path/to/trellis deploy/loadtest/run.sh
 #   PEERS="trellis trellis-log nginx nginx-log" deploy/loadtest/run.sh   # access logs' cost: off vs to a file
+#   PEERS="trellis trellis-auth" deploy/loadtest/run.sh   # a 10-statement auth policy's cost
 #
 # One `trellis echo` backend pinned to core LOAD_CORE (default 1) with wrk; each proxy runs one worker
 # pinned to core PROXY_CORE (default 0). For each peer: req/s, p50, p99 (wrk --latency) and the proxy's
@@ -295,6 +296,12 @@ peer() {
             grep -q '^destination = "/' "$WORKDIR/trellis-log.toml" || die "trellis-log: no access_log destination to replace in the template"
             start trellis-log "$PROXY_CORE" "$TRELLIS_BIN" run -c "$WORKDIR/trellis-log.toml" --workers 1
             ;;
+        trellis-auth)
+            # The same, with the 10-statement network policy of auth-policy.toml on every request.
+            render "$HERE/trellis$SUFFIX.toml.tmpl" "$WORKDIR/trellis-auth.toml"
+            cat "$HERE/auth-policy.toml" >>"$WORKDIR/trellis-auth.toml"
+            start trellis-auth "$PROXY_CORE" "$TRELLIS_BIN" run -c "$WORKDIR/trellis-auth.toml" --workers 1
+            ;;
         nginx | nginx-log)
             render "$HERE/nginx$SUFFIX.conf.tmpl" "$WORKDIR/nginx.conf"
             if [[ "$name" == nginx-log ]]; then
@@ -364,7 +371,7 @@ start echo "$LOAD_CORE" "$ECHO_BIN" echo --listen "127.0.0.1:$BACKEND_PORT" --wo
 BACKEND_PID=$PID
 wait_ready echo "$BACKEND_PORT" "$BACKEND_PID" || die "the echo backend did not start (is \`trellis echo\` wired in this build?)"
 
-for name in direct trellis trellis-log nginx nginx-log haproxy; do
+for name in direct trellis trellis-log trellis-auth nginx nginx-log haproxy; do
     want_peer "$name" && peer "$name"
 done
 
@@ -372,7 +379,7 @@ done
 version_of() {
     case "$1" in
         direct) echo "backend only" ;;
-        trellis | trellis-log) echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')" ;;
+        trellis | trellis-log | trellis-auth) echo "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo '+dirty')" ;;
         nginx | nginx-log) "$NGINX" -v 2>&1 | sed 's|.*nginx/||' ;;
         haproxy) "$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {sub(/-.*/, "", $3); print $3}' ;;
     esac
@@ -403,6 +410,12 @@ if [[ " ${ORDER[*]} " == *" trellis "* && " ${ORDER[*]} " == *" trellis-log "* ]
         "$(ratio "${R_RPS[trellis-log]:-}" "${R_RPS[trellis]:-}")" \
         "$(ratio "${R_P99[trellis-log]:-}" "${R_P99[trellis]:-}")" \
         "$(ratio "${R_CPU[trellis-log]:-}" "${R_CPU[trellis]:-}")"
+fi
+if [[ " ${ORDER[*]} " == *" trellis "* && " ${ORDER[*]} " == *" trellis-auth "* ]]; then
+    printf 'auth policy on/off req/s %-7s p99 %-7s CPU/request %-7s\n' \
+        "$(ratio "${R_RPS[trellis-auth]:-}" "${R_RPS[trellis]:-}")" \
+        "$(ratio "${R_P99[trellis-auth]:-}" "${R_P99[trellis]:-}")" \
+        "$(ratio "${R_CPU[trellis-auth]:-}" "${R_CPU[trellis]:-}")"
 fi
 if [[ " ${ORDER[*]} " == *" nginx "* && " ${ORDER[*]} " == *" nginx-log "* ]]; then
     printf 'nginx log on/off   req/s %-7s p99 %-7s CPU/request %-7s\n' \
