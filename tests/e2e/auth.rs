@@ -235,3 +235,65 @@ async fn the_mutual_tls_identity_is_a_principal() {
         assert_eq!(reply.status, status);
     }
 }
+
+/// base64url without padding, as JWKs write keys.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_jwks_with_key_ids_verifies_eddsa_tokens() {
+    let signer = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let jwk = |kid: &str, key: &rcgen::KeyPair| json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": base64url(&key.public_key_raw())});
+    let jwks = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        jwks.path(),
+        json!({"keys": [jwk("old", &other), jwk("current", &signer)]}).to_string(),
+    )
+    .unwrap();
+    let echo = Echo::start("k").await;
+    let port = free_port();
+    let config = [
+        format!(
+            "[[jwt_issuer]]\nissuer = \"https://idp.test\"\naudiences = [\"shop\"]\njwks_file = {}\n\n",
+            quote(&jwks.path().display().to_string())
+        ),
+        policy("users", &["effect = \"allow\"\nprincipals = [\"user-*\"]"]),
+        guarded_service("shop", &["*"], "users"),
+        listener(port, &forward_to("g")),
+        target_group("g", &targets(&[echo.addr()])),
+    ]
+    .concat();
+    let _trellis = Trellis::start(&config, &[port]).await;
+    let claims =
+        json!({"iss": "https://idp.test", "sub": "user-1", "aud": "shop", "exp": now() + 600});
+    let sign = |kid: &str, key: &rcgen::KeyPair| {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.to_string());
+        let key = EncodingKey::from_ed_pem(key.serialize_pem().as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let c = client::http1();
+    let status = |token: String| {
+        let req = c
+            .get(client::url(port, "/"))
+            .header("authorization", format!("Bearer {token}"));
+        async move { send(req).await.status }
+    };
+    assert_eq!(status(sign("current", &signer)).await, 200);
+    assert_eq!(status(sign("old", &other)).await, 200);
+    // A kid naming another key than the one that signed: not verified.
+    assert_eq!(status(sign("old", &signer)).await, 403);
+}
