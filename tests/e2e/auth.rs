@@ -256,7 +256,7 @@ fn base64url(bytes: &[u8]) -> String {
 async fn a_jwks_with_key_ids_verifies_eddsa_tokens() {
     let signer = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
     let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-    let jwk = |kid: &str, key: &rcgen::KeyPair| json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": base64url(&key.public_key_raw())});
+    let jwk = |kid: &str, key: &rcgen::KeyPair| json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "x": base64url(key.public_key_raw())});
     let jwks = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         jwks.path(),
