@@ -36,6 +36,7 @@ pub(crate) struct RawLimits {
 pub(crate) struct RawService {
     pub name: Option<String>,
     pub hosts: Option<Vec<String>>,
+    pub rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     pub listener: Vec<RawListener>,
 }
@@ -74,6 +75,19 @@ pub(crate) struct RawRule {
     #[serde(rename = "match")]
     pub matcher: Option<RawMatch>,
     pub action: Option<RawAction>,
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `rate_limit = { requests_per_second, burst, key }` on a service or a rule.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table { requests_per_second, burst, key }"
+)]
+pub(crate) struct RawRateLimit {
+    pub requests_per_second: Option<f64>,
+    pub burst: Option<i64>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

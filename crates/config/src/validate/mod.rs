@@ -3,6 +3,7 @@
 
 mod fields;
 mod policy;
+mod rate_limit;
 mod rules;
 mod scaling;
 mod service;
