@@ -60,6 +60,8 @@ pub enum Failure {
     /// The request's Host is served on this port, but not with the certificate the connection's TLS
     /// handshake chose (its SNI named another service).
     Misdirected,
+    /// A rate limit of the service or of the matched rule has no token left for the request's key.
+    RateLimited,
 }
 
 impl Failure {
@@ -70,6 +72,7 @@ impl Failure {
             Failure::ConnectFailed | Failure::UpstreamReset => StatusCode::BAD_GATEWAY,
             Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            Failure::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -82,6 +85,7 @@ impl Failure {
             Failure::UpstreamReset => "upstream_reset",
             Failure::UpstreamTimeout => "upstream_timeout",
             Failure::Misdirected => "misdirected",
+            Failure::RateLimited => "rate_limited",
         }
     }
 
@@ -97,6 +101,7 @@ impl Failure {
             Failure::UpstreamReset => b"target closed the connection before responding\n",
             Failure::UpstreamTimeout => b"target did not respond in time\n",
             Failure::Misdirected => b"this host is not served on this connection's certificate\n",
+            Failure::RateLimited => b"rate limit exceeded, retry later\n",
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -14,6 +14,8 @@ use crate::access_log::{Pending, RequestProgress, Trace};
 use crate::body::{ProxyBody, RequestBody, Tally, UpstreamBody};
 use crate::error::Failure;
 use crate::headers::{self, X_TRELLIS_ERROR};
+use crate::identity;
+use crate::rate_limit::{retry_after_secs, Caller};
 use crate::retry::{Replay, MAX_RETRIES};
 use crate::server::ConnContext;
 use crate::snapshot::{Action, Fixed, RouteMetrics};
@@ -48,7 +50,25 @@ pub async fn handle(
                 return Ok(answer(failure(f), &port.unmatched, started, log, Some(f)));
             }
         }
-        let (action, route) = service.route(req.method(), req.uri().path(), req.headers());
+        let route = service.route(req.method(), req.uri().path(), req.headers());
+        if !route.limits.is_empty() {
+            let caller = Caller {
+                ip: conn.peer.ip(),
+                identity: identity::of(&conn, &req),
+                headers: req.headers(),
+            };
+            if let Err(wait) = route.limits.check(&caller, started) {
+                let f = Failure::RateLimited;
+                return Ok(answer(
+                    rate_limited(wait),
+                    route.metrics,
+                    started,
+                    log,
+                    Some(f),
+                ));
+            }
+        }
+        let (action, route) = (route.action, route.metrics);
         match action {
             Action::Fixed(fixed) => {
                 return Ok(answer(fixed_response(fixed), route, started, log, None));
@@ -361,6 +381,16 @@ fn failure(f: Failure) -> Response<ProxyBody> {
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// `429` with `retry-after`: the whole seconds until the limit has a token for this caller again.
+fn rate_limited(wait: Duration) -> Response<ProxyBody> {
+    let mut resp = failure(Failure::RateLimited);
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs(wait)),
     );
     resp
 }
