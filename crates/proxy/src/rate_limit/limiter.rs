@@ -12,7 +12,8 @@
 //!
 //! **Expiry.** A bucket whose TAT has passed is full: forgetting it changes no answer. Each shard drops
 //! its full buckets at most once a second when a request touches it, and whenever the keys are
-//! counted (at every `/metrics` scrape), so idle keys cost nothing for long.
+//! counted (at every `/metrics` scrape), so idle keys cost nothing for long. Dropping rebuilds the
+//! shard's map at the size of what is left, which gives back what a flood made it grow to.
 //!
 //! **At the cap.** A new key in a full shard first drops the shard's full buckets; if that is not enough
 //! (a flood of distinct keys, each with a fresh TAT), the buckets *closest to full* are dropped, down to
@@ -190,13 +191,23 @@ impl Shard {
         }
     }
 
-    /// Drops the full buckets, and gives back memory a flood left behind.
+    /// Drops the full buckets.
     fn sweep(&mut self, now: Nanos) {
         self.next_sweep = now.saturating_add(SWEEP_EVERY);
-        self.buckets.retain(|_, tat| !Gcra::is_full(*tat, now));
-        if self.buckets.capacity() > 64 && self.buckets.len() * 4 < self.buckets.capacity() {
-            self.buckets.shrink_to(self.buckets.len() * 2);
+        self.keep(|tat| !Gcra::is_full(tat, now));
+    }
+
+    /// Keeps the buckets whose TAT passes `keep`, in a new map just large enough for them. Removing in
+    /// place would leave tombstones, and a map at the cap full of them grows to twice its size when it
+    /// next runs out of room; a new map also gives back what a flood made the old one grow to.
+    fn keep(&mut self, keep: impl Fn(Nanos) -> bool) {
+        let kept = self.buckets.values().filter(|tat| keep(**tat)).count();
+        if kept == self.buckets.len() {
+            return;
         }
+        let mut fresh = HashMap::with_capacity_and_hasher(kept, Default::default());
+        fresh.extend(self.buckets.drain().filter(|(_, tat)| keep(*tat)));
+        self.buckets = fresh;
     }
 
     /// Called with the shard at its cap, before a new key goes in: full buckets go, then if need be the
@@ -213,7 +224,9 @@ impl Shard {
         // The `drop`-th smallest TAT: everything at or below it goes.
         let (_, threshold, _) = tats.select_nth_unstable(drop - 1);
         let threshold = *threshold;
-        self.buckets.retain(|_, tat| *tat > threshold);
+        self.keep(|tat| tat > threshold);
+        // Room for the cap without growing again.
+        self.buckets.reserve(cap - self.buckets.len());
     }
 }
 
