@@ -16,6 +16,7 @@ mod limits;
 mod metrics;
 mod page;
 mod passthrough;
+mod rate_limit;
 mod reload;
 mod routing;
 mod scaling;
