@@ -67,6 +67,8 @@ enum Key {
     SourceIp,
     Identity,
     Header(HeaderName),
+    /// A header name that is not one (validation rules it out): no request carries it.
+    Unusable,
 }
 
 impl RateLimiter {
@@ -78,10 +80,9 @@ impl RateLimiter {
         let key = match &config.key {
             RateLimitKey::SourceIp => Key::SourceIp,
             RateLimitKey::Identity => Key::Identity,
-            // Validated as a header name; if it somehow were not, no request would carry it.
             RateLimitKey::Header(name) => HeaderName::from_bytes(name.as_bytes())
                 .map(Key::Header)
-                .unwrap_or(Key::Identity),
+                .unwrap_or(Key::Unusable),
         };
         RateLimiter {
             config: config.clone(),
@@ -113,6 +114,7 @@ impl RateLimiter {
                 &mut h,
                 caller.headers.get(name).map(http::HeaderValue::as_bytes),
             ),
+            Key::Unusable => write_optional(&mut h, None),
         }
         h.finish()
     }
