@@ -15,7 +15,7 @@ use crate::body::{ProxyBody, RequestBody, Tally, UpstreamBody};
 use crate::error::Failure;
 use crate::headers::{self, X_TRELLIS_ERROR};
 use crate::identity;
-use crate::rate_limit::{retry_after_secs, Caller};
+use crate::rate_limit::{retry_after_secs, KeyParts};
 use crate::retry::{Replay, MAX_RETRIES};
 use crate::server::ConnContext;
 use crate::snapshot::{Action, Fixed, RouteMetrics};
@@ -52,12 +52,12 @@ pub async fn handle(
         }
         let route = service.route(req.method(), req.uri().path(), req.headers());
         if !route.limits.is_empty() {
-            let caller = Caller {
+            let parts = KeyParts {
                 ip: conn.peer.ip(),
                 identity: identity::of(&conn, &req),
                 headers: req.headers(),
             };
-            if let Err(wait) = route.limits.check(&caller, started) {
+            if let Err(wait) = route.limits.check(&parts, started) {
                 let f = Failure::RateLimited;
                 return Ok(answer(
                     rate_limited(wait),

@@ -44,8 +44,8 @@ const SHARDS: usize = 32;
 /// How often, at most, a shard drops its full buckets on the request path.
 const SWEEP_EVERY: Nanos = 1_000_000_000;
 
-/// What a request is, to a limiter: the parts any key may be taken from.
-pub struct Caller<'a> {
+/// The parts of a request any key may be taken from.
+pub struct KeyParts<'a> {
     pub ip: IpAddr,
     /// The caller's identity, when it has one (see [`crate::identity`]).
     pub identity: Option<&'a [u8]>,
@@ -99,20 +99,20 @@ impl RateLimiter {
         &self.config
     }
 
-    /// The hash of `caller`'s key. Requests without the key's part (no identity, no such header)
+    /// The hash of the key in `parts`. Requests without the key's part (no identity, no such header)
     /// share one key: a value of its own, which no present value can hash to on purpose.
     #[inline]
-    pub fn key_of(&self, caller: &Caller<'_>) -> u64 {
+    pub fn key_of(&self, parts: &KeyParts<'_>) -> u64 {
         let mut h = self.hasher.build_hasher();
         match &self.key {
-            Key::SourceIp => match caller.ip.to_canonical() {
+            Key::SourceIp => match parts.ip.to_canonical() {
                 IpAddr::V4(ip) => h.write(&ip.octets()),
                 IpAddr::V6(ip) => h.write(&ip.octets()),
             },
-            Key::Identity => write_optional(&mut h, caller.identity),
+            Key::Identity => write_optional(&mut h, parts.identity),
             Key::Header(name) => write_optional(
                 &mut h,
-                caller.headers.get(name).map(http::HeaderValue::as_bytes),
+                parts.headers.get(name).map(http::HeaderValue::as_bytes),
             ),
             Key::Unusable => write_optional(&mut h, None),
         }
@@ -266,8 +266,8 @@ mod tests {
         }
     }
 
-    fn caller<'a>(ip: [u8; 4], headers: &'a HeaderMap) -> Caller<'a> {
-        Caller {
+    fn caller<'a>(ip: [u8; 4], headers: &'a HeaderMap) -> KeyParts<'a> {
+        KeyParts {
             ip: IpAddr::V4(Ipv4Addr::from(ip)),
             identity: None,
             headers,
@@ -302,7 +302,7 @@ mod tests {
         let l = RateLimiter::new(&limit(1.0, 1, RateLimitKey::SourceIp), Instant::now());
         let headers = HeaderMap::new();
         let v4 = l.key_of(&caller([192, 0, 2, 7], &headers));
-        let mapped = l.key_of(&Caller {
+        let mapped = l.key_of(&KeyParts {
             ip: "::ffff:192.0.2.7".parse().unwrap(),
             identity: None,
             headers: &headers,
@@ -338,7 +338,7 @@ mod tests {
         let l = RateLimiter::new(&limit(1.0, 1, RateLimitKey::Identity), Instant::now());
         let headers = HeaderMap::new();
         let of = |identity: Option<&[u8]>, ip: [u8; 4]| {
-            l.key_of(&Caller {
+            l.key_of(&KeyParts {
                 ip: IpAddr::V4(Ipv4Addr::from(ip)),
                 identity,
                 headers: &headers,

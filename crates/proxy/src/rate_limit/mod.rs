@@ -9,7 +9,7 @@
 mod gcra;
 mod limiter;
 
-pub use limiter::{Caller, RateLimiter};
+pub use limiter::{KeyParts, RateLimiter};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,9 +64,9 @@ impl RouteLimits {
     /// time until it will have one. A request the rule's limit refuses has still used the service's
     /// token: it was a request to the service.
     #[inline]
-    pub fn check(&self, caller: &Caller<'_>, now: Instant) -> Result<(), Duration> {
+    pub fn check(&self, parts: &KeyParts<'_>, now: Instant) -> Result<(), Duration> {
         for limit in [&self.service, &self.rule].into_iter().flatten() {
-            let key = limit.limiter.key_of(caller);
+            let key = limit.limiter.key_of(parts);
             if let Err(wait) = limit.limiter.check(key, now) {
                 limit.refused.inc();
                 return Err(wait);
