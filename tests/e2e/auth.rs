@@ -297,3 +297,44 @@ async fn a_jwks_with_key_ids_verifies_eddsa_tokens() {
     // A kid naming another key than the one that signed: not verified.
     assert_eq!(status(sign("old", &signer)).await, 403);
 }
+
+#[tokio::test]
+async fn identity_keyed_rate_limits_use_the_jwt_subject() {
+    let issuer = Issuer::new();
+    let echo = Echo::start("r").await;
+    let port = free_port();
+    let config = [
+        format!(
+            "[[jwt_issuer]]\nissuer = \"https://idp.test\"\naudiences = [\"shop\"]\nkey_file = {}\n\n",
+            quote(&issuer.public_file.path().display().to_string())
+        ),
+        service("shop", &["*"]).replacen(
+            "\n\n",
+            "\nrate_limit = { requests_per_second = 0.1, burst = 1, key = \"identity\" }\n\n",
+            1,
+        ),
+        listener(port, &forward_to("g")),
+        target_group("g", &targets(&[echo.addr()])),
+    ]
+    .concat();
+    let _trellis = Trellis::start(&config, &[port]).await;
+    let token = |sub: &str| {
+        issuer.token(
+            json!({"iss": "https://idp.test", "sub": sub, "aud": "shop", "exp": now() + 600}),
+        )
+    };
+    let c = client::http1();
+    let status = |token: Option<String>| {
+        let mut req = c.get(client::url(port, "/"));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        async move { send(req).await.status }
+    };
+    assert_eq!(status(Some(token("alice"))).await, 200);
+    assert_eq!(status(Some(token("alice"))).await, 429);
+    // Another subject has its own bucket; anonymous callers share one.
+    assert_eq!(status(Some(token("bob"))).await, 200);
+    assert_eq!(status(None).await, 200);
+    assert_eq!(status(None).await, 429);
+}

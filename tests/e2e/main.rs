@@ -17,6 +17,7 @@ mod limits;
 mod metrics;
 mod page;
 mod passthrough;
+mod rate_limit;
 mod reload;
 mod routing;
 mod scaling;

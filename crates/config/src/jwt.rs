@@ -70,10 +70,12 @@ fn from_jwks(bytes: &[u8], path: &Path) -> Result<Vec<JwtKey>, String> {
             AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
                 Algorithm::EdDSA
             }
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "{}: key {i} is not RSA, EC P-256 or Ed25519 (RS256, ES256, EdDSA are supported)",
                 path.display()
-            )),
+            ))
+            }
         };
         let key =
             DecodingKey::from_jwk(jwk).map_err(|e| format!("{}: key {i}: {e}", path.display()))?;

@@ -178,6 +178,8 @@ impl Default for Limits {
 pub struct Service {
     pub name: String,
     pub hosts: Vec<HostPattern>,
+    /// Applies to every request the service answers, on all its listeners (one set of buckets).
+    pub rate_limit: Option<RateLimit>,
     pub listeners: Vec<Listener>,
     /// Name of the `[[auth_policy]]` its requests must pass (as well as the network's).
     pub auth_policy: Option<String>,
@@ -253,6 +255,30 @@ pub struct Rule {
     pub priority: u16,
     pub matcher: Match,
     pub action: Action,
+    /// Applies to the requests this rule matched (after the service's, when both are set).
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit = { requests_per_second, burst, key }`: a token bucket per key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    /// Tokens added per second: > 0 and at most 1,000,000; fractions allowed (`0.5`: one every 2 s).
+    pub requests_per_second: f64,
+    /// Bucket size, 1..=1,000,000; default `ceil(requests_per_second)`, at least 1.
+    pub burst: u32,
+    pub key: RateLimitKey,
+}
+
+/// What tells requests apart: each distinct key has its own bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RateLimitKey {
+    /// The client's IP address (the default).
+    SourceIp,
+    /// The caller's identity (the mutual TLS client certificate's, else a verified JWT's `sub`); requests
+    /// without one share a bucket.
+    Identity,
+    /// The value of this request header (lower-case name); requests without it share a bucket.
+    Header(String),
 }
 
 /// Every present condition must hold.

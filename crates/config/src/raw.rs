@@ -37,6 +37,7 @@ pub(crate) struct RawService {
     pub name: Option<String>,
     pub hosts: Option<Vec<String>>,
     pub auth_policy: Option<String>,
+    pub rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     pub listener: Vec<RawListener>,
 }
@@ -75,6 +76,19 @@ pub(crate) struct RawRule {
     #[serde(rename = "match")]
     pub matcher: Option<RawMatch>,
     pub action: Option<RawAction>,
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `rate_limit = { requests_per_second, burst, key }` on a service or a rule.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table { requests_per_second, burst, key }"
+)]
+pub(crate) struct RawRateLimit {
+    pub requests_per_second: Option<f64>,
+    pub burst: Option<i64>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

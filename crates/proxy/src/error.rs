@@ -62,6 +62,8 @@ pub enum Failure {
     Misdirected,
     /// The network's or the service's auth policy denies the request.
     AccessDenied,
+    /// A rate limit of the service or of the matched rule has no token left for the request's key.
+    RateLimited,
 }
 
 impl Failure {
@@ -73,6 +75,7 @@ impl Failure {
             Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Failure::AccessDenied => StatusCode::FORBIDDEN,
+            Failure::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -86,6 +89,7 @@ impl Failure {
             Failure::UpstreamTimeout => "upstream_timeout",
             Failure::Misdirected => "misdirected",
             Failure::AccessDenied => "access_denied",
+            Failure::RateLimited => "rate_limited",
         }
     }
 
@@ -102,6 +106,7 @@ impl Failure {
             Failure::UpstreamTimeout => b"target did not respond in time\n",
             Failure::Misdirected => b"this host is not served on this connection's certificate\n",
             Failure::AccessDenied => b"access denied\n",
+            Failure::RateLimited => b"rate limit exceeded, retry later\n",
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -15,6 +15,8 @@ use crate::auth::{self, Caller};
 use crate::body::{ProxyBody, RequestBody, Tally, UpstreamBody};
 use crate::error::Failure;
 use crate::headers::{self, X_TRELLIS_ERROR};
+
+use crate::rate_limit::{retry_after_secs, KeyParts};
 use crate::retry::{Replay, MAX_RETRIES};
 use crate::server::ConnContext;
 use crate::snapshot::{Action, Fixed, RouteMetrics};
@@ -49,10 +51,11 @@ pub async fn handle(
                 return Ok(answer(failure(f), &port.unmatched, started, log, Some(f)));
             }
         }
-        let (action, route) = service.route(req.method(), req.uri().path(), req.headers());
+        let route = service.route(req.method(), req.uri().path(), req.headers());
+        // Who is calling: the mTLS identity at hand, a bearer token verified only if something asks.
+        let tls_identity = conn.tls.as_ref().and_then(|t| t.identity.as_ref());
+        let mut caller = Caller::new(&req, conn.peer.ip(), tls_identity, &snapshot.verifier);
         if snapshot.network_policy.is_some() || policy.is_some() {
-            let tls_identity = conn.tls.as_ref().and_then(|t| t.identity.as_ref());
-            let mut caller = Caller::new(&req, conn.peer.ip(), tls_identity, &snapshot.verifier);
             let policies = [snapshot.network_policy.as_deref(), policy];
             if let Err(reason) = auth::check(policies, &req, &mut caller) {
                 let mut log = log;
@@ -60,9 +63,33 @@ pub async fn handle(
                     entry.denied(&reason);
                 }
                 let f = Failure::AccessDenied;
-                return Ok(answer(failure(f), route, started, log, Some(f)));
+                return Ok(answer(failure(f), route.metrics, started, log, Some(f)));
             }
         }
+        // After auth: a limit keyed by identity only ever sees identities that were verified.
+        if !route.limits.is_empty() {
+            let identity = if route.limits.keyed_by_identity() {
+                caller.identities().next()
+            } else {
+                None
+            };
+            let parts = KeyParts {
+                ip: conn.peer.ip(),
+                identity,
+                headers: req.headers(),
+            };
+            if let Err(wait) = route.limits.check(&parts, started) {
+                let f = Failure::RateLimited;
+                return Ok(answer(
+                    rate_limited(wait),
+                    route.metrics,
+                    started,
+                    log,
+                    Some(f),
+                ));
+            }
+        }
+        let (action, route) = (route.action, route.metrics);
         match action {
             Action::Fixed(fixed) => {
                 return Ok(answer(fixed_response(fixed), route, started, log, None));
@@ -375,6 +402,16 @@ fn failure(f: Failure) -> Response<ProxyBody> {
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// `429` with `retry-after`: the whole seconds until the limit has a token for this caller again.
+fn rate_limited(wait: Duration) -> Response<ProxyBody> {
+    let mut resp = failure(Failure::RateLimited);
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs(wait)),
     );
     resp
 }

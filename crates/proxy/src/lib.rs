@@ -9,6 +9,7 @@ mod forward;
 mod headers;
 mod metrics;
 mod passthrough;
+mod rate_limit;
 mod retry;
 mod server;
 mod snapshot;
@@ -20,8 +21,8 @@ pub use error::{Failure, ProxyError};
 pub use server::Server;
 pub use snapshot::Snapshot;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::{ArcSwap, Guard};
 use trellis_config::{Config, Diagnostic};
@@ -29,6 +30,7 @@ use trellis_targets::TargetRegistry;
 
 use access_log::AccessLog;
 use metrics::ProxyMetrics;
+use rate_limit::LimitId;
 use snapshot::{GroupSlots, Parts};
 use upstream::{Group, PoolRegistry, TlsClient};
 
@@ -40,6 +42,9 @@ pub struct Proxy {
     pools: PoolRegistry,
     metrics: ProxyMetrics,
     slots: GroupSlots,
+    /// The rate limiters that have a key count series now (so that a gone limiter's is removed); also
+    /// serializes refreshes.
+    limit_series: Mutex<HashSet<LimitId>>,
 }
 
 impl Proxy {
@@ -69,6 +74,7 @@ impl Proxy {
             pools,
             metrics,
             slots,
+            limit_series: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -107,6 +113,33 @@ impl Proxy {
         };
         let all = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(count);
         (all.iter().sum(), all[4])
+    }
+
+    /// Counts the keys of every rate limiter into `trellis_rate_limit_keys` (when `/metrics` is scraped),
+    /// dropping their full buckets on the way.
+    pub fn refresh_rate_limit_keys(&self) {
+        let mut known = self
+            .limit_series
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let snapshot = self.snapshot.load();
+        let now = std::time::Instant::now();
+        let mut seen = HashSet::new();
+        for (id, limiter) in snapshot.limiters() {
+            let keys = i64::try_from(limiter.keys(now)).unwrap_or(i64::MAX);
+            self.metrics
+                .rate_limit_keys
+                .with_label_values(&id.labels())
+                .set(keys);
+            seen.insert(id.clone());
+        }
+        for gone in known.difference(&seen) {
+            let _ = self
+                .metrics
+                .rate_limit_keys
+                .remove_label_values(&gone.labels());
+        }
+        *known = seen;
     }
 
     /// Writes out the access log entries queued so far (at shutdown, after the last request).

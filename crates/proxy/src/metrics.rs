@@ -40,6 +40,11 @@ pub struct ProxyMetrics {
     pub handshake_errors: IntCounterVec,
     /// `tls_passthrough` connections closed before reaching a target, by address and reason.
     pub passthrough_rejected: IntCounterVec,
+    /// Requests refused by a rate limit, by the route they took and the limit's scope (`service`,
+    /// `rule`).
+    pub rate_limited: IntCounterVec,
+    /// Keys with state in each rate limiter, counted when scraped.
+    pub rate_limit_keys: IntGaugeVec,
     pub log: LogMetrics,
 }
 
@@ -158,6 +163,22 @@ impl ProxyMetrics {
             &["address", "reason"],
         )?;
         registry.register(Box::new(passthrough_rejected.clone()))?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "trellis_rate_limited_total",
+                "Requests answered 429 by a rate limit, by route and the limit's scope (service or rule)",
+            ),
+            &["service", "listener", "rule", "scope"],
+        )?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        let rate_limit_keys = IntGaugeVec::new(
+            Opts::new(
+                "trellis_rate_limit_keys",
+                "Keys (client IPs, identities, header values) with a bucket in a rate limiter",
+            ),
+            &["service", "listener", "rule", "scope"],
+        )?;
+        registry.register(Box::new(rate_limit_keys.clone()))?;
         registry.register(Box::new(bytes_received.clone()))?;
         registry.register(Box::new(bytes_sent.clone()))?;
         registry.register(Box::new(group_requests.clone()))?;
@@ -185,6 +206,8 @@ impl ProxyMetrics {
             connections_total,
             handshake_errors,
             passthrough_rejected,
+            rate_limited,
+            rate_limit_keys,
         })
     }
 }

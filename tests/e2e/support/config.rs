@@ -23,6 +23,23 @@ pub fn service(name: &str, hosts: &[&str]) -> String {
     )
 }
 
+/// Like [`service`], with extra `key = value` lines (e.g. [`rate_limit`]).
+pub fn service_with(name: &str, hosts: &[&str], extra: &str) -> String {
+    format!(
+        "[[service]]\nname = {}\nhosts = {}\n{extra}\n",
+        quote(name),
+        list(hosts)
+    )
+}
+
+/// `rate_limit = { requests_per_second, burst, key }`, a line for [`service_with`] or [`rule_with`].
+pub fn rate_limit(requests_per_second: f64, burst: u32, key: &str) -> String {
+    format!(
+        "rate_limit = {{ requests_per_second = {requests_per_second:?}, burst = {burst}, key = {} }}\n",
+        quote(key)
+    )
+}
+
 /// `[[service.listener]]` named `web`, plain HTTP on 127.0.0.1:`port`.
 pub fn listener(port: u16, default_action: &str) -> String {
     listener_with(port, default_action, "")
@@ -40,6 +57,14 @@ pub fn listener_with(port: u16, default_action: &str, extra: &str) -> String {
 pub fn rule(name: &str, priority: u16, matches: &str, action: &str) -> String {
     format!(
         "[[service.listener.rule]]\nname = {}\npriority = {priority}\nmatch = {matches}\naction = {action}\n\n",
+        quote(name)
+    )
+}
+
+/// Like [`rule`], with extra `key = value` lines (e.g. [`rate_limit`]).
+pub fn rule_with(name: &str, priority: u16, matches: &str, action: &str, extra: &str) -> String {
+    format!(
+        "[[service.listener.rule]]\nname = {}\npriority = {priority}\nmatch = {matches}\naction = {action}\n{extra}\n",
         quote(name)
     )
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod fields;
 mod policy;
+mod rate_limit;
 mod rules;
 mod scaling;
 mod service;

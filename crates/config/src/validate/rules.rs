@@ -60,11 +60,16 @@ pub(crate) fn rules(
                 Action::Forward(Vec::new())
             }
         };
+        let rate_limit = raw
+            .rate_limit
+            .as_ref()
+            .map(|r| super::rate_limit::rate_limit(d, &p("rate_limit"), r));
         out.push(Rule {
             name,
             priority,
             matcher,
             action,
+            rate_limit,
         });
     }
     out.sort_by_key(|r| r.priority);

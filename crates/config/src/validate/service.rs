@@ -30,6 +30,18 @@ pub(crate) fn services(
 
         let host_list = host_patterns(d, &path, raw.hosts.as_ref());
         let listeners = listeners(d, ctx, &path, &raw.listener, global);
+        let rate_limit = raw.rate_limit.as_ref().map(|r| {
+            let rp = format!("{path}.rate_limit");
+            // A limit that silently did not apply to some of the service's traffic would be worse than
+            // none: tls_passthrough connections carry no HTTP request to count.
+            if let Some((j, _)) = listeners
+                .iter()
+                .find(|(_, l)| l.protocol == ListenerProtocol::TlsPassthrough)
+            {
+                d.err(&rp, format!("rate limits count HTTP requests, and listener[{j}] is tls_passthrough: move it to a service of its own"));
+            }
+            super::rate_limit::rate_limit(d, &rp, r)
+        });
 
         for (j, l) in listeners.iter() {
             let lp = format!("{path}.listener[{j}]");
@@ -78,6 +90,7 @@ pub(crate) fn services(
         out.push(Service {
             name,
             hosts: host_list.into_iter().map(|(_, h)| h).collect(),
+            rate_limit,
             listeners: listeners.into_iter().map(|(_, l)| l).collect(),
             auth_policy: raw.auth_policy.clone(),
         });

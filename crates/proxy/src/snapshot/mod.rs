@@ -2,6 +2,8 @@
 
 mod action;
 mod hosts;
+#[cfg(test)]
+mod limit_tests;
 mod route_metrics;
 mod rules;
 
@@ -13,14 +15,16 @@ pub use rules::Conditions;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{HeaderMap, Method};
-use trellis_config::{Config, Limits, ListenerProtocol};
+use trellis_config::{Config, Limits, ListenerProtocol, RateLimit};
 use trellis_targets::TargetRegistry;
 
 use crate::access_log::AccessLog;
 use crate::auth::{Policy, Verifier};
 use crate::metrics::ProxyMetrics;
+use crate::rate_limit::{Limit, LimitId, RateLimiter, RouteLimits};
 use crate::tls::ServiceTls;
 use crate::upstream::{Group, PoolRegistry, TlsClient};
 
@@ -33,6 +37,9 @@ pub struct Snapshot {
     source: Arc<Config>,
     /// (service, listener) → compiled routes, for reuse.
     compiled: HashMap<(String, String), Arc<ServiceRoutes>>,
+    /// Every rate limiter, by the limit it enforces: handed on to the next snapshot while the limit's
+    /// configuration is unchanged, so that a reload keeps everybody's buckets.
+    limiters: HashMap<LimitId, Arc<RateLimiter>>,
     /// Where access log entries go; `None` when the log is off.
     pub(crate) access_log: Option<Arc<AccessLog>>,
     /// `[network] auth_policy`: every request must pass it.
@@ -94,12 +101,23 @@ pub struct ServiceRoutes {
     rules: Box<[Rule]>,
     default_action: Action,
     default_metrics: Arc<RouteMetrics>,
+    /// The service's rate limit, for requests that take the default action.
+    default_limits: RouteLimits,
 }
 
 pub struct Rule {
     conditions: Conditions,
     action: Action,
     pub metrics: Arc<RouteMetrics>,
+    /// The service's rate limit, then the rule's.
+    limits: RouteLimits,
+}
+
+/// Where a request goes, what it is counted as, and the rate limits it must pass first.
+pub struct Route<'a> {
+    pub action: &'a Action,
+    pub metrics: &'a Arc<RouteMetrics>,
+    pub limits: &'a RouteLimits,
 }
 
 impl Snapshot {
@@ -158,8 +176,36 @@ impl Snapshot {
         let verifier = Verifier::new(&config.jwt_issuers);
         let mut ports: Vec<PortRoutes> = Vec::new();
         let mut compiled = HashMap::new();
+        let now = Instant::now();
+        let mut limiters = HashMap::new();
+        let mut limiter = |id: LimitId, config: &RateLimit| {
+            let limiter = previous
+                .and_then(|p| p.limiters.get(&id))
+                .filter(|l| l.config() == config)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(RateLimiter::new(config, now)));
+            limiters.insert(id, limiter.clone());
+            limiter
+        };
         for service in &config.services {
+            let service_limiter = service
+                .rate_limit
+                .as_ref()
+                .map(|c| limiter(LimitId::Service(service.name.clone()), c));
             for l in &service.listeners {
+                // Resolved whether or not the routes below are reused: the next snapshot hands them on.
+                let rule_limiters: Vec<Option<Arc<RateLimiter>>> = l
+                    .rules
+                    .iter()
+                    .map(|r| {
+                        let id = LimitId::Rule {
+                            service: service.name.clone(),
+                            listener: l.name.clone(),
+                            rule: r.name.clone(),
+                        };
+                        r.rate_limit.as_ref().map(|c| limiter(id, c))
+                    })
+                    .collect();
                 let addr = l.socket_addr();
                 let index = match ports.iter().position(|p| p.addr == addr) {
                     Some(i) => i,
@@ -183,18 +229,30 @@ impl Snapshot {
                 };
                 let key = (service.name.clone(), l.name.clone());
                 let reused = previous.and_then(|p| {
-                    let before = p
-                        .source
-                        .services
-                        .iter()
-                        .find(|s| s.name == service.name)?
-                        .listeners
-                        .iter()
-                        .find(|b| b.name == l.name)?;
-                    (before == l)
+                    let before_service =
+                        p.source.services.iter().find(|s| s.name == service.name)?;
+                    let before = before_service.listeners.iter().find(|b| b.name == l.name)?;
+                    // Equal limits are the same limiters (handed on above), so the routes still hold
+                    // the right ones.
+                    (before == l && before_service.rate_limit == service.rate_limit)
                         .then(|| p.compiled.get(&key).cloned())
                         .flatten()
                 });
+                let limits = |rule: &str, own: Option<&Arc<RateLimiter>>| {
+                    let limit = |limiter: &Arc<RateLimiter>, scope: &str| Limit {
+                        limiter: limiter.clone(),
+                        refused: parts.metrics.rate_limited.with_label_values(&[
+                            &service.name,
+                            &l.name,
+                            rule,
+                            scope,
+                        ]),
+                    };
+                    RouteLimits {
+                        service: service_limiter.as_ref().map(|s| limit(s, "service")),
+                        rule: own.map(|r| limit(r, "rule")),
+                    }
+                };
                 let routes = reused.unwrap_or_else(|| {
                     Arc::new(ServiceRoutes {
                         service: service.name.as_str().into(),
@@ -203,7 +261,8 @@ impl Snapshot {
                         rules: l
                             .rules
                             .iter()
-                            .map(|r| Rule {
+                            .zip(&rule_limiters)
+                            .map(|(r, own)| Rule {
                                 conditions: Conditions::compile(&r.matcher),
                                 action: Action::build(&r.action, &service.name, &lookup),
                                 metrics: Arc::new(RouteMetrics::new(
@@ -212,6 +271,7 @@ impl Snapshot {
                                     &l.name,
                                     &r.name,
                                 )),
+                                limits: limits(&r.name, own.as_ref()),
                             })
                             .collect(),
                         default_action: Action::build(&l.default_action, &service.name, &lookup),
@@ -221,6 +281,7 @@ impl Snapshot {
                             &l.name,
                             "default",
                         )),
+                        default_limits: limits("default", None),
                     })
                 });
                 compiled.insert(key, routes.clone());
@@ -244,10 +305,16 @@ impl Snapshot {
             groups: groups.into_boxed_slice(),
             source: config,
             compiled,
+            limiters,
             access_log: None,
             network_policy,
             verifier,
         }
+    }
+
+    /// Every rate limiter, with the limit it enforces.
+    pub(crate) fn limiters(&self) -> impl Iterator<Item = (&LimitId, &Arc<RateLimiter>)> {
+        self.limiters.iter()
     }
 
     /// The addresses to listen on.
@@ -310,17 +377,20 @@ impl ServiceRoutes {
 
     /// The first rule (by priority) whose conditions all hold, else the listener's default action.
     #[inline]
-    pub fn route(
-        &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-    ) -> (&Action, &Arc<RouteMetrics>) {
+    pub fn route(&self, method: &Method, path: &str, headers: &HeaderMap) -> Route<'_> {
         for rule in self.rules.iter() {
             if rule.conditions.matches(method, path, headers) {
-                return (&rule.action, &rule.metrics);
+                return Route {
+                    action: &rule.action,
+                    metrics: &rule.metrics,
+                    limits: &rule.limits,
+                };
             }
         }
-        (&self.default_action, &self.default_metrics)
+        Route {
+            action: &self.default_action,
+            metrics: &self.default_metrics,
+            limits: &self.default_limits,
+        }
     }
 }

@@ -248,6 +248,7 @@ impl Daemon {
     pub fn refresh_gauges(&self) {
         self.gauges
             .refresh(&self.current(), &self.draining.list(), &self.targets);
+        self.proxy.refresh_rate_limit_keys();
     }
 
     pub fn reload_counts(&self) -> (u64, u64) {
