@@ -7,12 +7,12 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use trellis_config::{HeaderMatch, Match, PathMatch, StringMatchKind};
-use trellis_fuzz::{header_map, rule_model, text_model, MethodIn, Name, Text, Verb};
+use trellis_fuzz::{header_map, rule_model, text_model, MethodIn, Name, Text};
 use trellis_proxy::fuzzing::{rule_matches, text_matches};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    method: Option<Verb>,
+    method: Option<MethodIn>,
     /// (exact rather than prefix, value, case-sensitive)
     path: Option<(bool, Text, bool)>,
     headers: Vec<(Name, Kind, Text, bool)>,
@@ -93,7 +93,7 @@ fn check_text(value: &str, hay: &[u8]) {
 
 fuzz_target!(|input: Input| {
     let m = Match {
-        method: input.method.map(|v| v.as_str().to_string()),
+        method: input.method.as_ref().map(MethodIn::name),
         path: input.path.as_ref().map(|(exact, value, cs)| PathMatch {
             kind: if *exact {
                 StringMatchKind::Exact

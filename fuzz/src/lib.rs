@@ -66,13 +66,17 @@ impl Text {
     }
 }
 
-/// A header name as validation leaves it: a lower-case token of 1..=100 characters.
+/// A header name: mostly as validation leaves it (a lower-case token of 1..=100 characters), sometimes
+/// any string. Validation lets through names no request can carry (an auth policy's header name may be
+/// a token of any length, and `http` refuses names of 64 KiB and more, which inputs of a few KB cannot
+/// reach); the compiled matchers must treat a condition on such a name as the model does: unsatisfiable.
 #[derive(Arbitrary, Debug, Clone)]
 pub enum Name {
     XA,
     XB,
     UserAgent,
     Any(String),
+    Raw(String),
 }
 
 impl Name {
@@ -89,6 +93,7 @@ impl Name {
                     "x-a".into()
                 }
             }
+            Name::Raw(s) => s.clone(),
         }
     }
 }
@@ -137,6 +142,15 @@ pub enum MethodIn {
 }
 
 impl MethodIn {
+    /// As written in a rule or statement: validation allows only the listed methods, but the matchers
+    /// must not match more than the model says for any other (an invalid one matches no request).
+    pub fn name(&self) -> String {
+        match self {
+            MethodIn::Listed(v) => v.as_str().into(),
+            MethodIn::Other(s) => s.clone(),
+        }
+    }
+
     pub fn method(&self) -> Method {
         match self {
             MethodIn::Listed(v) => Method::from_bytes(v.as_str().as_bytes()).unwrap_or(Method::GET),
@@ -309,15 +323,15 @@ pub fn policy_model<B>(
     }
 }
 
-/// A statement as validation leaves it (CIDR prefixes within the address's bits, methods upper-case
-/// and listed, header names lower-case tokens); the rest as it comes, to cover what validation would
-/// refuse too.
+/// A statement: CIDR prefixes within the address's bits, as validation leaves them (`Cidr::contains`
+/// relies on it); methods and header names mostly as validation leaves them, sometimes anything; the
+/// rest as it comes, to cover what validation would refuse too.
 #[derive(Arbitrary, Debug, Clone)]
 pub struct StatementIn {
     pub deny: bool,
     pub principals: Vec<Text>,
     pub source_cidrs: Vec<CidrIn>,
-    pub methods: Vec<Verb>,
+    pub methods: Vec<MethodIn>,
     pub paths: Vec<(bool, Text)>,
     pub headers: Vec<(Name, Text)>,
     pub query: Vec<(Text, Text)>,
@@ -354,12 +368,7 @@ impl StatementIn {
             },
             principals: self.principals.iter().take(4).map(Text::string).collect(),
             source_cidrs: self.source_cidrs.iter().take(4).map(|c| c.cidr()).collect(),
-            methods: self
-                .methods
-                .iter()
-                .take(4)
-                .map(|m| m.as_str().into())
-                .collect(),
+            methods: self.methods.iter().take(4).map(MethodIn::name).collect(),
             paths: self
                 .paths
                 .iter()
