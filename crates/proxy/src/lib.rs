@@ -6,6 +6,8 @@ mod auth;
 mod body;
 mod error;
 mod forward;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod headers;
 mod metrics;
 mod passthrough;

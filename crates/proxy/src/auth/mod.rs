@@ -1,7 +1,7 @@
 //! Auth policies, as Lattice's: a request passes only if the network's policy (if any) and its
 //! service's policy (if any) both allow it. Identities come from mutual TLS and from verified JWTs.
 
-mod glob;
+pub(crate) mod glob;
 mod jwt;
 mod policy;
 

@@ -22,6 +22,10 @@ struct Compiled {
     paths: Box<[PathPattern]>,
     headers: Box<[(HeaderName, Box<[u8]>)]>,
     query: Box<[Pair]>,
+    /// A condition no request can meet: every method listed, or a header name, is one `http` cannot
+    /// represent. The statement matches nothing; dropping the condition would widen it (an allow would
+    /// allow everything). Validation accepts header names of any length, and `http` refuses 64 KiB ones.
+    unsatisfiable: bool,
 }
 
 /// A query key and the value it must have.
@@ -68,26 +72,26 @@ impl Policy {
 }
 
 fn compile(s: &Statement) -> Compiled {
+    // A method no request can have is left out of the list: the others may still match.
+    let methods: Box<[Method]> = s
+        .methods
+        .iter()
+        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+        .collect();
+    let headers: Vec<_> = s
+        .headers
+        .iter()
+        .map(|(n, v)| HeaderName::from_bytes(n.as_bytes()).map(|n| (n, v.as_bytes().into())))
+        .collect();
     Compiled {
         deny: s.effect == Effect::Deny,
+        unsatisfiable: (methods.is_empty() && !s.methods.is_empty())
+            || headers.iter().any(Result::is_err),
         principals: s.principals.iter().map(|p| p.as_bytes().into()).collect(),
         cidrs: s.source_cidrs.clone().into(),
-        methods: s
-            .methods
-            .iter()
-            .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-            .collect(),
+        methods,
         paths: s.paths.clone().into(),
-        headers: s
-            .headers
-            .iter()
-            .filter_map(|(n, v)| {
-                Some((
-                    HeaderName::from_bytes(n.as_bytes()).ok()?,
-                    v.as_bytes().into(),
-                ))
-            })
-            .collect(),
+        headers: headers.into_iter().filter_map(Result::ok).collect(),
         query: s
             .query
             .iter()
@@ -99,7 +103,8 @@ fn compile(s: &Statement) -> Compiled {
 impl Compiled {
     /// Cheap conditions first; the caller's identity (which may mean verifying a JWT) last.
     fn matches<B>(&self, req: &Request<B>, caller: &mut Caller<'_>) -> bool {
-        (self.methods.is_empty() || self.methods.contains(req.method()))
+        !self.unsatisfiable
+            && (self.methods.is_empty() || self.methods.contains(req.method()))
             && (self.cidrs.is_empty() || self.cidrs.iter().any(|c| c.contains(caller.ip)))
             && (self.paths.is_empty()
                 || self.paths.iter().any(|p| path_matches(p, req.uri().path())))
@@ -247,6 +252,28 @@ mod tests {
         .is_err());
         let no_header = get("/api/items?v=2");
         assert!(eval(&p, &no_header, "10.1.2.3", id).is_err());
+    }
+
+    #[test]
+    fn a_condition_no_request_can_meet_is_not_dropped() {
+        // Found by fuzz/fuzz_targets/auth_policy.rs: the header condition was dropped, so this allow
+        // statement allowed every request. `trellis check` accepts such a name (any token).
+        let mut s = statement(Effect::Allow);
+        s.headers = vec![("x".repeat(1 << 16), "secret".into())];
+        let p = policy(vec![s]);
+        assert_eq!(eval(&p, &get("/"), "10.0.0.1", None), Err(Denial::NoAllow));
+        // A method list of nothing a request can have is not "any method".
+        let mut s = statement(Effect::Allow);
+        s.methods = vec!["NOT A METHOD".into()];
+        assert_eq!(
+            eval(&policy(vec![s]), &get("/"), "10.0.0.1", None),
+            Err(Denial::NoAllow)
+        );
+        // And a deny on such a name denies nothing.
+        let mut deny = statement(Effect::Deny);
+        deny.headers = vec![(String::new(), "*".into())];
+        let p = policy(vec![deny, statement(Effect::Allow)]);
+        assert_eq!(eval(&p, &get("/"), "10.0.0.1", None), Ok(()));
     }
 
     #[test]

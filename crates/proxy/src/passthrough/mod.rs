@@ -2,7 +2,7 @@
 //! and the raw byte stream goes to a target of the service's `tcp` target group. The client and the
 //! target do TLS between themselves; trellis only balances, checks health and drains.
 
-mod client_hello;
+pub(crate) mod client_hello;
 
 use std::net::SocketAddr;
 

@@ -11,6 +11,8 @@ pub use action::{Action, Fixed};
 pub use hosts::HostTable;
 pub use route_metrics::{class_index, RouteMetrics};
 pub use rules::Conditions;
+#[cfg(feature = "fuzzing")]
+pub use rules::TextMatcher;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -9,31 +9,35 @@ pub struct Conditions {
     method: Option<Method>,
     path: Option<TextMatcher>,
     headers: Box<[(HeaderName, TextMatcher)]>,
+    /// A method or header name `http` cannot represent, so no request has it: the rule matches nothing
+    /// (dropping the condition would make it match more than it says). Validation keeps them out.
+    unsatisfiable: bool,
 }
 
 impl Conditions {
     pub fn compile(m: &Match) -> Self {
+        let method = m
+            .method
+            .as_deref()
+            .map(|s| Method::from_bytes(s.as_bytes()));
+        let headers: Vec<_> = m
+            .headers
+            .iter()
+            .map(|h| HeaderName::from_bytes(h.name.as_bytes()).map(|n| (n, TextMatcher::header(h))))
+            .collect();
         Conditions {
-            method: m
-                .method
-                .as_deref()
-                .and_then(|s| Method::from_bytes(s.as_bytes()).ok()),
+            unsatisfiable: matches!(method, Some(Err(_))) || headers.iter().any(Result::is_err),
+            method: method.and_then(Result::ok),
             path: m.path.as_ref().map(TextMatcher::path),
-            headers: m
-                .headers
-                .iter()
-                .filter_map(|h| {
-                    Some((
-                        HeaderName::from_bytes(h.name.as_bytes()).ok()?,
-                        TextMatcher::header(h),
-                    ))
-                })
-                .collect(),
+            headers: headers.into_iter().filter_map(Result::ok).collect(),
         }
     }
 
     #[inline]
     pub fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        if self.unsatisfiable {
+            return false;
+        }
         if let Some(m) = &self.method {
             if m != method {
                 return false;
@@ -175,6 +179,30 @@ mod tests {
             !c.matches(&Method::POST, "/", &h),
             "a missing header fails its condition"
         );
+    }
+
+    #[test]
+    fn a_method_or_header_name_no_request_can_have_matches_nothing() {
+        // Found by fuzz/fuzz_targets/rule_match.rs: such a condition was dropped, so the rule matched
+        // every request. Validation keeps these names out of files; the matcher must not widen anyway.
+        let h = HeaderMap::new();
+        let bad_method = Conditions::compile(&Match {
+            method: Some(String::new()),
+            path: None,
+            headers: vec![],
+        });
+        assert!(!bad_method.matches(&Method::GET, "/", &h));
+        let bad_header = Conditions::compile(&Match {
+            method: None,
+            path: None,
+            headers: vec![HeaderMatch {
+                name: "x y".into(),
+                kind: StringMatchKind::Contains,
+                value: String::new(),
+                case_sensitive: false,
+            }],
+        });
+        assert!(!bad_header.matches(&Method::GET, "/", &h));
     }
 
     #[test]
