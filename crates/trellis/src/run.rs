@@ -23,6 +23,12 @@ pub fn run(
     let state_dir = StateDir::choose(state_dir);
     let runtime = crate::runtime(workers)?;
     runtime.block_on(async {
+        // Before anything listens: a SIGHUP sent as soon as the ports accept (a deploy script's reload)
+        // must reload, not hit the default action, which is to terminate.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut usr1 = signal(SignalKind::user_defined1())?;
         tracing::info!(state_dir = %state_dir.path().display(), "{}", config.summary());
         let daemon = Daemon::start(path, state_dir, config, sha256)?;
         let scaling = crate::scaling::start(&daemon, &daemon.scaling_metrics);
@@ -32,10 +38,6 @@ pub fn run(
         for addr in daemon.server.local_addrs() {
             tracing::info!(%addr, "listening");
         }
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut usr1 = signal(SignalKind::user_defined1())?;
         loop {
             tokio::select! {
                 _ = term.recv() => break,
