@@ -490,3 +490,73 @@ impl RequestIn {
         Some((req, self.ip.ip(cidrs), identity))
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Configuration text
+
+/// The file name every diagnostic must carry.
+pub const CONFIG_FILE: &str = "fuzz.toml";
+
+/// Parses `text` and checks what any answer must satisfy: a configuration, or a non-empty list of
+/// diagnostics naming the file, on lines of the text, in file order, each line of the printed error
+/// starting with `FILE:`; the same answer twice.
+pub fn parse_checked(text: &str) -> Option<trellis_config::Config> {
+    use std::path::Path;
+    use trellis_config::{parse, ConfigError};
+    let path = Path::new(CONFIG_FILE);
+    match parse(text, path) {
+        Ok(config) => {
+            assert_eq!(config.source, path);
+            let again = parse(text, path).expect("the same text parsed once");
+            assert!(again == config, "parse is not deterministic");
+            Some(config)
+        }
+        Err(ConfigError::Invalid(diagnostics)) => {
+            assert!(!diagnostics.is_empty(), "an error without a diagnostic");
+            let lines = text.matches('\n').count() + 1;
+            for d in &diagnostics {
+                assert_eq!(d.file, CONFIG_FILE);
+                if let Some(line) = d.line {
+                    assert!((1..=lines).contains(&line), "line {line} of {lines}: {d}");
+                }
+            }
+            assert!(
+                diagnostics
+                    .windows(2)
+                    .all(|w| w[0].line.unwrap_or(0) <= w[1].line.unwrap_or(0)),
+                "diagnostics out of file order"
+            );
+            match parse(text, path) {
+                Err(ConfigError::Invalid(again)) => {
+                    assert!(again == diagnostics, "parse is not deterministic")
+                }
+                other => panic!("the same text parsed differently: {other:?}"),
+            }
+            let shown = ConfigError::Invalid(diagnostics).to_string();
+            let prefix = format!("{CONFIG_FILE}:");
+            for line in shown.lines() {
+                assert!(
+                    line.starts_with(&prefix),
+                    "a line of the error does not name the file: {line:?}"
+                );
+            }
+            None
+        }
+        Err(e) => panic!("parse returned an I/O error: {e}"),
+    }
+}
+
+/// A TOML basic string holding `s` exactly.
+pub fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

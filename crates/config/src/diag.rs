@@ -43,8 +43,8 @@ impl<'a> Diags<'a> {
         self.list.push(Diagnostic {
             file: self.file.clone(),
             line,
-            key,
-            message,
+            key: one_line(key),
+            message: one_line(message),
         });
     }
 
@@ -79,6 +79,23 @@ impl<'a> Diags<'a> {
     }
 }
 
+/// A key path or message that quotes the file (a key named `"a\nb"`) with its control characters escaped
+/// (`a\nb`), so that each diagnostic stays one `FILE:LINE: key: message` line.
+fn one_line(s: String) -> String {
+    if !s.chars().any(char::is_control) {
+        return s;
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// Serde speaks Rust (`expected i64`); users wrote TOML.
 fn friendly(message: &str) -> String {
     let msg = message.trim_end().replace("unknown field", "unknown key");
@@ -95,6 +112,31 @@ fn friendly(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_diagnostic_is_one_line() {
+        // Found by fuzz/fuzz_targets/config_built.rs: the key path of an auth statement's header name
+        // held the name's line break, and so did serde's message for an unknown key.
+        let text =
+            "[admin]\n\"a\\nb\" = 1\n\n[[auth_policy]]\nname = \"p\"\n[[auth_policy.statement]]\n\
+                    effect = \"allow\"\nheaders = { \"k\\n\" = \"v\" }\n";
+        let Err(crate::ConfigError::Invalid(errors)) = crate::parse(text, "c.toml".as_ref()) else {
+            panic!("{text} parsed");
+        };
+        let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            shown.iter().any(|e| e.contains("admin.a\\nb")),
+            "{shown:#?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.contains("auth_policy[0].statement[0].headers.k\\n")),
+            "{shown:#?}"
+        );
+        let all = crate::ConfigError::Invalid(errors).to_string();
+        assert!(all.lines().all(|l| l.starts_with("c.toml:")), "{all}");
+    }
+
     #[test]
     fn friendly_messages() {
         assert_eq!(
