@@ -27,6 +27,27 @@ fn alive(pid: i32) -> bool {
             .contains(") Z ")
 }
 
+/// Live (not zombie) processes whose process group is `pgid`.
+fn group_members(pgid: i32) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s[s.rfind(')')? + 2..]
+                        .split_whitespace()
+                        .nth(2)?
+                        .parse::<i32>()
+                        .ok()
+                })
+                == Some(pgid)
+        })
+        .filter(|&pid| alive(pid))
+        .count()
+}
+
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() {
@@ -93,33 +114,20 @@ async fn a_child_ignoring_its_stop_signal_is_killed_after_the_timeout_with_its_w
     let p = provider(&["sh", "-c", "trap '' TERM; sleep 30 & wait"], None);
     let instance = p.launch("stubborn", &HashSet::new()).unwrap();
     let pgid = instance.pid();
-    // Let the shell start its child.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Let the shell start its child, so that the group has two members.
+    wait_until("the shell's child", || group_members(pgid) == 2).await;
     let started = Instant::now();
     let how = instance
         .stop(libc::SIGTERM, Duration::from_millis(300))
         .await;
     assert!(how.contains("SIGKILL after"), "{how}");
     assert!(started.elapsed() >= Duration::from_millis(300));
-    // Nothing of the group is left.
-    let members = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s[s.rfind(')')? + 2..]
-                        .split_whitespace()
-                        .nth(2)?
-                        .parse::<i32>()
-                        .ok()
-                })
-                == Some(pgid)
-        })
-        .filter(|&pid| alive(pid))
-        .count();
-    assert_eq!(members, 0, "processes of group {pgid} survived");
+    // Nothing of the group is left. SIGKILL is delivered at once but a killed
+    // process takes a moment to finish exiting, so wait for that (bounded).
+    wait_until(&format!("the processes of group {pgid} to exit"), || {
+        group_members(pgid) == 0
+    })
+    .await;
 }
 
 #[tokio::test]
