@@ -377,3 +377,31 @@ async fn scale_and_instance_protection_say_what_the_daemon_did() {
     let out = ctl(&["scale", "web", "-1", "--admin", &admin]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn healthcheck_exits_zero_only_when_the_admin_api_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let (admin_port, port) = (free_port(), free_port());
+    let config = format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = {:?}\n\n{}",
+        token_file.display().to_string(),
+        one_group(port, &["127.0.0.1:1".to_owned()])
+    );
+    let trellis = Trellis::start(&config, &[port, admin_port]).await;
+    let config = trellis.config_path().to_str().expect("utf-8 path");
+    let admin = format!("127.0.0.1:{admin_port}");
+
+    // The address and the token from the configuration, as a container's HEALTHCHECK would have them.
+    let out = ctl(&["healthcheck", "-c", config]).await;
+    assert_eq!(succeeded(&out), "");
+    assert_eq!(stderr(&out), "");
+    // Without the token the admin API refuses, and healthcheck says why.
+    let err = failed(&ctl(&["healthcheck", "--admin", &admin]).await);
+    assert!(err.contains("--token-file"), "{err}");
+    // Nothing listening: unhealthy, at once.
+    let closed = closed_port_addr();
+    let err = failed(&ctl(&["healthcheck", "--admin", &closed, "--timeout", "1s"]).await);
+    assert!(err.contains("connection refused"), "{err}");
+}

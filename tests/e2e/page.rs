@@ -6,7 +6,6 @@
 //! and pass, except under CI (`CI` set), where they fail.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -223,30 +222,16 @@ fn admin_port(trellis: &Trellis) -> u16 {
 
 /// The Chromium binary on `PATH`; `None` (after saying so) when there is none, unless under CI.
 fn chromium() -> Option<PathBuf> {
-    let names = [
+    crate::support::tools::required(
+        &[
+            "chromium",
+            "chromium-browser",
+            "google-chrome",
+            "google-chrome-stable",
+        ],
         "chromium",
-        "chromium-browser",
-        "google-chrome",
-        "google-chrome-stable",
-    ];
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let found = std::env::split_paths(&path)
-        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
-        .find(|candidate| candidate.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium is not installed, and the status page test needs it under CI: \
-             apt-get install chromium"
-        );
-        // Straight to stderr: the test harness swallows `eprintln!` of passing tests.
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: chromium is not installed (apt-get install chromium), so the status page \
-             is not tested in a browser"
-        );
-    }
-    found
+        "the status page in a browser",
+    )
 }
 
 /// `target/test-artifacts` (of the target directory the binary under test was built in), created.

@@ -19,7 +19,7 @@ fn port_range() -> (u16, u16) {
     (base, base + 39)
 }
 
-fn config(port: u16, min: u32, max: u32) -> String {
+pub(crate) fn config(port: u16, min: u32, max: u32) -> String {
     let (lo, hi) = port_range();
     format!(
         "{}{}\
@@ -49,7 +49,7 @@ async fn wait_group(trellis: &Trellis, what: &str, done: impl Fn(&Value) -> bool
     .await
 }
 
-fn pids(g: &Value) -> Vec<i32> {
+pub(crate) fn pids(g: &Value) -> Vec<i32> {
     g["instances"]
         .as_array()
         .into_iter()

@@ -74,6 +74,7 @@ impl CommandProvider {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        crate::process::without_service_manager(&mut cmd);
         let timeout = self.hooks.hook_timeout;
         let output = match tokio::time::timeout(timeout, cmd.output()).await {
             Err(_) => return Err(format!("{what} hook timed out after {}", secs(timeout))),

@@ -121,6 +121,7 @@ impl ProcessProvider {
             cmd.current_dir(dir);
         }
         die_with_parent(&mut cmd);
+        without_service_manager(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| ScalerError::Spawn {
             command: argv.join(" "),
             source,
@@ -219,6 +220,14 @@ fn kill(pid: i32, signal: i32) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// systemd's notify variables are meant for trellis alone: an instance (or hook) that inherits them and
+/// speaks the notify protocol itself would mark trellis's unit ready, or feed its watchdog.
+pub(crate) fn without_service_manager(cmd: &mut Command) {
+    for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        cmd.env_remove(name);
+    }
 }
 
 /// Asks the kernel to SIGKILL the child when the daemon dies, however it dies.

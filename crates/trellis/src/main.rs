@@ -6,22 +6,43 @@ mod check;
 mod ctl;
 mod daemon;
 mod echo;
+mod logging;
 mod run;
 mod scaling;
 mod state;
+mod systemd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "trellis",
     version,
-    about = "A Lattice-style L7 proxy: host and rule routing to weighted, health-checked, autoscaled target groups"
+    about = "A Lattice-style L7 proxy: host and rule routing to weighted, health-checked, autoscaled target groups",
+    long_about = "A Lattice-style L7 proxy: host and rule routing to weighted, health-checked, autoscaled \
+target groups.\n\n\
+trellis terminates HTTP and HTTPS (or passes TLS through), routes each request by host and by prioritized \
+listener rules to weighted target groups, balances over the healthy targets, probes them, and grows or \
+shrinks scaling groups of local processes (or VMs, through hooks) from its own request metrics. The \
+configuration is one TOML file; `trellis check` validates it and `trellis run` serves it. The commands \
+status, reload, targets, scale, instances and healthcheck talk to a running trellis through its admin API.",
+    after_long_help = "Files:\n  \
+/etc/trellis/trellis.toml   the configuration (--config)\n  \
+/var/lib/trellis            registrations and scaler state (--state-dir, $STATE_DIRECTORY)\n\n\
+Signals (trellis run):\n  \
+SIGHUP    re-read the configuration; a bad file keeps the running one\n  \
+SIGUSR1   reopen the access log file (after logrotate moved it)\n  \
+SIGTERM, SIGINT   stop accepting, let in-flight requests finish (--shutdown-grace), exit\n\n\
+Environment:\n  \
+RUST_LOG        log filter, overrides --log-level (e.g. info,trellis_health=debug)\n  \
+NOTIFY_SOCKET   systemd's notify socket (Type=notify): READY=1, RELOADING=1, STOPPING=1\n  \
+WATCHDOG_USEC   systemd's WatchdogSec: WATCHDOG=1 is sent at half of it\n\n\
+The manual (configuration reference, operations, metrics) is README.md of the source tree."
 )]
 struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
@@ -37,41 +58,56 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve every listener of a configuration file until SIGTERM or SIGINT.
+    /// Serve every listener of a configuration file until SIGTERM or SIGINT
+    ///
+    /// SIGHUP re-reads the file (a bad file changes nothing), SIGUSR1 reopens the access log file, and
+    /// SIGTERM or SIGINT stop accepting and let in-flight requests finish. Under systemd (`Type=notify`)
+    /// it reports READY=1 once every listener is bound, RELOADING=1/READY=1 around reloads, STOPPING=1,
+    /// and WATCHDOG=1 when the unit sets WatchdogSec.
     Run {
         /// The configuration file (TOML).
-        #[arg(short, long, default_value = "/etc/trellis/trellis.toml")]
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
-        /// Worker threads for the data plane (default: one per CPU).
-        #[arg(long)]
+        /// Worker threads for the data plane [default: one per CPU].
+        #[arg(long, value_name = "N")]
         workers: Option<usize>,
         /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before exit.
-        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
         shutdown_grace: Duration,
-        /// Where targets registered through the admin API (and scaler state) are kept across restarts
-        /// (default: /var/lib/trellis when writable, else ./.trellis-state).
-        #[arg(long)]
+        /// Where targets registered through the admin API and the scaler's state are kept across
+        /// restarts [default: $STATE_DIRECTORY (systemd), else /var/lib/trellis when writable, else
+        /// ./.trellis-state].
+        #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Validate a configuration file: exit 0 with a summary, or 1 with every error (file:line: key: message).
+    /// Validate a configuration file without starting anything
+    ///
+    /// Exit 0 with a one-line summary, or 1 with every error, one per line: `file:line: key: message`.
+    /// Certificates, keys, CA files, JWKS files and the admin token file are read too.
     Check {
-        #[arg(short, long, default_value = "/etc/trellis/trellis.toml")]
+        /// The configuration file (TOML).
+        #[arg(short, long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
-    /// A tiny, fast HTTP backend for demos, tests and load tests.
+    /// A tiny, fast HTTP backend for demos, tests and load tests
+    ///
+    /// Answers every request with `200 hello from NAME` and an `x-served-by: NAME` header; `GET /healthz`
+    /// answers `200 ok`.
     Echo {
         /// Address to listen on (port 0 picks a free port, printed at start).
-        #[arg(long, default_value = "127.0.0.1:9001")]
+        #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9001")]
         listen: SocketAddr,
-        /// Name reported in `x-served-by` and bodies (default: the listening address).
+        /// Name reported in `x-served-by` and bodies [default: the listening address].
         #[arg(long)]
         name: Option<String>,
-        /// Worker threads (default: one per CPU).
-        #[arg(long)]
+        /// Worker threads [default: one per CPU].
+        #[arg(long, value_name = "N")]
         workers: Option<usize>,
     },
-    /// Show what a running trellis serves: services and listeners, then every target's state, for how
-    /// long, and why.
+    /// Show what a running trellis serves and the state of every target
+    ///
+    /// Services and listeners, then every target group with each target's state, for how long, and why;
+    /// then scaling groups with their instances and recent activities.
     Status {
         /// Print the admin API's JSON (pretty-printed) instead of the tables.
         #[arg(long)]
@@ -79,19 +115,23 @@ enum Command {
         #[command(flatten)]
         admin: ctl::AdminArgs,
     },
-    /// Make a running trellis re-read its configuration file: exit 0 with a summary, or 1 with every
-    /// error (file:line: key: message) while the running configuration stays in place.
+    /// Make a running trellis re-read its configuration file
+    ///
+    /// Exit 0 with a summary, or 1 with every error (`file:line: key: message`) while the running
+    /// configuration stays in place.
     Reload {
         #[command(flatten)]
         admin: ctl::AdminArgs,
     },
-    /// Register or deregister targets of a running trellis through its admin API.
+    /// Register or deregister targets of a running trellis
     Targets {
         #[command(subcommand)]
         command: ctl::TargetsCommand,
     },
-    /// Set the desired capacity of a scaling group of a running trellis; it is clamped to the group's
-    /// min and max, and the scaler launches or drains instances to reach it.
+    /// Set the desired capacity of a scaling group of a running trellis
+    ///
+    /// The number is clamped to the group's min and max; the scaler launches or drains instances to
+    /// reach it.
     Scale {
         /// The scaling group.
         group: String,
@@ -100,16 +140,50 @@ enum Command {
         #[command(flatten)]
         admin: ctl::AdminArgs,
     },
-    /// Protect instances of a scaling group of a running trellis from scale-in, or lift the protection.
+    /// Protect instances of a scaling group from scale-in, or lift the protection
     Instances {
         #[command(subcommand)]
         command: ctl::InstancesCommand,
     },
+    /// Exit 0 if a running trellis answers on its admin API, else 1 with the reason
+    ///
+    /// Sends `GET /healthz` to the admin API (with the token of --config or --token-file, if one is
+    /// set). Made for container HEALTHCHECKs and supervisors, which cannot count on curl being there.
+    Healthcheck {
+        /// How long to wait for the answer.
+        #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        #[command(flatten)]
+        admin: ctl::AdminArgs,
+    },
+    /// Print a shell completion script
+    ///
+    /// bash: `trellis completions bash > /etc/bash_completion.d/trellis`;
+    /// zsh: `trellis completions zsh > "${fpath[1]}/_trellis"`;
+    /// fish: `trellis completions fish > ~/.config/fish/completions/trellis.fish`.
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, or write one page per command
+    ///
+    /// `trellis man > /usr/local/share/man/man1/trellis.1`, or `trellis man --out-dir
+    /// /usr/local/share/man/man1` for trellis.1 and a page per subcommand (trellis-run.1, ...).
+    Man {
+        /// Write trellis.1 and one page per subcommand into this directory instead of printing
+        /// trellis.1.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
+
+/// Where `run` and `check` read their configuration unless told otherwise (the admin commands too).
+const DEFAULT_CONFIG: &str = "/etc/trellis/trellis.toml";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level, cli.log_format);
+    logging::init(&cli.log_level, cli.log_format);
     let result = match cli.command {
         Command::Run {
             config,
@@ -127,6 +201,17 @@ fn main() -> ExitCode {
             admin,
         } => return ctl::scale(&group, desired, &admin),
         Command::Instances { command } => return ctl::instances(&command),
+        Command::Healthcheck { timeout, admin } => return ctl::healthcheck(&admin, timeout),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "trellis",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man { out_dir } => manual(out_dir.as_deref()),
         Command::Echo {
             listen,
             name,
@@ -144,21 +229,25 @@ fn main() -> ExitCode {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
+pub enum LogFormat {
     Text,
     Json,
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        // Without the module path: events use `target` for the backend they are about.
-        LogFormat::Json => builder.json().flatten_event(true).with_target(false).init(),
+/// `trellis man`: the page to stdout, or every page into a directory.
+fn manual(out_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    // As generate_to does for the pages of the subcommands: no `help` subcommand, which has no page.
+    let mut command = Cli::command().disable_help_subcommand(true);
+    command.build();
+    match out_dir {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .and_then(|()| clap_mangen::generate_to(command, dir))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display())),
+        None => match clap_mangen::Man::new(command).render(&mut std::io::stdout()) {
+            // `trellis man | head` is fine.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => Ok(other?),
+        },
     }
 }
 

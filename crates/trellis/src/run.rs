@@ -9,6 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::admin;
 use crate::daemon::{self, ChangeError, Daemon};
 use crate::state::StateDir;
+use crate::systemd;
 
 pub fn run(
     path: &Path,
@@ -38,6 +39,8 @@ pub fn run(
         for addr in daemon.server.local_addrs() {
             tracing::info!(%addr, "listening");
         }
+        systemd::spawn_watchdog();
+        systemd::ready(&status_line(&daemon));
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -48,6 +51,7 @@ pub fn run(
                 _ = usr1.recv() => daemon.proxy.reopen_access_log(),
             }
         }
+        systemd::stopping();
         tracing::info!(grace = %humantime::format_duration(grace), "shutting down: no new connections, finishing in-flight requests");
         if daemon.server.shutdown(grace).await {
             tracing::info!("all connections finished");
@@ -62,4 +66,18 @@ pub fn run(
     // Upstream connections and tunnels still open are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(())
+}
+
+/// What `systemctl status` shows next to "active (running)".
+pub(crate) fn status_line(daemon: &Daemon) -> String {
+    let running = daemon.current();
+    format!(
+        "serving {} (config sha256 {})",
+        running
+            .file
+            .summary()
+            .split_once(": ok: ")
+            .map_or("", |(_, what)| what),
+        &running.sha256[..12]
+    )
 }

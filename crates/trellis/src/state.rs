@@ -22,9 +22,12 @@ pub struct StateDir {
 }
 
 impl StateDir {
-    /// `explicit`, else `/var/lib/trellis` when it is (or can be made) writable, else `./.trellis-state`.
+    /// `explicit`, else the first directory of `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`),
+    /// else `/var/lib/trellis` when it is (or can be made) writable, else `./.trellis-state`.
     pub fn choose(explicit: Option<PathBuf>) -> StateDir {
-        let path = explicit.unwrap_or_else(|| {
+        let from_systemd = std::env::var_os("STATE_DIRECTORY")
+            .and_then(|dirs| std::env::split_paths(&dirs).find(|d| !d.as_os_str().is_empty()));
+        let path = explicit.or(from_systemd).unwrap_or_else(|| {
             let default = PathBuf::from(DEFAULT_DIR);
             if writable(&default) {
                 default

@@ -13,6 +13,7 @@ pub mod raw;
 pub mod rss;
 pub mod servers;
 pub mod tls;
+pub mod tools;
 pub mod trellis;
 
 use std::future::Future;

@@ -23,6 +23,8 @@ pub struct Options {
     pub shutdown_grace: Option<&'static str>,
     /// `--state-dir` (default: a fresh directory of this instance's own).
     pub state_dir: Option<PathBuf>,
+    /// Environment variables for the daemon, on top of the test's own.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -31,6 +33,7 @@ impl Default for Options {
             workers: 2,
             shutdown_grace: None,
             state_dir: None,
+            env: Vec::new(),
         }
     }
 }
@@ -95,6 +98,7 @@ impl Trellis {
         if let Some(grace) = opts.shutdown_grace {
             cmd.arg("--shutdown-grace").arg(grace);
         }
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         let mut trellis = Trellis {
             admin_port,
             child: ChildGuard::spawn("trellis", cmd),

@@ -74,6 +74,22 @@ pub enum InstancesCommand {
     },
 }
 
+/// `trellis healthcheck`: exit 0 when the daemon's admin API answers `GET /healthz` with 200 within
+/// `limit`, else 1 with the reason on stderr. For container `HEALTHCHECK`s and supervisors, which cannot
+/// count on curl being in the image.
+pub fn healthcheck(admin: &AdminArgs, limit: Duration) -> ExitCode {
+    finish(async {
+        let client = locate::client(admin)?;
+        let reply = client.send(Method::GET, "/healthz", None, limit).await?;
+        if reply.status == StatusCode::OK {
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Not 200: the JSON error (a wrong token, say) with its hint.
+        success(&client, &reply)?;
+        bail!("{} answered {}", client.endpoint.url(), reply.status)
+    })
+}
+
 /// `trellis status`: the tables, or the JSON as the daemon sent it.
 pub fn status(admin: &AdminArgs, as_json: bool) -> ExitCode {
     finish(async {

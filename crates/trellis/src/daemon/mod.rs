@@ -259,6 +259,7 @@ impl Daemon {
     /// Reads, validates and applies the configuration file. On any error nothing changes.
     pub async fn reload(self: &Arc<Self>) -> Result<Arc<Running>, ChangeError> {
         let _change = self.change.lock().await;
+        crate::systemd::reloading();
         let result = self.off_workers(|this| this.reload_locked()).await;
         if result.is_ok() {
             crate::scaling::reconcile(self, &self.scaling_metrics);
@@ -280,6 +281,11 @@ impl Daemon {
                 tracing::error!("reload failed: {e}; still serving the previous configuration")
             }
         }
+        let status = crate::run::status_line(self);
+        crate::systemd::reloaded(&match &result {
+            Ok(_) => status,
+            Err(_) => format!("{status}; the last reload failed (see the log)"),
+        });
         result
     }
 
