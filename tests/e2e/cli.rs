@@ -186,3 +186,128 @@ fn the_manual_has_a_page_per_command_that_groff_renders_cleanly() {
         assert!(text.contains(flag), "trellis-run(1) lacks {flag}:\n{text}");
     }
 }
+
+/// The long flags `trellis ARGS --help` lists, `--help` and `--version` aside.
+fn flags(args: &[&str]) -> Vec<String> {
+    let mut args = args.to_vec();
+    args.push("--help");
+    run(&args)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let l = l
+                .strip_prefix("-")
+                .and_then(|l| l.split_once(", "))
+                .map_or(l, |(_, rest)| rest);
+            l.strip_prefix("--")
+        })
+        .filter_map(|l| l.split([' ', ',']).next())
+        .filter(|f| !matches!(*f, "help" | "version"))
+        .map(|f| format!("--{f}"))
+        .collect()
+}
+
+/// The code of README.md: inline code spans and the lines of fenced blocks.
+fn readme_code() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("README.md");
+    let mut code = Vec::new();
+    let mut fenced = false;
+    for line in readme.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if fenced {
+            code.push(line.to_owned());
+        } else {
+            code.extend(line.split('`').skip(1).step_by(2).map(str::to_owned));
+        }
+    }
+    code
+}
+
+/// The README shows every subcommand and every flag, and every `trellis ...` command line in its code
+/// names a real subcommand with flags it has.
+#[test]
+fn the_readme_and_the_help_agree() {
+    let code = readme_code();
+    let all_code = code.join("\n");
+    let nested: &[(&str, &[&str])] = &[
+        ("targets", &["register", "deregister"]),
+        ("instances", &["protect", "unprotect"]),
+    ];
+    let mut missing = Vec::new();
+    for sub in subcommands() {
+        if !all_code.contains(&format!("trellis {sub}")) {
+            missing.push(format!("trellis {sub}"));
+        }
+        let commands: Vec<Vec<&str>> = match nested.iter().find(|(name, _)| *name == sub) {
+            Some((_, subs)) => subs.iter().map(|s| vec![sub.as_str(), *s]).collect(),
+            None => vec![vec![sub.as_str()]],
+        };
+        for command in commands {
+            for flag in flags(&command) {
+                if !all_code.contains(&flag) {
+                    missing.push(format!("trellis {} {flag}", command.join(" ")));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "README.md does not show: {missing:?}");
+
+    // Every command line in the README's code: a subcommand that exists, with flags it has.
+    let subs = subcommands();
+    let global = flags(&[]);
+    let mut wrong = Vec::new();
+    for line in &code {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for (i, word) in words.iter().enumerate() {
+            if !(*word == "trellis" || word.ends_with("/trellis")) {
+                continue;
+            }
+            let Some(sub) = words
+                .get(i + 1)
+                .filter(|w| w.chars().all(|c| c.is_ascii_lowercase()))
+            else {
+                continue;
+            };
+            if !subs.iter().any(|s| s == sub) {
+                wrong.push(format!("{line}: no subcommand {sub}"));
+                continue;
+            }
+            let mut command = vec![*sub];
+            if let Some((_, nested_subs)) = nested.iter().find(|(name, _)| name == sub) {
+                match words.get(i + 2) {
+                    Some(next) if nested_subs.contains(next) => command.push(next),
+                    _ => continue,
+                }
+            }
+            let known = flags(&command);
+            for flag in words[i + 1..]
+                .iter()
+                .take_while(|w| !matches!(**w, "|" | "&&" | ";" | ">" | "#"))
+            {
+                let flag = flag
+                    .split('=')
+                    .next()
+                    .unwrap_or(flag)
+                    .trim_end_matches([',', ')', '.']);
+                if flag.starts_with("--")
+                    && flag.len() > 2
+                    && !known.iter().chain(&global).any(|k| k == flag)
+                    && !matches!(flag, "--help" | "--version")
+                {
+                    wrong.push(format!(
+                        "{line}: trellis {} has no {flag}",
+                        command.join(" ")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "README.md shows commands that do not exist:\n{}",
+        wrong.join("\n")
+    );
+}
