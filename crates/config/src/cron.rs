@@ -1,67 +1,93 @@
 //! Five-field cron expressions (`minute hour day-of-month month day-of-week`) and time zone names.
 //!
-//! Only validation lives here: the scaler evaluates the expression. Each field is a comma list of `*`,
-//! `*/n`, `a`, `a-b` or `a-b/n`; day-of-week 0 and 7 are both Sunday.
+//! Parsed here, once, for validation and for the scaler, which evaluates the sets against the clock.
+//! Each field is a comma list of `*`, `*/n`, `a`, `a-b` or `a-b/n`; day-of-week 0 and 7 are both Sunday.
 
-const FIELDS: [(&str, u32, u32); 5] = [
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day of month", 1, 31),
-    ("month", 1, 12),
-    ("day of week", 0, 7),
-];
-
-pub(crate) fn validate(expr: &str) -> Result<(), String> {
-    let parts: Vec<&str> = expr.split_whitespace().collect();
-    if parts.len() != 5 {
-        return Err(format!(
-            "{expr:?} has {} fields; a cron expression has 5: minute hour day-of-month month day-of-week",
-            parts.len()
-        ));
-    }
-    for (part, (what, lo, hi)) in parts.iter().zip(FIELDS) {
-        field(part, lo, hi).map_err(|why| format!("{expr:?}: {what} field {part:?}: {why}"))?;
-    }
-    Ok(())
+/// A five-field cron expression as sets of allowed values: what the scaler evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CronFields {
+    /// Bit n set: value n allowed.
+    pub minutes: u64,
+    pub hours: u64,
+    pub days_of_month: u64,
+    pub months: u64,
+    /// Sunday is bit 0; a 7 in the expression is folded into it.
+    pub days_of_week: u64,
+    /// Vixie cron: when both day fields are restricted, a day matches if either does. A field starting
+    /// with `*` (`*` or `*/n`) counts as unrestricted, as it does there.
+    pub either_day: bool,
 }
 
-fn field(text: &str, lo: u32, hi: u32) -> Result<(), String> {
+impl CronFields {
+    /// Each field a comma list of `*`, `*/n`, `a`, `a-b` or `a-b/n`; the error names the field.
+    pub fn parse(expr: &str) -> Result<CronFields, String> {
+        let fields: Vec<&str> = expr.split_whitespace().collect();
+        let [minute, hour, dom, month, dow] = fields[..] else {
+            return Err(format!(
+                "{expr:?} has {} fields; a cron expression has 5: minute hour day-of-month month day-of-week",
+                fields.len()
+            ));
+        };
+        let field = |text: &str, what: &str, lo: u32, hi: u32| {
+            values(text, lo, hi).map_err(|why| format!("{expr:?}: {what} field {text:?}: {why}"))
+        };
+        let minutes = field(minute, "minute", 0, 59)?;
+        let hours = field(hour, "hour", 0, 23)?;
+        let days_of_month = field(dom, "day of month", 1, 31)?;
+        let months = field(month, "month", 1, 12)?;
+        let mut days_of_week = field(dow, "day of week", 0, 7)?;
+        if days_of_week & (1 << 7) != 0 {
+            days_of_week = (days_of_week | 1) & !(1 << 7);
+        }
+        Ok(CronFields {
+            minutes,
+            hours,
+            days_of_month,
+            months,
+            days_of_week,
+            either_day: !dom.starts_with('*') && !dow.starts_with('*'),
+        })
+    }
+}
+
+/// The values a field allows, as a bitset; `lo..=hi` is the field's range.
+fn values(text: &str, lo: u32, hi: u32) -> Result<u64, String> {
+    let num = |s: &str| match s.parse::<u32>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a number in {lo}..={hi}")),
+    };
+    let mut set = 0u64;
     for item in text.split(',') {
         let (range, step) = match item.split_once('/') {
-            Some((r, s)) => (r, Some(s)),
+            Some((range, step)) => match step.parse::<u32>() {
+                Ok(n) if n >= 1 && n <= hi.max(1) => (range, Some(n as usize)),
+                _ => {
+                    return Err(format!(
+                        "step {step:?} is not a number in 1..={}",
+                        hi.max(1)
+                    ))
+                }
+            },
             None => (item, None),
         };
-        if let Some(s) = step {
-            match s.parse::<u32>() {
-                Ok(n) if n >= 1 && n <= hi.max(1) => {}
-                _ => return Err(format!("step {s:?} is not a number in 1..={}", hi.max(1))),
-            }
-        }
-        if range == "*" {
-            continue;
-        }
-        let num = |s: &str| -> Result<u32, String> {
-            match s.parse::<u32>() {
-                Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-                _ => Err(format!("{s:?} is not a number in {lo}..={hi}")),
-            }
+        let (a, b) = if range == "*" {
+            (lo, hi)
+        } else if let Some((a, b)) = range.split_once('-') {
+            (num(a)?, num(b)?)
+        } else if step.is_some() {
+            return Err("a step needs * or a range before it, as in */5 or 0-30/5".into());
+        } else {
+            let n = num(range)?;
+            (n, n)
         };
-        match range.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b {
-                    return Err(format!("range {a}-{b} is backwards"));
-                }
-            }
-            None if step.is_some() => {
-                return Err("a step needs * or a range before it, as in */5 or 0-30/5".into())
-            }
-            None => {
-                num(range)?;
-            }
+        if a > b {
+            return Err(format!("range {a}-{b} is backwards"));
+        }
+        for v in (a..=b).step_by(step.unwrap_or(1)) {
+            set |= 1 << v;
         }
     }
-    Ok(())
+    Ok(set)
 }
 
 /// `UTC` or an IANA-shaped `Area/City` name (no time zone database here; the scaler resolves it).
@@ -91,7 +117,7 @@ mod tests {
             "0,30 8-18/2 1 1,6,12 0",
             "59 23 31 12 7",
         ] {
-            assert_eq!(validate(e), Ok(()), "{e}");
+            assert!(CronFields::parse(e).is_ok(), "{e}");
         }
     }
 
@@ -114,7 +140,7 @@ mod tests {
             "- * * * *",
             "*/ * * * *",
         ] {
-            assert!(validate(e).is_err(), "{e}");
+            assert!(CronFields::parse(e).is_err(), "{e}");
         }
     }
 

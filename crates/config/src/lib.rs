@@ -20,6 +20,7 @@ mod summary;
 mod tls;
 mod validate;
 
+pub use cron::CronFields;
 pub use error::{ConfigError, Diagnostic};
 pub use jwt::{JwtKey, JwtKeys};
 pub use model::*;

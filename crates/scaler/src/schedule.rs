@@ -14,69 +14,36 @@ use std::time::SystemTime;
 use jiff::civil::{Date, DateTime};
 use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::Timestamp;
-use trellis_config::{Policy, PolicyKind};
+use trellis_config::{CronFields, Policy, PolicyKind};
 
 /// How many days a search walks before concluding that a schedule never fires (`0 0 30 2 *` passes field
 /// by field validation). Eight years and a day reach the next 29 February even across 2100, not a leap year.
 const HORIZON_DAYS: u32 = 8 * 366 + 1;
 
-/// A five-field cron expression (`minute hour day-of-month month day-of-week`) as sets of allowed values.
+/// A five-field cron expression (`minute hour day-of-month month day-of-week`), evaluated in a time zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CronSchedule {
-    /// Bit n set: value n allowed.
-    minutes: u64,
-    hours: u64,
-    days_of_month: u64,
-    months: u64,
-    /// Sunday is bit 0; a 7 in the expression is folded into it.
-    days_of_week: u64,
-    /// Vixie cron: when both day fields are restricted, a day matches if either does. A field starting with
-    /// `*` (`*` or `*/n`) counts as unrestricted, as it does there.
-    either_day: bool,
-}
+pub struct CronSchedule(CronFields);
 
 impl CronSchedule {
-    /// Parses an expression with the syntax `trellis-config` validates: each field a comma list of `*`,
-    /// `*/n`, `a`, `a-b` or `a-b/n`.
+    /// Parses an expression with the parser `trellis-config` validates with.
     pub fn parse(expr: &str) -> Result<CronSchedule, String> {
-        let fields: Vec<&str> = expr.split_whitespace().collect();
-        let [minute, hour, dom, month, dow] = fields[..] else {
-            return Err(format!(
-                "{expr:?} has {} fields; a cron expression has 5: minute hour day-of-month month day-of-week",
-                fields.len()
-            ));
-        };
-        let field = |text: &str, what: &str, lo: u32, hi: u32| {
-            values(text, lo, hi).map_err(|why| format!("{expr:?}: {what} field {text:?}: {why}"))
-        };
-        let mut days_of_week = field(dow, "day of week", 0, 7)?;
-        if days_of_week & (1 << 7) != 0 {
-            days_of_week = (days_of_week | 1) & !(1 << 7);
-        }
-        Ok(CronSchedule {
-            minutes: field(minute, "minute", 0, 59)?,
-            hours: field(hour, "hour", 0, 23)?,
-            days_of_month: field(dom, "day of month", 1, 31)?,
-            months: field(month, "month", 1, 12)?,
-            days_of_week,
-            either_day: !dom.starts_with('*') && !dow.starts_with('*'),
-        })
+        CronFields::parse(expr).map(CronSchedule)
     }
 
     fn day_matches(&self, date: Date) -> bool {
-        let dom = has(self.days_of_month, date.day());
-        let dow = has(self.days_of_week, date.weekday().to_sunday_zero_offset());
-        let day = if self.either_day {
+        let dom = has(self.0.days_of_month, date.day());
+        let dow = has(self.0.days_of_week, date.weekday().to_sunday_zero_offset());
+        let day = if self.0.either_day {
             dom || dow
         } else {
             dom && dow
         };
-        has(self.months, date.month()) && day
+        has(self.0.months, date.month()) && day
     }
 
     /// The (hour, minute) pairs of a matching day, earliest first.
     fn times(&self) -> impl DoubleEndedIterator<Item = (i8, i8)> + '_ {
-        bits(self.hours, 23).flat_map(move |h| bits(self.minutes, 59).map(move |m| (h, m)))
+        bits(self.0.hours, 23).flat_map(move |h| bits(self.0.minutes, 59).map(move |m| (h, m)))
     }
 
     /// The first firing strictly after `after`, within [`HORIZON_DAYS`].
@@ -136,41 +103,6 @@ impl CronSchedule {
         }
         None
     }
-}
-
-/// The values a field allows, as a bitset; `lo..=hi` is the field's range.
-fn values(text: &str, lo: u32, hi: u32) -> Result<u64, String> {
-    let num = |s: &str| match s.parse::<u32>() {
-        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-        _ => Err(format!("{s:?} is not a number in {lo}..={hi}")),
-    };
-    let mut set = 0u64;
-    for item in text.split(',') {
-        let (range, step) = match item.split_once('/') {
-            Some((range, step)) => match step.parse::<usize>() {
-                Ok(n) if n >= 1 => (range, Some(n)),
-                _ => return Err(format!("step {step:?} is not a number of at least 1")),
-            },
-            None => (item, None),
-        };
-        let (a, b) = if range == "*" {
-            (lo, hi)
-        } else if let Some((a, b)) = range.split_once('-') {
-            (num(a)?, num(b)?)
-        } else if step.is_some() {
-            return Err("a step needs * or a range before it, as in */5 or 0-30/5".into());
-        } else {
-            let n = num(range)?;
-            (n, n)
-        };
-        if a > b {
-            return Err(format!("range {a}-{b} is backwards"));
-        }
-        for v in (a..=b).step_by(step.unwrap_or(1)) {
-            set |= 1 << v;
-        }
-    }
-    Ok(set)
 }
 
 fn has(set: u64, value: i8) -> bool {
@@ -641,18 +573,18 @@ mod tests {
     #[test]
     fn parse() {
         let c = CronSchedule::parse("0,30 8-18/2 1 1,6,12 0").unwrap();
-        assert_eq!(c.minutes, 1 | 1 << 30);
+        assert_eq!(c.0.minutes, 1 | 1 << 30);
         assert_eq!(
-            c.hours,
+            c.0.hours,
             [8, 10, 12, 14, 16, 18].iter().fold(0, |s, h| s | 1 << h)
         );
         assert_eq!(
-            (c.days_of_month, c.months, c.days_of_week),
+            (c.0.days_of_month, c.0.months, c.0.days_of_week),
             (1 << 1, 1 << 1 | 1 << 6 | 1 << 12, 1)
         );
-        assert!(c.either_day);
-        assert!(!CronSchedule::parse("* * * * 1").unwrap().either_day);
-        assert!(!CronSchedule::parse("* * 1 * */2").unwrap().either_day);
+        assert!(c.0.either_day);
+        assert!(!CronSchedule::parse("* * * * 1").unwrap().0.either_day);
+        assert!(!CronSchedule::parse("* * 1 * */2").unwrap().0.either_day);
         for bad in [
             "",
             "* * * *",

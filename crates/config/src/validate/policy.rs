@@ -228,7 +228,7 @@ fn scheduled(d: &mut Diags, path: &str, raw: &RawPolicy) -> PolicyKind {
     let p = |key: &str| format!("{path}.{key}");
     let cron_text = fields::required(d, &p("cron"), &raw.cron).to_string();
     if raw.cron.is_some() {
-        if let Err(msg) = cron::validate(&cron_text) {
+        if let Err(msg) = cron::CronFields::parse(&cron_text) {
             d.err(&p("cron"), msg);
         }
     }
