@@ -12,6 +12,7 @@ mod cron;
 mod diag;
 mod error;
 mod jwt;
+mod keys;
 mod model;
 mod raw;
 mod sections;
@@ -23,6 +24,7 @@ mod validate;
 pub use cron::CronFields;
 pub use error::{ConfigError, Diagnostic};
 pub use jwt::{JwtKey, JwtKeys};
+pub use keys::{known_keys, KeyKind};
 pub use model::*;
 pub use tls::{certificates, TlsMaterial};
 

@@ -177,9 +177,10 @@ pub(crate) struct RawTarget {
     pub weight: Option<i64>,
 }
 
+/// The table form of [`RawTarget`] (also what `keys::known_keys` reads its keys from).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTargetTable {
+pub(crate) struct RawTargetTable {
     address: Option<String>,
     weight: Option<i64>,
 }
