@@ -434,6 +434,52 @@ async fn a_token_file_makes_every_admin_request_need_the_bearer_token() {
     );
 }
 
+/// The admin API moves only at restart: a reload that points `admin.listen` at loopback and drops the
+/// token must not leave the API listening on every address without one.
+#[tokio::test]
+async fn a_reload_cannot_drop_the_token_of_an_admin_api_still_on_a_non_loopback_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "s3cret\n").unwrap();
+    let (admin_port, port) = (free_port(), free_port());
+    let echo = Echo::start("a").await;
+    // Bound on 0.0.0.0; the test talks to it on 127.0.0.1 only.
+    let config = format!(
+        "[admin]\nlisten = \"0.0.0.0:{admin_port}\"\ntoken_file = {:?}\n\n{}",
+        token_file.display().to_string(),
+        pool_config(port, &[echo.addr()], "1s")
+    );
+    let trellis = Trellis::start(&config, &[port, admin_port]).await;
+    trellis.write_config(&format!(
+        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{}",
+        pool_config(port, &[echo.addr()], "1s")
+    ));
+    let c = reqwest::Client::new();
+    let reply = c
+        .post(format!("http://127.0.0.1:{admin_port}/v1/reload"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 422);
+    let body = reply.text().await.unwrap();
+    assert!(
+        body.contains("admin.token_file") && body.contains("until trellis restarts"),
+        "{body}"
+    );
+    let url = format!("http://127.0.0.1:{admin_port}/v1/status");
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        c.get(&url)
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
 #[tokio::test]
 async fn a_removed_listener_finishes_the_request_in_flight_on_it() {
     let slow = Tracking::start("slow").await;

@@ -96,20 +96,17 @@ impl ProcessProvider {
     /// forked, and blocking-pool threads come and go.
     pub fn launch(&self, id: &str, taken: &HashSet<u16>) -> Result<ProcessInstance, ScalerError> {
         let port = self.free_port(taken)?;
-        let argv: Vec<String> = self
-            .launch
-            .command
-            .iter()
-            .map(|a| {
-                a.replace("{self}", &self.self_exe.display().to_string())
-                    .replace("{port}", &port.to_string())
-                    .replace("{id}", id)
-                    .replace("{group}", &self.group)
-            })
-            .collect();
+        // The placeholders mean the same in the command and in the environment (`PORT = "{port}"`).
+        let fill = |a: &String| {
+            a.replace("{self}", &self.self_exe.display().to_string())
+                .replace("{port}", &port.to_string())
+                .replace("{id}", id)
+                .replace("{group}", &self.group)
+        };
+        let argv: Vec<String> = self.launch.command.iter().map(fill).collect();
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
-            .envs(&self.launch.env)
+            .envs(self.launch.env.iter().map(|(k, v)| (k, fill(v))))
             .env("TRELLIS_INSTANCE_ID", id)
             .env("TRELLIS_SCALING_GROUP", &self.group)
             .stdin(Stdio::null())

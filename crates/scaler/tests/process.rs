@@ -11,7 +11,10 @@ fn provider(command: &[&str], log_dir: Option<PathBuf>) -> ProcessProvider {
     let launch = ProcessLaunch {
         command: command.iter().map(|s| s.to_string()).collect(),
         ports: Some((41000, 41999)),
-        env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
+        env: BTreeMap::from([
+            ("GREETING".to_string(), "hi".to_string()),
+            ("LISTEN".to_string(), "127.0.0.1:{port}/{id}".to_string()),
+        ]),
         workdir: None,
         log_dir,
         stop_signal: libc::SIGTERM,
@@ -63,7 +66,7 @@ async fn placeholders_env_and_output_reach_the_log_file() {
         &[
             "sh",
             "-c",
-            "echo \"$GREETING {id} {group} {port} $TRELLIS_INSTANCE_ID\"; exec sleep 30",
+            "echo \"$GREETING {id} {group} {port} $TRELLIS_INSTANCE_ID $LISTEN\"; exec sleep 30",
         ],
         Some(dir.path().to_path_buf()),
     );
@@ -77,7 +80,7 @@ async fn placeholders_env_and_output_reach_the_log_file() {
     .await;
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
-        format!("hi i-7 pool {port} i-7\n")
+        format!("hi i-7 pool {port} i-7 127.0.0.1:{port}/i-7\n")
     );
     assert_eq!(
         instance.stop(libc::SIGTERM, Duration::from_secs(5)).await,

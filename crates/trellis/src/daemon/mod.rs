@@ -110,6 +110,8 @@ impl Running {
 
 pub struct Daemon {
     path: PathBuf,
+    /// Where the admin API listens: the first configuration's `admin.listen`, until restart.
+    admin_listen: std::net::SocketAddr,
     state_dir: StateDir,
     pub targets: Arc<TargetRegistry>,
     pub proxy: Arc<Proxy>,
@@ -208,6 +210,7 @@ impl Daemon {
         let server = Server::start(proxy.clone())?;
         Ok(Arc::new(Daemon {
             path: path.to_path_buf(),
+            admin_listen: config.admin.listen,
             state_dir,
             targets,
             proxy,
@@ -292,6 +295,16 @@ impl Daemon {
     fn reload_locked(self: &Arc<Self>) -> Result<Arc<Running>, ChangeError> {
         let (file, sha256) = read_config(&self.path)?;
         let token = read_token(&file)?;
+        // The admin API stays where it is until restart, so the rule "a token for any non-loopback
+        // address" applies to where it listens, not to where the new file says it will.
+        if token.is_none() && !self.admin_listen.ip().is_loopback() {
+            return Err(ChangeError::Invalid(vec![format!(
+                "{}: admin.token_file: the admin API listens on {} (not a loopback address) until \
+                 trellis restarts, so it keeps requiring a token",
+                self.path.display(),
+                self.admin_listen
+            )]));
+        }
         if file.admin.listen != self.current().file.admin.listen {
             tracing::warn!(
                 "admin.listen changed to {}; the admin API moves there at the next restart",
