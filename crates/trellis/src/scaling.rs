@@ -99,7 +99,8 @@ impl ScalingMetrics {
         let activities = IntCounterVec::new(
             Opts::new(
                 "trellis_scaling_activities_total",
-                "Scaling activities by kind (scale, launch, launch_failed, replace, terminate, terminated)",
+                "Scaling activities by kind (scale, scheduled, scale_in_blocked, reconfigure, launch, launch_failed, \
+                 replace, terminate, terminate_failed, terminated, adopt, adopt_failed, retire, retired)",
             ),
             &["scaling_group", "kind"],
         )?;
