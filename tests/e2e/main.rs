@@ -9,6 +9,7 @@ mod auth;
 mod balancing;
 mod check;
 mod ctl;
+mod deploy;
 mod failures;
 mod forwarding;
 mod health;
