@@ -8,6 +8,7 @@ mod compose;
 mod context;
 mod healthcheck;
 mod image;
+mod loadtest;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
