@@ -535,7 +535,7 @@ rcell() { local t=${2//µ/u}; printf '%*s%s' $(($1 > ${#t} ? $1 - ${#t} : 0)) ''
 # row PEER VERSION REQ/S P50 P99 PROXY-CPU BACKEND-CPU NOTES
 row() {
     lcell 11 "$1"; printf ' '; lcell 15 "$2"; printf ' '; rcell 8 "$3"; printf ' '; rcell 7 "$4"; printf ' '
-    rcell 7 "$5"; printf ' '; rcell 11 "$6"; printf ' '; rcell 11 "$7"; printf '  %s\n' "$8"
+    rcell 7 "$5"; printf ' '; rcell 11 "$6"; printf ' '; rcell 11 "$7"; printf '%s\n' "${8:+  $8}"
 }
 
 echo
