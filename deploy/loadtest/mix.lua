@@ -1,27 +1,49 @@
--- wrk script for deploy/loadtest/run.sh SCENARIO=mix: cycles through requests for several hosts and
--- paths so that each hits a different rule of trellis-mix.toml.tmpl (and its nginx / HAProxy twins):
--- host routing, path prefixes, a header-matched canary, a 90/10 weighted split and a fixed response.
--- Every request is a GET that should answer 200.
-local mix = {
-  { host = "shop.test",     path = "/" },                    -- shop default action -> web
-  { host = "www.shop.test", path = "/static/app.js" },       -- rule static (wildcard host)
-  { host = "shop.test",     path = "/api/items" },           -- rule api: 90/10 split api-v1 / api-v2
-  { host = "shop.test",     path = "/api/items/42" },        -- rule api
-  { host = "shop.test",     path = "/api/cart", canary = true }, -- rule api-canary-header -> api-v2
-  { host = "shop.test",     path = "/ping" },                -- fixed response, no backend
-  { host = "other.example", path = "/anything" },            -- catch-all service ("*")
-  { host = "www.shop.test", path = "/account/orders" },      -- shop default action
-}
+-- wrk driver for deploy/loadtest/run.sh SCENARIO=mix and SCENARIO=mix-post:
+--
+--   wrk -s mix.lua http://127.0.0.1:PORT/ -- mix.requests
+--
+-- cycles through the requests of a request list, one per line (`#` starts a comment):
+--
+--   METHOD  HOST  PATH[?QUERY]  BODY_BYTES  EXPECT  [NAME:VALUE ...]
+--
+-- EXPECT is what run.sh checks through each proxy before measuring it (the backend that must answer, a
+-- weighted split, or =BODY for a fixed response); wrk ignores it. A body is BODY_BYTES bytes of JSON
+-- ({"pad":"aaa..."}) sent as application/json unless a content-type header is given; run.sh sends the same.
 
 local requests = {}
 local i = 0
 
+local function body_of(bytes)
+  if bytes == 0 then return nil end
+  if bytes < 12 then return string.rep("a", bytes) end
+  return '{"pad":"' .. string.rep("a", bytes - 10) .. '"}'
+end
+
 function init(args)
-  for k, r in ipairs(mix) do
-    local headers = { ["Host"] = r.host }
-    if r.canary then headers["X-Canary"] = "1" end
-    requests[k] = wrk.format("GET", r.path, headers)
+  local file = args[1] or error("usage: wrk -s mix.lua URL -- REQUESTS_FILE")
+  for raw in io.lines(file) do
+    local line = raw:gsub("#.*$", "") -- paths never hold a '#' (a fragment is not sent)
+    if line:match("%S") then
+      local f = {}
+      for word in line:gmatch("%S+") do f[#f + 1] = word end
+      local method, host, path, bytes = f[1], f[2], f[3], tonumber(f[4])
+      if not (method and host and path and bytes and f[5]) then
+        error(file .. ": not METHOD HOST PATH BODY_BYTES EXPECT [NAME:VALUE...]: " .. line)
+      end
+      local headers, typed = { ["Host"] = host }, false
+      for k = 6, #f do
+        local name, value = f[k]:match("^([^:]+):(.*)$")
+        if not name then error(file .. ": header " .. f[k] .. " is not NAME:VALUE") end
+        headers[name] = value
+        typed = typed or name:lower() == "content-type"
+      end
+      local body = body_of(bytes)
+      if body and not typed then headers["Content-Type"] = "application/json" end
+      -- wrk.format adds Content-Length for a body.
+      requests[#requests + 1] = wrk.format(method, path, headers, body)
+    end
   end
+  if #requests == 0 then error(file .. ": no requests") end
 end
 
 function request()

@@ -2,15 +2,17 @@
 # Load test: trellis vs nginx vs HAProxy, same run, same backend, same pinning.
 #
 #   deploy/loadtest/run.sh                      # plain scenario, 10s per peer
-#   DURATION=30s SCENARIO=mix deploy/loadtest/run.sh
+#   DURATION=30s SCENARIO=mix deploy/loadtest/run.sh          # hosts, rules, a canary, a 90/10 split
+#   SCENARIO=mix-post deploy/loadtest/run.sh     # the same routing, with 1-16 KB bodies and query strings
 #   SCENARIO=https deploy/loadtest/run.sh        # wrk over TLS to the proxies (plain HTTP to the backend)
 #   PEERS="direct trellis" TRELLIS_BIN=/path/to/trellis deploy/loadtest/run.sh
 #   PEERS="trellis trellis-log nginx nginx-log" deploy/loadtest/run.sh   # access logs' cost: off vs to a file
 #   PEERS="trellis trellis-auth" deploy/loadtest/run.sh   # a 10-statement auth policy's cost
 #
-# One `trellis echo` backend pinned to core LOAD_CORE (default 1) with wrk; each proxy runs one worker
+# `trellis echo` backends pinned to core LOAD_CORE (default 1) with wrk; each proxy runs one worker
 # pinned to core PROXY_CORE (default 0). For each peer: req/s, p50, p99 (wrk --latency) and the proxy's
-# CPU time per request (utime+stime from /proc/PID/stat, before/after the run). See README.md.
+# CPU time per request (utime+stime from /proc/PID/stat, before/after the run). In the mix scenarios every
+# proxy is first checked to route each request of the mix to the right backend. See README.md.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,24 +22,25 @@ DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}                # a short unmeasured wrk run before each measured one; 0 to skip
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-1}
-SCENARIO=${SCENARIO:-plain}         # plain | mix | https
+SCENARIO=${SCENARIO:-plain}         # plain | mix | mix-post | https
 PEERS=${PEERS:-direct trellis trellis-log nginx haproxy}
 PROXY_CORE=${PROXY_CORE:-0}
 LOAD_CORE=${LOAD_CORE:-1}
-TRELLIS_BIN=${TRELLIS_BIN:-}        # default: cargo build --release -p trellis, then target/release/trellis
+TRELLIS_BIN=${TRELLIS_BIN:-}        # default: cargo build --release -p trellis, then $CARGO_TARGET_DIR/release/trellis
 ECHO_BIN=${ECHO_BIN:-}              # binary providing `echo` (default: the trellis binary)
-NO_BUILD=${NO_BUILD:-0}             # 1: don't run cargo, use target/release/trellis as it is
+NO_BUILD=${NO_BUILD:-0}             # 1: don't run cargo, use the release binary as it is
+SPLIT_SAMPLES=${SPLIT_SAMPLES:-200} # mix scenarios: requests sent to the weighted split to check its shares
 KEEP=${KEEP:-0}                     # 1: keep the work directory (configs, logs, raw wrk output)
 ACCESS_LOG=${ACCESS_LOG:-}          # trellis-log's access log file (default: in the work directory)
 READY_TIMEOUT=${READY_TIMEOUT:-15}  # seconds a server gets to answer its first request
 
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     cat <<EOF
 
 Environment: DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS SCENARIO=$SCENARIO
              PEERS="$PEERS" PROXY_CORE=$PROXY_CORE LOAD_CORE=$LOAD_CORE
-             TRELLIS_BIN ECHO_BIN NO_BUILD KEEP READY_TIMEOUT
+             TRELLIS_BIN ECHO_BIN NO_BUILD KEEP READY_TIMEOUT SPLIT_SAMPLES=$SPLIT_SAMPLES
 EOF
 }
 case "${1:-}" in
@@ -49,18 +52,30 @@ esac
 log() { printf '>> %s\n' "$*" >&2; }
 die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
 
+# The mix scenarios: one request list (METHOD HOST PATH BODY_BYTES EXPECT [NAME:VALUE...]) drives both wrk
+# (mix.lua) and the correctness check, so the check covers exactly what is measured. Each target group of
+# the mix configs has its own backend, named after it, so `x-served-by` tells which group answered.
 SCHEME=http
+REQUESTS=""
+BACKENDS=(echo)
 case "$SCENARIO" in
-    plain) SUFFIX=""; WRK_SCRIPT=() ;;
-    mix) SUFFIX="-mix"; WRK_SCRIPT=(-s "$HERE/mix.lua") ;;
-    https) SUFFIX="-https"; WRK_SCRIPT=(); SCHEME=https ;;
-    *) die "SCENARIO must be plain, mix or https, not '$SCENARIO'" ;;
+    plain) SUFFIX="" ;;
+    mix | mix-post) SUFFIX="-mix"; REQUESTS="$HERE/$SCENARIO.requests"; BACKENDS=(web static api-v1 api-v2) ;;
+    https) SUFFIX="-https"; SCHEME=https ;;
+    *) die "SCENARIO must be plain, mix, mix-post or https, not '$SCENARIO'" ;;
 esac
+WRK_SCRIPT=()
+WRK_ARGS=()
+if [[ -n "$REQUESTS" ]]; then
+    WRK_SCRIPT=(-s "$HERE/mix.lua")
+    WRK_ARGS=(-- "$REQUESTS")
+fi
 
 # ---------------------------------------------------------------------------------------------- tools
 missing=()
 tools=(wrk taskset getconf)
 [[ "$SCENARIO" == https ]] && tools+=(openssl curl)
+[[ -n "$REQUESTS" ]] && tools+=(curl)
 for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
@@ -89,7 +104,10 @@ fi
 CLK_TCK=$(getconf CLK_TCK)
 
 if [[ -z "$TRELLIS_BIN" ]]; then
-    TRELLIS_BIN=$ROOT/target/release/trellis
+    # Where cargo puts it: CARGO_TARGET_DIR (relative to the workspace, as cargo reads it there) or target/.
+    target_dir=${CARGO_TARGET_DIR:-target}
+    [[ "$target_dir" == /* ]] || target_dir=$ROOT/$target_dir
+    TRELLIS_BIN=$target_dir/release/trellis
     if [[ "$NO_BUILD" != 1 ]] && command -v cargo >/dev/null 2>&1; then
         log "cargo build --release -p trellis"
         (cd "$ROOT" && cargo build --release -p trellis) >&2 || die "cargo build --release -p trellis failed"
@@ -173,7 +191,7 @@ wait_ready() {
             tail -n 20 "$WORKDIR/$name.log" >&2 || true
             return 1
         fi
-        if resp=$(${scheme}_get "$port" loadtest / 2>/dev/null) && [[ "$resp" == "HTTP/1.1 200"* && "$resp" == *"hello from"* ]]; then
+        if resp=$("${scheme}_get" "$port" loadtest / 2>/dev/null) && [[ "$resp" == "HTTP/1.1 200"* && "$resp" == *"hello from"* ]]; then
             return 0
         fi
         sleep 0.1
@@ -212,9 +230,14 @@ proc_tree() {
     pgrep -P "$1" 2>/dev/null || true
 }
 
-render() { # render TEMPLATE OUT: fills @PLACEHOLDERS@
-    sed -e "s|@WORKDIR@|$WORKDIR|g" -e "s|@PROXY_PORT@|$PROXY_PORT|g" \
-        -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" "$1" >"$2"
+render() { # render TEMPLATE OUT: fills @PLACEHOLDERS@ (@PORT_API_V1@: the port of backend api-v1)
+    local args=(-e "s|@WORKDIR@|$WORKDIR|g" -e "s|@PROXY_PORT@|$PROXY_PORT|g"
+        -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" -e "s|@ADMIN_PORT@|$ADMIN_PORT|g") b
+    for b in "${BACKENDS[@]}"; do
+        args+=(-e "s|@PORT_$(tr 'a-z-' 'A-Z_' <<<"$b")@|${BACKEND_PORTS[$b]}|g")
+    done
+    sed "${args[@]}" "$1" >"$2"
+    if grep -n '^[^#]*@[A-Z_0-9]*@' "$2" >&2; then die "$1: placeholders left unfilled (above)"; fi
 }
 
 # to_us VALUE: wrk's "812.00us" / "1.23ms" / "2.00s" / "1.00m" -> microseconds
@@ -235,7 +258,7 @@ run_wrk() { # run_wrk PORT DURATION [--latency]: wrk pinned with the backend
     shift 2
     [[ "$port" == "$BACKEND_PORT" ]] && scheme=http # direct: the backend speaks plain HTTP
     taskset -c "$LOAD_CORE" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$dur" "$@" "${WRK_SCRIPT[@]}" \
-        "$scheme://127.0.0.1:$port/"
+        "$scheme://127.0.0.1:$port/" "${WRK_ARGS[@]}"
 }
 
 # measure NAME PORT PROXY_PIDS...: warm-up, then the measured run; fills the R_* tables.
@@ -246,15 +269,15 @@ measure() {
     if [[ "$WARMUP" != 0 && "$WARMUP" != 0s ]]; then
         run_wrk "$port" "$WARMUP" >/dev/null 2>&1 || true
     fi
-    log "$name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency ${WRK_SCRIPT[*]} $SCHEME://127.0.0.1:$port/"
+    log "$name: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency ${WRK_SCRIPT[*]} $SCHEME://127.0.0.1:$port/ ${WRK_ARGS[*]}"
     c0=$(ticks "${pids[@]}")
-    e0=$(ticks "$BACKEND_PID")
+    e0=$(ticks "${BACKEND_PIDS[@]}")
     if ! run_wrk "$port" "$DURATION" --latency >"$out" 2>&1; then
         R_NOTE[$name]="wrk failed: $(tail -n 1 "$out")"
         return 1
     fi
     c1=$(ticks "${pids[@]}")
-    e1=$(ticks "$BACKEND_PID")
+    e1=$(ticks "${BACKEND_PIDS[@]}")
     reqs=$(awk '/ requests in / {print $1; exit}' "$out")
     R_RPS[$name]=$(awk '/^Requests\/sec:/ {print $2; exit}' "$out")
     R_P50[$name]=$(to_us "$(awk '$1 == "50%" {print $2; exit}' "$out")")
@@ -271,6 +294,114 @@ measure() {
     fi
     if [[ "${R_BAD[$name]}" != 0 || "${R_ERR[$name]}" != 0 ]]; then
         R_NOTE[$name]="${R_BAD[$name]} non-2xx/3xx, ${R_ERR[$name]} socket errors"
+    fi
+}
+
+# ------------------------------------------------------------------------------- the mix's correctness
+declare -A R_CHECK
+
+# body_file BYTES: a file of BYTES bytes shaped as mix.lua shapes its bodies ({"pad":"aaa..."}).
+body_file() {
+    local n=$1 file="$WORKDIR/body-$1"
+    if [[ ! -f "$file" ]]; then
+        if ((n < 12)); then
+            head -c "$n" /dev/zero | tr '\0' a >"$file"
+        else
+            { printf '{"pad":"'; head -c $((n - 10)) /dev/zero | tr '\0' a; printf '"}'; } >"$file"
+        fi
+    fi
+    echo "$file"
+}
+
+# mix_curl_args METHOD HOST BYTES [NAME:VALUE...]: sets CURL_ARGS to send one request of the mix as
+# mix.lua sends it (the same method, Host, headers and body size; JSON unless a content-type is given).
+mix_curl_args() {
+    local method=$1 host=$2 bytes=$3 h name typed=0
+    shift 3
+    CURL_ARGS=(-s --http1.1 --max-time 5 -X "$method" -H "Host: $host")
+    for h in "$@"; do
+        name=${h%%:*}
+        CURL_ARGS+=(-H "$name: ${h#*:}")
+        [[ "${name,,}" == content-type ]] && typed=1
+    done
+    if ((bytes > 0)); then
+        ((typed)) || CURL_ARGS+=(-H "Content-Type: application/json")
+        CURL_ARGS+=(--data-binary "@$(body_file "$bytes")")
+    fi
+}
+
+# verify_mix NAME PORT: sends each request of $REQUESTS once through the proxy and checks its EXPECT:
+#   web               200 from the backend named web (its x-served-by)
+#   api-v1:90,api-v2:10  200 from one of them; then SPLIT_SAMPLES more requests must split by the weights
+#   =pong             200 with exactly that body and no backend (a fixed response)
+# Sets R_CHECK[NAME] to a one-line summary; returns 1 on any mismatch (each one logged).
+verify_mix() {
+    local name=$1 port=$2 line method host path bytes expect headers status served body got want
+    local checked=0 failed=0 split=()
+    while IFS= read -r line; do
+        line=${line%%#*} # comments: paths never hold a '#' (a fragment is not sent)
+        read -r method host path bytes expect headers <<<"$line"
+        [[ -z "$method" ]] && continue
+        # shellcheck disable=SC2086 # headers: NAME:VALUE words, split on purpose
+        mix_curl_args "$method" "$host" "$bytes" $headers
+        status=$(curl "${CURL_ARGS[@]}" -D "$WORKDIR/check.headers" -o "$WORKDIR/check.body" \
+            -w '%{http_code}' "http://127.0.0.1:$port$path") || status="no answer"
+        served=$(awk -F': *' 'tolower($1) == "x-served-by" { sub(/\r$/, "", $2); print $2 }' "$WORKDIR/check.headers" 2>/dev/null || true)
+        body=$(cat "$WORKDIR/check.body" 2>/dev/null || true)
+        got="$status${served:+ from $served}"
+        case "$expect" in
+            =*) want="200 '${expect#=}' from no backend"
+                [[ "$status" == 200 && "$body" == "${expect#=}" && -z "$served" ]] ;;
+            *,*) want="200 from one of ${expect}"
+                # shellcheck disable=SC2206 # headers: NAME:VALUE words, split on purpose
+                ((${#split[@]})) || split=("$method" "$host" "$path" "$bytes" "$expect" $headers)
+                [[ "$status" == 200 && -n "$served" && ",$expect" == *",$served:"* ]] ;;
+            *) want="200 from $expect"
+                [[ "$status" == 200 && "$served" == "$expect" ]] ;;
+        esac || {
+            log "$name: $method $host$path${headers:+ ($headers)}: want $want, got $got${body:+, body: ${body:0:60}}"
+            failed=$((failed + 1))
+        }
+        checked=$((checked + 1))
+    done <"$REQUESTS"
+    R_CHECK[$name]="routing $((checked - failed))/$checked ok"
+    if ((${#split[@]})) && ! verify_split "$name" "$port" "${split[@]}"; then
+        failed=$((failed + 1))
+    fi
+    ((failed == 0))
+}
+
+# verify_split NAME PORT METHOD HOST PATH BYTES EXPECT [HEADERS...]: SPLIT_SAMPLES requests over one
+# keep-alive connection; every answer must come from a group of EXPECT, and each group's count must lie
+# within 4 standard deviations of its weight's share (a binomial count: a correct proxy fails this less
+# than once in 10000 runs; one that ignores the weights, or splits 50/50, always does).
+verify_split() {
+    local name=$1 port=$2 method=$3 host=$4 path=$5 bytes=$6 expect=$7 i urls=() counts
+    shift 7
+    mix_curl_args "$method" "$host" "$bytes" "$@"
+    for ((i = 0; i < SPLIT_SAMPLES; i++)); do urls+=(-o /dev/null "http://127.0.0.1:$port$path"); done
+    # A failed transfer prints 000 and counts as "not 200"; curl's own exit status adds nothing.
+    counts=$({ curl "${CURL_ARGS[@]}" -w '%{http_code} %header{x-served-by}\n' "${urls[@]}" || true; } |
+        awk -v expect="$expect" -v n="$SPLIT_SAMPLES" '
+            BEGIN { k = split(expect, parts, ","); for (j = 1; j <= k; j++) { split(parts[j], nw, ":"); names[j] = nw[1]; w[j] = nw[2]; total += nw[2] } }
+            { seen++; if ($1 == 200) count[$2]++; else bad++ }
+            END {
+                ok = (seen == n && bad == 0)
+                for (j = 1; j <= k; j++) {
+                    p = w[j] / total; c = count[names[j]] + 0; other -= c
+                    if ((c - n * p) ^ 2 > (4 * sqrt(n * p * (1 - p)) + 1) ^ 2) ok = 0
+                    sep = j > 1 ? "/" : ""; who = who sep names[j]; got = got sep c; want = want sep w[j]
+                }
+                for (s in count) other += count[s]
+                if (other != 0) ok = 0
+                printf "%s %s = %s of %d (weights %s)", ok ? "ok" : "FAIL", who, got, n, want
+                if (bad || other) printf "; %d not 200, %d from other backends", bad, other
+                printf "\n"
+            }')
+    R_CHECK[$name]+=", split ${counts#* }"
+    if [[ "$counts" != ok* ]]; then
+        log "$name: $method $host$path x$SPLIT_SAMPLES: ${counts#* }"
+        return 1
     fi
 }
 
@@ -324,20 +455,17 @@ peer() {
         stop_all_but_backend
         return 0
     fi
-    if [[ "$SCENARIO" == mix ]]; then
-        # The routing config is the mix one: a fixed response only a rule can produce.
-        local pong
-        pong=$(http_get "$PROXY_PORT" shop.test /ping 2>/dev/null || true)
-        if [[ "$pong" != "HTTP/1.1 200"* || "$pong" != *pong ]]; then
-            log "$name: GET shop.test/ping did not answer 200 pong:"
-            printf '%s\n' "$pong" | head -n 12 >&2
-            R_NOTE[$name]="mix routing check failed (see above)"
+    if [[ -n "$REQUESTS" ]]; then
+        # Only a proxy that routes the mix as trellis does is measured: the numbers compare equal work.
+        if ! verify_mix "$name" "$PROXY_PORT"; then
+            R_NOTE[$name]="not measured: ${R_CHECK[$name]:-mix check failed} (see above)"
             stop_all_but_backend
             return 0
         fi
     fi
     mapfile -t pids < <(proc_tree "$pid")
     measure "$name" "$PROXY_PORT" "${pids[@]}" || true
+    [[ -n "${R_CHECK[$name]:-}" ]] && R_NOTE[$name]="${R_CHECK[$name]}${R_NOTE[$name]:+; ${R_NOTE[$name]}}"
     if [[ "$name" == trellis-log ]]; then
         # Lines the writer dropped would make the comparison unfair: say how many were written and dropped.
         local metrics written dropped
@@ -350,10 +478,10 @@ peer() {
 }
 
 stop_all_but_backend() {
-    local keep=("$BACKEND_PID")
-    STARTED=("${STARTED[@]:1}") # the backend is always first
+    local n=${#BACKEND_PIDS[@]}
+    STARTED=("${STARTED[@]:n}") # the backends are always first
     stop_all
-    STARTED=("${keep[@]}")
+    STARTED=("${BACKEND_PIDS[@]}")
 }
 
 # ---------------------------------------------------------------------------------------------- run
@@ -365,11 +493,19 @@ if [[ "$SCENARIO" == https ]]; then
     cat "$WORKDIR/tls.pem" "$WORKDIR/tls.key" >"$WORKDIR/tls-bundle.pem" # HAProxy wants both in one file
     chmod 644 "$WORKDIR/tls.key" "$WORKDIR/tls-bundle.pem"             # nginx workers may run as another user
 fi
-BACKEND_PORT=$(free_port)
-log "backend: taskset -c $LOAD_CORE $ECHO_BIN echo --listen 127.0.0.1:$BACKEND_PORT --workers 1"
-start echo "$LOAD_CORE" "$ECHO_BIN" echo --listen "127.0.0.1:$BACKEND_PORT" --workers 1
-BACKEND_PID=$PID
-wait_ready echo "$BACKEND_PORT" "$BACKEND_PID" || die "the echo backend did not start (is \`trellis echo\` wired in this build?)"
+declare -A BACKEND_PORTS
+BACKEND_PIDS=()
+for b in "${BACKENDS[@]}"; do
+    BACKEND_PORTS[$b]=$(free_port)
+    name_arg=()
+    [[ "$b" != echo ]] && name_arg=(--name "$b") # plain/https: the default name, the backend's address
+    log "backend $b: taskset -c $LOAD_CORE $ECHO_BIN echo --listen 127.0.0.1:${BACKEND_PORTS[$b]} ${name_arg[*]} --workers 1"
+    start "backend-$b" "$LOAD_CORE" "$ECHO_BIN" echo --listen "127.0.0.1:${BACKEND_PORTS[$b]}" "${name_arg[@]}" --workers 1
+    BACKEND_PIDS+=("$PID")
+    wait_ready "backend-$b" "${BACKEND_PORTS[$b]}" "$PID" || die "the echo backend did not start (is \`trellis echo\` wired in this build?)"
+done
+# `direct` (and the plain and https templates) use the first backend.
+BACKEND_PORT=${BACKEND_PORTS[${BACKENDS[0]}]}
 
 for name in direct trellis trellis-log trellis-auth nginx nginx-log haproxy; do
     want_peer "$name" && peer "$name"
@@ -384,7 +520,8 @@ version_of() {
         haproxy) "$HAPROXY" -v 2>/dev/null | awk 'NR == 1 {sub(/-.*/, "", $3); print $3}' ;;
     esac
 }
-fmt_ms() { [[ -n "${1:-}" ]] && awk -v u="$1" 'BEGIN { printf "%.3f", u / 1000 }' || echo "-"; }
+fmt_ms() { [[ -n "${1:-}" ]] && awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }' || echo "-"; }
+fmt_int() { [[ -n "${1:-}" ]] && awk -v n="$1" 'BEGIN { printf "%.0f", n }' || echo "-"; }
 ratio() { # ratio A B
     if [[ -n "${1:-}" && -n "${2:-}" ]] && awk -v b="$2" 'BEGIN { exit !(b > 0) }'; then
         awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'
@@ -392,43 +529,46 @@ ratio() { # ratio A B
         echo "n/a"
     fi
 }
+# Cells padded by characters, not bytes (printf's %10s counts µ as two): left- and right-aligned.
+lcell() { local t=${2//µ/u}; printf '%s%*s' "$2" $(($1 > ${#t} ? $1 - ${#t} : 0)) ''; }
+rcell() { local t=${2//µ/u}; printf '%*s%s' $(($1 > ${#t} ? $1 - ${#t} : 0)) '' "$2"; }
+# row PEER VERSION REQ/S P50 P99 PROXY-CPU BACKEND-CPU NOTES
+row() {
+    lcell 11 "$1"; printf ' '; lcell 15 "$2"; printf ' '; rcell 8 "$3"; printf ' '; rcell 7 "$4"; printf ' '
+    rcell 7 "$5"; printf ' '; rcell 11 "$6"; printf ' '; rcell 11 "$7"; printf '%s\n' "${8:+  $8}"
+}
 
 echo
-echo "trellis load test: scenario=$SCENARIO, wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, warm-up $WARMUP"
-echo "proxy pinned to core $PROXY_CORE (1 worker); echo backend + wrk pinned to core $LOAD_CORE; $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')"
+echo "trellis load test: scenario=$SCENARIO${REQUESTS:+ ($(basename "$REQUESTS"), cycled)}"
+echo "  wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, after a ${WARMUP} warm-up; proxy: 1 worker on core $PROXY_CORE"
+echo "  backends on core $LOAD_CORE with wrk: ${BACKENDS[*]} (trellis echo, 1 worker each); $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')"
 echo
-printf '%-11s %-14s %12s %10s %10s %14s %14s  %s\n' peer version 'req/s' 'p50 ms' 'p99 ms' 'proxy µs/req' 'echo µs/req' notes
-printf '%-11s %-14s %12s %10s %10s %14s %14s  %s\n' ----------- -------------- ------------ ---------- ---------- -------------- -------------- -----
+row peer version req/s p50 p99 'proxy CPU' 'backend CPU' notes
+row '' '' '' ms ms µs/req µs/req ''
+row ----------- --------------- -------- ------- ------- ----------- ----------- -----
 for name in "${ORDER[@]}"; do
-    printf '%-11s %-14s %12s %10s %10s %14s %14s  %s\n' "$name" "$(version_of "$name")" \
-        "${R_RPS[$name]:--}" "$(fmt_ms "${R_P50[$name]:-}")" "$(fmt_ms "${R_P99[$name]:-}")" \
-        "${R_CPU[$name]:--}" "${R_ECHO[$name]:--}" "${R_NOTE[$name]:-}"
+    row "$name" "$(version_of "$name")" "$(fmt_int "${R_RPS[$name]:-}")" "$(fmt_ms "${R_P50[$name]:-}")" \
+        "$(fmt_ms "${R_P99[$name]:-}")" "${R_CPU[$name]:--}" "${R_ECHO[$name]:--}" "${R_NOTE[$name]:-}"
 done
 echo
-if [[ " ${ORDER[*]} " == *" trellis "* && " ${ORDER[*]} " == *" trellis-log "* ]]; then
-    printf 'access log on/off  req/s %-7s p99 %-7s CPU/request %-7s\n' \
-        "$(ratio "${R_RPS[trellis-log]:-}" "${R_RPS[trellis]:-}")" \
-        "$(ratio "${R_P99[trellis-log]:-}" "${R_P99[trellis]:-}")" \
-        "$(ratio "${R_CPU[trellis-log]:-}" "${R_CPU[trellis]:-}")"
+# ratio_row LABEL A B: A against B on req/s, p99 and CPU per request.
+ratio_row() {
+    lcell 22 "$1"; rcell 7 "$(ratio "${R_RPS[$2]:-}" "${R_RPS[$3]:-}")"; printf ' '
+    rcell 7 "$(ratio "${R_P99[$2]:-}" "${R_P99[$3]:-}")"; printf ' '; rcell 11 "$(ratio "${R_CPU[$2]:-}" "${R_CPU[$3]:-}")"; echo
+}
+ran() { [[ " ${ORDER[*]} " == *" $1 "* ]]; }
+ratios=$(
+    ran trellis && ran trellis-log && ratio_row "access log on / off" trellis-log trellis
+    ran trellis && ran trellis-auth && ratio_row "auth policy on / off" trellis-auth trellis
+    ran nginx && ran nginx-log && ratio_row "nginx log on / off" nginx-log nginx
+    for other in nginx haproxy; do
+        ran trellis && ran "$other" && ratio_row "trellis / $other" trellis "$other"
+    done
+    true
+)
+if [[ -n "$ratios" ]]; then
+    lcell 22 ratio; rcell 7 req/s; printf ' '; rcell 7 p99; printf ' '; rcell 11 CPU/request; echo
+    echo "$ratios"
 fi
-if [[ " ${ORDER[*]} " == *" trellis "* && " ${ORDER[*]} " == *" trellis-auth "* ]]; then
-    printf 'auth policy on/off req/s %-7s p99 %-7s CPU/request %-7s\n' \
-        "$(ratio "${R_RPS[trellis-auth]:-}" "${R_RPS[trellis]:-}")" \
-        "$(ratio "${R_P99[trellis-auth]:-}" "${R_P99[trellis]:-}")" \
-        "$(ratio "${R_CPU[trellis-auth]:-}" "${R_CPU[trellis]:-}")"
-fi
-if [[ " ${ORDER[*]} " == *" nginx "* && " ${ORDER[*]} " == *" nginx-log "* ]]; then
-    printf 'nginx log on/off   req/s %-7s p99 %-7s CPU/request %-7s\n' \
-        "$(ratio "${R_RPS[nginx-log]:-}" "${R_RPS[nginx]:-}")" \
-        "$(ratio "${R_P99[nginx-log]:-}" "${R_P99[nginx]:-}")" \
-        "$(ratio "${R_CPU[nginx-log]:-}" "${R_CPU[nginx]:-}")"
-fi
-for other in nginx haproxy; do
-    [[ " ${ORDER[*]} " == *" trellis "* && " ${ORDER[*]} " == *" $other "* ]] || continue
-    printf 'trellis/%-8s req/s %-7s p99 %-7s CPU/request %-7s\n' "$other" \
-        "$(ratio "${R_RPS[trellis]:-}" "${R_RPS[$other]:-}")" \
-        "$(ratio "${R_P99[trellis]:-}" "${R_P99[$other]:-}")" \
-        "$(ratio "${R_CPU[trellis]:-}" "${R_CPU[$other]:-}")"
-done
-echo "(req/s: higher is better; p99 and CPU/request: lower is better. CPU from /proc/PID/stat utime+stime,"
-echo " ${CLK_TCK} ticks/s, over the measured run, divided by the requests wrk completed.)"
+echo "(req/s: higher is better; p99 and CPU per request: lower is better. CPU: utime+stime from /proc/PID/stat"
+echo " at ${CLK_TCK} ticks/s over the measured run, divided by the requests wrk completed; backend CPU sums the backends.)"

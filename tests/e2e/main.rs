@@ -10,6 +10,7 @@ mod balancing;
 mod check;
 mod cli;
 mod ctl;
+mod deploy;
 mod failures;
 mod forwarding;
 mod health;

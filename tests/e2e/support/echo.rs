@@ -21,16 +21,23 @@ impl Echo {
 
     /// Like [`Echo::start`] on a given port (0: kernel-chosen), e.g. to bring a killed backend back.
     pub async fn start_on(name: &str, port: u16) -> Echo {
-        let mut cmd = Command::new(bin());
         let listen = format!("127.0.0.1:{port}");
-        cmd.args(["echo", "--listen", &listen, "--name", name]);
-        let mut child = ChildGuard::spawn(format!("echo {name}"), cmd);
+        let args = ["echo", "--listen", &listen, "--name", name].map(str::to_owned);
+        Echo::start_args(&format!("echo {name}"), &args).await
+    }
+
+    /// Runs `trellis ARGS...`, an `echo` command line as written elsewhere (e.g. a compose service's
+    /// command), and waits for its `echo listening on ADDR` line.
+    pub async fn start_args(label: &str, args: &[String]) -> Echo {
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        let mut child = ChildGuard::spawn(label.to_owned(), cmd);
         let port = eventually(
             Duration::from_secs(10),
             "the echo backend's `echo listening on` line",
             || {
                 if let Some(status) = child.try_exit() {
-                    panic!("echo {name} exited early: {status}\n{}", child.report());
+                    panic!("{label} exited early: {status}\n{}", child.report());
                 }
                 let line = child
                     .stdout

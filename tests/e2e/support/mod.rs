@@ -6,7 +6,9 @@
 
 pub mod certs;
 pub mod client;
+pub mod compose;
 pub mod config;
+pub mod dockerfile;
 pub mod echo;
 pub mod process;
 pub mod raw;
