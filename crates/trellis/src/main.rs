@@ -46,11 +46,12 @@ The manual (configuration reference, operations, metrics) is README.md of the so
 )]
 struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info")]
+    // After each command's own options in its help.
+    #[arg(long, global = true, default_value = "info", display_order = 900)]
     log_level: String,
     /// How the daemon's own log lines look: `text` (for people; colored on a terminal) or `json` (one
     /// object per line, for log collectors).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, display_order = 901)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -91,8 +92,10 @@ enum Command {
     },
     /// A tiny, fast HTTP backend for demos, tests and load tests
     ///
-    /// Answers every request with `200 hello from NAME` and an `x-served-by: NAME` header; `GET /healthz`
-    /// answers `200 ok`.
+    /// Reads the request body, then answers `200 hello from NAME`, with an `x-served-by: NAME` header on
+    /// every response. `GET /healthz` answers `200 ok`. Query parameters change the answer: `?status=N`
+    /// answers that status, `?delay=MS` waits first, `?bytes=N` streams N bytes, `?echo` describes the
+    /// request as JSON (method, path, query, version, headers, body size).
     Echo {
         /// Address to listen on (port 0 picks a free port, printed at start).
         #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9001")]
