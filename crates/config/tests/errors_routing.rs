@@ -362,6 +362,43 @@ fn hosts_ports_protocols() {
         "service[1].listener[0].protocol",
         "port 8080 is http on service[0].listener[0]",
     );
+    // Sockets decide, not services: two specific addresses on one port do not overlap, whatever their
+    // protocols; a wildcard address overlaps every address on its port, in the same service too.
+    let bound = |bind: &str| {
+        format!("[[service]]\nname = \"t\"\nhosts = [\"b.example\"]\n  [[service.listener]]\n  name = \"m\"\n  protocol = \"tls_passthrough\"\n  bind = \"{bind}\"\n  port = 8443\n  default_action = {{ forward = [{{ target_group = \"g\" }}] }}\n")
+    };
+    let t = doc(
+        &[("port = 8080", "bind = \"127.0.0.1\"\n  port = 8443")],
+        &bound("127.0.0.2"),
+    );
+    let protocol_errors: Vec<String> = errors(&t)
+        .into_iter()
+        .filter(|e| e.contains("must use one protocol"))
+        .collect();
+    assert_eq!(protocol_errors, Vec::<String>::new());
+    let t = doc(
+        &[("port = 8080", "bind = \"127.0.0.1\"\n  port = 8443")],
+        &bound("0.0.0.0"),
+    );
+    expect(
+        &t,
+        "protocol = \"tls_passthrough\"",
+        "service[1].listener[0].protocol",
+        "port 8443 is http on service[0].listener[0] (127.0.0.1:8443)",
+    );
+    let t = doc(
+        &[(
+            "\n[[target_group]]",
+            "  [[service.listener]]\n  name = \"tls\"\n  protocol = \"tls_passthrough\"\n  bind = \"127.0.0.1\"\n  port = 8080\n  default_action = { forward = [{ target_group = \"tg\" }] }\n\n[[target_group]]",
+        )],
+        "",
+    );
+    expect(
+        &t,
+        "protocol = \"tls_passthrough\"",
+        "service[0].listener[1].protocol",
+        "port 8080 is http on service[0].listener[0] (0.0.0.0:8080)",
+    );
 }
 
 #[test]

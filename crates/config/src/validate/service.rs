@@ -19,7 +19,8 @@ pub(crate) fn services(
     let mut out = Vec::new();
     // (socket, host) → the service that claimed it first; port → the first listener's protocol.
     let mut hosts: HashMap<(SocketAddr, HostPattern), String> = HashMap::new();
-    let mut ports: HashMap<u16, (ListenerProtocol, String)> = HashMap::new();
+    // Every listener's socket, protocol and path: sockets that overlap must agree on the protocol.
+    let mut sockets: Vec<(SocketAddr, ListenerProtocol, String)> = Vec::new();
     for (i, raw) in raws.iter().enumerate() {
         let Some(raw) = raw else { continue };
         let path = format!("service[{i}]");
@@ -45,15 +46,24 @@ pub(crate) fn services(
 
         for (j, l) in listeners.iter() {
             let lp = format!("{path}.listener[{j}]");
-            match ports.get(&l.port) {
-                Some((proto, owner)) if *proto != l.protocol && !owner.starts_with(&format!("{path}.")) => d.err(
+            // One socket accepts for every listener on it (the same address, or a wildcard address and
+            // a specific one on the same port), so they must speak one protocol, in one service or many.
+            let here = l.socket_addr();
+            let clash = sockets.iter().find(|(there, proto, _)| {
+                *proto != l.protocol
+                    && there.port() == here.port()
+                    && overlap(there.ip(), here.ip())
+            });
+            match clash {
+                Some((there, proto, owner)) => d.err(
                     &format!("{lp}.protocol"),
-                    format!("port {} is {} on {owner}; listeners sharing a port must use one protocol", l.port, proto_name(*proto)),
+                    format!(
+                        "port {} is {} on {owner} ({there}); listeners sharing a port must use one protocol",
+                        here.port(),
+                        proto_name(*proto)
+                    ),
                 ),
-                Some(_) => {}
-                None => {
-                    ports.insert(l.port, (l.protocol, lp.clone()));
-                }
+                None => sockets.push((here, l.protocol, lp.clone())),
             }
         }
         // A host may appear once per socket: two services answering the same name there is ambiguous.
@@ -318,4 +328,10 @@ fn required_file(d: &mut Diags, path: &str, raw: &Option<String>, ctx: &Ctx) -> 
             std::path::PathBuf::new()
         }
     }
+}
+
+/// Whether two listening addresses on one port take some of the same connections: equal, or either
+/// is the wildcard (`0.0.0.0`, `::`).
+fn overlap(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
+    a == b || a.is_unspecified() || b.is_unspecified()
 }
