@@ -302,8 +302,7 @@ async fn targets_register_and_deregister_say_what_became_of_the_target() {
 /// processes in target group `pool`, behind a listener on `port`.
 fn scaled_pool(port: u16) -> String {
     // 40 ports, probably free (the provider checks each one before use).
-    let lo = free_port().saturating_sub(40).max(1024);
-    let hi = lo + 39;
+    let (lo, hi) = crate::support::instance_ports();
     [
         service("web", &["*"]),
         listener(port, &forward_to("pool")),

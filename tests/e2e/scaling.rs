@@ -9,18 +9,12 @@ use serde_json::Value;
 
 use crate::support::client::{self, get};
 use crate::support::config::{forward_to, listener, service};
-use crate::support::{eventually, free_port, Trellis};
+use crate::support::{eventually, free_port, instance_ports, Trellis};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A range of 40 ports, probably free (the provider checks each one before use).
-fn port_range() -> (u16, u16) {
-    let base = free_port().saturating_sub(40).max(1024);
-    (base, base + 39)
-}
-
 pub(crate) fn config(port: u16, min: u32, max: u32) -> String {
-    let (lo, hi) = port_range();
+    let (lo, hi) = instance_ports();
     format!(
         "{}{}\
 [[target_group]]\nname = \"pool\"\ntargets = []\nderegistration_delay = \"5s\"\n\
@@ -316,7 +310,7 @@ impl Drop for KillVms {
 async fn the_command_provider_launches_terminates_and_readopts_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let _cleanup = KillVms(dir.path().to_path_buf());
-    let (lo, _) = port_range();
+    let (lo, _) = instance_ports();
     let (launch, terminate, list) = hooks(dir.path(), lo);
     let port = free_port();
     let state = tempfile::tempdir().unwrap();

@@ -38,6 +38,24 @@ pub fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
+/// A block of 40 ports for the instances a test's scaling group launches (`ports = "LO-HI"`).
+///
+/// Below the kernel's ephemeral range (32768 and up by default), from which [`free_port`] and every
+/// outgoing connection take their ports: an instance that binds a port of its block can then never take
+/// the port another test just chose for its own trellis (which happened with blocks taken next to a
+/// [`free_port`]). Each call gets the next block, so the tests of one run do not share blocks either;
+/// the provider still skips a port that something else holds.
+pub fn instance_ports() -> (u16, u16) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20200; // above config/example.toml's 20000-20199
+    const BLOCKS: u16 = (32700 - FIRST) / 40;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let block =
+        (std::process::id() as u16 % BLOCKS + NEXT.fetch_add(1, Ordering::Relaxed)) % BLOCKS;
+    let lo = FIRST + block * 40;
+    (lo, lo + 39)
+}
+
 /// Polls `probe` every [`POLL`] until it returns `Some`, or panics with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
 where
