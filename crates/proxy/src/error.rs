@@ -6,17 +6,19 @@ use http::{HeaderValue, StatusCode};
 /// Errors of the proxy library (setting up; request-time failures are [`Failure`]s).
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    #[error("cannot listen on {addr}: {source}")]
+    // The I/O error is part of the message and deliberately not a `source`: callers print the whole
+    // chain (`{:#}`), which would say it twice.
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: std::net::SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    #[error("cannot open the access log {destination}: {source}")]
+    #[error("cannot open the access log {destination}: {error}")]
     AccessLog {
         destination: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// TLS to the targets of `https` groups cannot be set up (a `ca` file that cannot be read or holds
     /// no certificate, ...): each problem as `FILE: target_group[N].ca: message`.

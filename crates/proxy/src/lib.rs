@@ -256,12 +256,12 @@ fn access_log(
     let destination = &config.access_log.destination;
     match current {
         Some(log) if log.destination() == destination => Ok(Some(log.clone())),
-        _ => AccessLog::start(destination, &metrics.log).map_err(|source| ProxyError::AccessLog {
+        _ => AccessLog::start(destination, &metrics.log).map_err(|error| ProxyError::AccessLog {
             destination: match destination {
                 trellis_config::LogDestination::File(path) => path.display().to_string(),
                 other => format!("{other:?}").to_lowercase(),
             },
-            source,
+            error,
         }),
     }
 }

@@ -101,9 +101,9 @@ impl Server {
             .map(|w| {
                 bind(w.addr)
                     .map(|l| (w.addr, l))
-                    .map_err(|source| ProxyError::Bind {
+                    .map_err(|error| ProxyError::Bind {
                         addr: w.addr,
-                        source,
+                        error,
                     })
             })
             .collect()
