@@ -6,7 +6,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::support::config::{
-    checked_target_group, forward_to, listener, rule, service, target_group, targets,
+    admin_with_token, checked_target_group, forward_to, listener, rule, service, target_group,
+    targets,
 };
 use crate::support::servers::closed_port_addr;
 use crate::support::trellis::bin;
@@ -165,16 +166,12 @@ async fn status_without_a_daemon_says_where_it_looked() {
 #[tokio::test]
 async fn the_token_comes_from_the_configuration_or_the_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, "s3cret\n").unwrap();
     let wrong_file = dir.path().join("wrong-token");
     std::fs::write(&wrong_file, "guess").unwrap();
     let (admin_port, port) = (free_port(), free_port());
-    let config = format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = {:?}\n\n{}",
-        token_file.display().to_string(),
-        one_group(port, &["127.0.0.1:1".to_owned()])
-    );
+    let (admin_table, token_file) =
+        admin_with_token(dir.path(), &format!("127.0.0.1:{admin_port}"));
+    let config = admin_table + &one_group(port, &["127.0.0.1:1".to_owned()]);
     let trellis = Trellis::start(&config, &[port, admin_port]).await;
     let admin = format!("127.0.0.1:{admin_port}");
     let config = trellis.config_path().to_str().expect("utf-8 path");
@@ -380,14 +377,9 @@ async fn scale_and_instance_protection_say_what_the_daemon_did() {
 #[tokio::test]
 async fn healthcheck_exits_zero_only_when_the_admin_api_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, "s3cret\n").unwrap();
     let (admin_port, port) = (free_port(), free_port());
-    let config = format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = {:?}\n\n{}",
-        token_file.display().to_string(),
-        one_group(port, &["127.0.0.1:1".to_owned()])
-    );
+    let (admin_table, _) = admin_with_token(dir.path(), &format!("127.0.0.1:{admin_port}"));
+    let config = admin_table + &one_group(port, &["127.0.0.1:1".to_owned()]);
     let trellis = Trellis::start(&config, &[port, admin_port]).await;
     let config = trellis.config_path().to_str().expect("utf-8 path");
     let admin = format!("127.0.0.1:{admin_port}");

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::support::client::{self, get};
 use crate::support::config::{
-    checked_target_group, fixed, forward_to, listener, rule, service, targets,
+    admin_with_token, checked_target_group, fixed, forward_to, listener, rule, service, targets,
 };
 use crate::support::process::ChildGuard;
 use crate::support::servers::closed_port_addr;
@@ -173,13 +173,11 @@ async fn without_the_token_the_page_asks_for_it_and_shows_nothing() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, "s3cret\n").expect("write token");
     let (admin, port) = (free_port(), free_port());
     let echo = Echo::start("a").await;
+    let (admin_table, _) = admin_with_token(dir.path(), &format!("127.0.0.1:{admin}"));
     let config = format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin}\"\ntoken_file = {:?}\n\n{}{}{}",
-        token_file.display().to_string(),
+        "{admin_table}{}{}{}",
         service("web", &["*"]),
         listener(port, &forward_to("app")),
         checked_target_group("app", &targets(&[echo.addr()]), CHECK, ""),

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::client::{self, get, served_sequence};
-use crate::support::config::{fixed, forward_to, listener, rule, service, target_group, targets};
+use crate::support::config::{
+    admin_with_token, fixed, forward_to, listener, rule, service, target_group, targets,
+    ADMIN_TOKEN,
+};
 use crate::support::servers::{upgrade_echo, Tracking};
 use crate::support::{accepts, eventually, free_port, raw, Echo, Options, Trellis};
 
@@ -410,16 +413,11 @@ async fn the_api_refuses_what_it_does_not_own_and_says_why() {
 #[tokio::test]
 async fn a_token_file_makes_every_admin_request_need_the_bearer_token() {
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, "s3cret\n").unwrap();
     let admin_port = free_port();
     let port = free_port();
     let echo = Echo::start("a").await;
-    let config = format!(
-        "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = {:?}\n\n{}",
-        token_file.display().to_string(),
-        pool_config(port, &[echo.addr()], "1s")
-    );
+    let (admin_table, _) = admin_with_token(dir.path(), &format!("127.0.0.1:{admin_port}"));
+    let config = admin_table + &pool_config(port, &[echo.addr()], "1s");
     let _trellis = Trellis::start(&config, &[port, admin_port]).await;
     let url = format!("http://127.0.0.1:{admin_port}/v1/status");
     let c = reqwest::Client::new();
@@ -427,7 +425,7 @@ async fn a_token_file_makes_every_admin_request_need_the_bearer_token() {
         |r: reqwest::RequestBuilder| async move { r.send().await.unwrap().status().as_u16() };
     assert_eq!(status(c.get(&url)).await, 401);
     assert_eq!(status(c.get(&url).bearer_auth("wrong")).await, 401);
-    assert_eq!(status(c.get(&url).bearer_auth("s3cret")).await, 200);
+    assert_eq!(status(c.get(&url).bearer_auth(ADMIN_TOKEN)).await, 200);
     assert_eq!(
         status(c.post(format!("http://127.0.0.1:{admin_port}/v1/reload"))).await,
         401
@@ -439,16 +437,11 @@ async fn a_token_file_makes_every_admin_request_need_the_bearer_token() {
 #[tokio::test]
 async fn a_reload_cannot_drop_the_token_of_an_admin_api_still_on_a_non_loopback_address() {
     let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("admin-token");
-    std::fs::write(&token_file, "s3cret\n").unwrap();
     let (admin_port, port) = (free_port(), free_port());
     let echo = Echo::start("a").await;
     // Bound on 0.0.0.0; the test talks to it on 127.0.0.1 only.
-    let config = format!(
-        "[admin]\nlisten = \"0.0.0.0:{admin_port}\"\ntoken_file = {:?}\n\n{}",
-        token_file.display().to_string(),
-        pool_config(port, &[echo.addr()], "1s")
-    );
+    let (admin_table, _) = admin_with_token(dir.path(), &format!("0.0.0.0:{admin_port}"));
+    let config = admin_table + &pool_config(port, &[echo.addr()], "1s");
     let trellis = Trellis::start(&config, &[port, admin_port]).await;
     trellis.write_config(&format!(
         "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n\n{}",
@@ -457,7 +450,7 @@ async fn a_reload_cannot_drop_the_token_of_an_admin_api_still_on_a_non_loopback_
     let c = reqwest::Client::new();
     let reply = c
         .post(format!("http://127.0.0.1:{admin_port}/v1/reload"))
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -471,7 +464,7 @@ async fn a_reload_cannot_drop_the_token_of_an_admin_api_still_on_a_non_loopback_
     assert_eq!(c.get(&url).send().await.unwrap().status(), 401);
     assert_eq!(
         c.get(&url)
-            .bearer_auth("s3cret")
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .unwrap()

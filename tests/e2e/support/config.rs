@@ -123,3 +123,18 @@ pub fn checked_target_group(name: &str, targets: &str, check: &str, extra: &str)
         quote(name)
     )
 }
+
+/// The bearer token [`admin_with_token`] sets.
+pub const ADMIN_TOKEN: &str = "s3cret";
+
+/// An `[admin]` table listening on `listen` that wants the bearer token [`ADMIN_TOKEN`], kept in
+/// `dir/admin-token`: the table (to put first in the file) and the token file.
+pub fn admin_with_token(dir: &std::path::Path, listen: &str) -> (String, std::path::PathBuf) {
+    let token_file = dir.join("admin-token");
+    std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).expect("write the token file");
+    let table = format!(
+        "[admin]\nlisten = \"{listen}\"\ntoken_file = {}\n\n",
+        quote(&token_file.display().to_string())
+    );
+    (table, token_file)
+}
