@@ -1,13 +1,13 @@
 //! `trellis check` (and `run` refusing what `check` refuses): exit codes and located diagnostics.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::config::{fixed, forward_to, listener, rule, service, target_group, targets};
 use crate::support::free_port;
 use crate::support::process::ChildGuard;
-use crate::support::trellis::bin;
+use crate::support::trellis::{bin, check};
 
 /// Writes `text` as `trellis.toml` in a fresh directory.
 fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
@@ -15,14 +15,6 @@ fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join("trellis.toml");
     std::fs::write(&path, text).expect("write config");
     (dir, path)
-}
-
-fn check(path: &Path) -> Output {
-    Command::new(bin())
-        .args(["check", "-c"])
-        .arg(path)
-        .output()
-        .expect("run trellis check")
 }
 
 fn text(bytes: &[u8]) -> String {

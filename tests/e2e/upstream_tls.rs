@@ -13,7 +13,7 @@ use crate::support::config::{
 };
 use crate::support::process::ChildGuard;
 use crate::support::servers::{tls_echo, TlsEcho};
-use crate::support::trellis::bin;
+use crate::support::trellis::{bin, check};
 use crate::support::{eventually, free_port, Trellis};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -247,14 +247,6 @@ async fn a_reload_replaces_the_connections_when_tls_settings_change_and_keeps_th
         .await
         .assert_trellis_error(502, "connect_failed");
     assert_eq!(backend.handshakes(), 2);
-}
-
-fn check(path: &Path) -> std::process::Output {
-    Command::new(bin())
-        .args(["check", "-c"])
-        .arg(path)
-        .output()
-        .expect("run trellis check")
 }
 
 #[tokio::test]

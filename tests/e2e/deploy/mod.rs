@@ -20,7 +20,7 @@ use toml_edit::{value, DocumentMut, Item, Value};
 
 use crate::support::dockerfile::{exec_form, Dockerfile, Stage};
 use crate::support::process::ChildGuard;
-use crate::support::trellis::bin;
+use crate::support::trellis::{bin, check};
 use crate::support::{accepts, eventually, free_port};
 
 /// Where the image installs the binary; ENTRYPOINT and both healthchecks name it.
@@ -130,15 +130,6 @@ fn replace_flag(args: &mut [String], long: &str, new: &str) {
         .position(|a| a == long || Some(a.as_str()) == short)
         .unwrap_or_else(|| panic!("{args:?} has no {long} VALUE"));
     args[i + 1] = new.to_owned();
-}
-
-/// Runs `trellis check -c PATH`.
-fn check(path: &Path) -> Output {
-    Command::new(bin())
-        .args(["check", "-c"])
-        .arg(path)
-        .output()
-        .expect("run trellis check")
 }
 
 fn assert_check_passes(path: &Path) {

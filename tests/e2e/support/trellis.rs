@@ -12,6 +12,15 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_trellis")
 }
 
+/// Runs `trellis check -c PATH` to completion.
+pub fn check(path: &std::path::Path) -> std::process::Output {
+    Command::new(bin())
+        .args(["check", "-c"])
+        .arg(path)
+        .output()
+        .expect("run trellis check")
+}
+
 /// How long a start may take before the test gives up.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
