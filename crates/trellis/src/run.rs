@@ -40,7 +40,7 @@ pub fn run(
             tracing::info!(%addr, "listening");
         }
         systemd::spawn_watchdog();
-        systemd::ready(&status_line(&daemon));
+        systemd::ready(&daemon);
         loop {
             tokio::select! {
                 _ = term.recv() => break,
@@ -66,18 +66,4 @@ pub fn run(
     // Upstream connections and tunnels still open are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(())
-}
-
-/// What `systemctl status` shows next to "active (running)".
-pub(crate) fn status_line(daemon: &Daemon) -> String {
-    let running = daemon.current();
-    format!(
-        "serving {} (config sha256 {})",
-        running
-            .file
-            .summary()
-            .split_once(": ok: ")
-            .map_or("", |(_, what)| what),
-        &running.sha256[..12]
-    )
 }

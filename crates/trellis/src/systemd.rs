@@ -19,9 +19,11 @@ use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
+use crate::daemon::Daemon;
+
 /// Listeners are bound and the admin API answers: systemd may consider the unit started.
-pub fn ready(status: &str) {
-    send(&format!("READY=1\nSTATUS={}\n", one_line(status)));
+pub fn ready(daemon: &Daemon) {
+    send(&format!("READY=1\nSTATUS={}\n", one_line(&serving(daemon))));
 }
 
 /// A reload begins. `MONOTONIC_USEC` lets systemd (253+, `Type=notify-reload`) match this message to
@@ -34,8 +36,26 @@ pub fn reloading() {
 }
 
 /// The reload is over, good or bad: trellis serves (the new or the previous configuration) again.
-pub fn reloaded(status: &str) {
-    ready(status);
+pub fn reloaded(daemon: &Daemon, ok: bool) {
+    let mut status = serving(daemon);
+    if !ok {
+        status.push_str("; the last reload failed (see the log)");
+    }
+    send(&format!("READY=1\nSTATUS={}\n", one_line(&status)));
+}
+
+/// What `systemctl status` shows next to "active (running)".
+fn serving(daemon: &Daemon) -> String {
+    let running = daemon.current();
+    format!(
+        "serving {} (config sha256 {})",
+        running
+            .file
+            .summary()
+            .split_once(": ok: ")
+            .map_or("", |(_, what)| what),
+        &running.sha256[..12]
+    )
 }
 
 /// Shutdown begins: no new connections, in-flight requests finish.

@@ -284,11 +284,7 @@ impl Daemon {
                 tracing::error!("reload failed: {e}; still serving the previous configuration")
             }
         }
-        let status = crate::run::status_line(self);
-        crate::systemd::reloaded(&match &result {
-            Ok(_) => status,
-            Err(_) => format!("{status}; the last reload failed (see the log)"),
-        });
+        crate::systemd::reloaded(self, result.is_ok());
         result
     }
 
