@@ -162,6 +162,14 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Largest request head in bytes (default 64 KiB); larger gets `431`.
     pub max_header_bytes: usize,
+    /// Longest wait for the next bytes of a request body the target is ready to take (default 60s, as
+    /// nginx's `client_body_timeout`); then `408`, never blamed on the target.
+    pub body_timeout: Duration,
+    /// Longest time without progress writing to the client (default 60s, as nginx's `send_timeout`);
+    /// then the connection closes and its upstream request is cancelled.
+    pub send_timeout: Duration,
+    /// An upgraded (WebSocket) tunnel with no bytes either way for this long closes (default 1h).
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -170,6 +178,9 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
+            body_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }
 }

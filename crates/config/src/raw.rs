@@ -29,6 +29,9 @@ pub(crate) struct RawLimits {
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_header_bytes: Option<i64>,
+    pub body_timeout: Option<String>,
+    pub send_timeout: Option<String>,
+    pub tunnel_idle_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

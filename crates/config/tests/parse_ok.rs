@@ -231,7 +231,8 @@ hosts = ["API.Example.com", "*"]
         Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
-            max_header_bytes: 16384
+            max_header_bytes: 16384,
+            ..Limits::default()
         }
     );
     let names: Vec<&str> = l.rules.iter().map(|r| r.name.as_str()).collect();

@@ -13,8 +13,10 @@ use hyper::body::Incoming;
 use prometheus::IntCounter;
 use trellis_targets::InFlight;
 
-use crate::access_log::{Pending, RequestProgress};
+use crate::access_log::Pending;
+use crate::server::RequestGuard;
 use crate::snapshot::RouteMetrics;
+use crate::upload::Upload;
 use crate::upstream::PooledSender;
 
 pub struct ProxyBody {
@@ -23,6 +25,9 @@ pub struct ProxyBody {
     sent: u64,
     /// Settled when the body is dropped: after its last frame, or when the client went away.
     tally: Option<Tally>,
+    /// Keeps the request counted as in flight on its connection until the body is done (so a long
+    /// download is neither idle nor left to linger).
+    _request: Option<RequestGuard>,
 }
 
 enum Kind {
@@ -54,7 +59,13 @@ impl ProxyBody {
             kind,
             sent: 0,
             tally: None,
+            _request: None,
         }
+    }
+
+    pub(crate) fn counted_until_done(mut self, request: RequestGuard) -> Self {
+        self._request = Some(request);
+        self
     }
 
     pub(crate) fn with_tally(mut self, tally: Tally) -> Self {
@@ -143,13 +154,13 @@ pub enum RequestBody {
     Empty,
 }
 
-/// The client's request body, counted as it goes to the target.
+/// The client's request body, counted and timed as it goes to the target.
 pub struct ClientBody {
     body: Incoming,
     received: u64,
     counter: IntCounter,
-    /// Shared with the access log entry, when there is one.
-    progress: Option<Arc<RequestProgress>>,
+    /// Shared with the exchange and the access log entry.
+    upload: Arc<Upload>,
 }
 
 impl Drop for ClientBody {
@@ -159,21 +170,27 @@ impl Drop for ClientBody {
 }
 
 impl RequestBody {
-    /// `progress` is `Some` when the access log wants the body's size and end time.
-    pub fn from_client(
-        body: Incoming,
-        route: &RouteMetrics,
-        progress: impl FnOnce() -> Option<Arc<RequestProgress>>,
-    ) -> Self {
+    /// The body to send, and its progress when it has one.
+    pub fn from_client(body: Incoming, route: &RouteMetrics) -> (Self, Option<Arc<Upload>>) {
         if body.is_end_stream() {
-            RequestBody::Empty
-        } else {
-            RequestBody::Client(ClientBody {
-                body,
-                received: 0,
-                counter: route.bytes_received.clone(),
-                progress: progress(),
-            })
+            return (RequestBody::Empty, None);
+        }
+        let upload = Arc::new(Upload::new());
+        let body = RequestBody::Client(ClientBody {
+            body,
+            received: 0,
+            counter: route.bytes_received.clone(),
+            upload: upload.clone(),
+        });
+        (body, Some(upload))
+    }
+
+    /// Whether the target cannot know the body's length from its head (chunked, or an HTTP/2 stream
+    /// without `content-length`).
+    pub fn unknown_length(&self) -> bool {
+        match self {
+            RequestBody::Client(client) => client.body.size_hint().exact().is_none(),
+            RequestBody::Empty => false,
         }
     }
 }
@@ -188,20 +205,22 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RequestBody::Client(client) => {
-                let frame = std::task::ready!(Pin::new(&mut client.body).poll_frame(cx));
-                if let Some(Ok(f)) = &frame {
-                    if let Some(data) = f.data_ref() {
-                        client.received += data.len() as u64;
-                        if let Some(p) = &client.progress {
-                            p.add(data.len() as u64);
-                        }
+                let Poll::Ready(frame) = Pin::new(&mut client.body).poll_frame(cx) else {
+                    client.upload.waiting();
+                    return Poll::Pending;
+                };
+                match &frame {
+                    Some(Ok(f)) => {
+                        let n = f.data_ref().map_or(0, |d| d.len() as u64);
+                        client.received += n;
+                        client.upload.sent(n);
                     }
+                    Some(Err(_)) => client.upload.fail(),
+                    None => {}
                 }
                 // hyper stops polling a body that says it has ended, so its end is noted here too.
                 if frame.is_none() || client.body.is_end_stream() {
-                    if let Some(p) = &client.progress {
-                        p.end();
-                    }
+                    client.upload.end();
                 }
                 Poll::Ready(frame)
             }

@@ -66,6 +66,13 @@ pub enum Failure {
     AccessDenied,
     /// A rate limit of the service or of the matched rule has no token left for the request's key.
     RateLimited,
+    /// The request is malformed or ambiguous (two Hosts, an invalid authority, a path that cannot be
+    /// normalised, a broken body, ...): what is wrong, for the body.
+    BadRequest(&'static str),
+    /// `CONNECT`: trellis is a reverse proxy, not a forward one.
+    MethodNotAllowed,
+    /// The client stopped sending its request body before it was complete.
+    ClientTimeout,
 }
 
 impl Failure {
@@ -78,6 +85,9 @@ impl Failure {
             Failure::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             Failure::AccessDenied => StatusCode::FORBIDDEN,
             Failure::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Failure::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Failure::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Failure::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -92,6 +102,9 @@ impl Failure {
             Failure::Misdirected => "misdirected",
             Failure::AccessDenied => "access_denied",
             Failure::RateLimited => "rate_limited",
+            Failure::BadRequest(_) => "bad_request",
+            Failure::MethodNotAllowed => "method_not_allowed",
+            Failure::ClientTimeout => "client_timeout",
         }
     }
 
@@ -100,6 +113,9 @@ impl Failure {
     }
 
     pub fn body(self) -> Bytes {
+        if let Failure::BadRequest(reason) = self {
+            return Bytes::from(format!("bad request: {reason}\n"));
+        }
         Bytes::from_static(match self {
             Failure::NoService => b"no service for this host\n",
             Failure::NoTargets => b"no targets available\n",
@@ -109,6 +125,11 @@ impl Failure {
             Failure::Misdirected => b"this host is not served on this connection's certificate\n",
             Failure::AccessDenied => b"access denied\n",
             Failure::RateLimited => b"rate limit exceeded, retry later\n",
+            Failure::BadRequest(_) => b"bad request\n",
+            Failure::MethodNotAllowed => {
+                b"CONNECT is not supported: trellis is not a forward proxy\n"
+            }
+            Failure::ClientTimeout => b"the request body did not arrive in time\n",
         })
     }
 }

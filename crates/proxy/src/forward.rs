@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use trellis_targets::{Ejection, InFlight, Tried};
+use trellis_targets::{Ejection, Tried};
 
-use crate::access_log::{Pending, RequestProgress, Trace};
+use crate::access_log::{Pending, Trace};
 use crate::auth::{self, Caller};
 use crate::body::{ProxyBody, RequestBody, Tally, UpstreamBody};
 use crate::error::Failure;
@@ -20,12 +19,14 @@ use crate::rate_limit::{retry_after_secs, KeyParts};
 use crate::retry::{Replay, MAX_RETRIES};
 use crate::server::ConnContext;
 use crate::snapshot::{Action, Fixed, RouteMetrics};
-use crate::upstream::{exchange, ExchangeError, Exchanged, Group};
+use crate::tunnel::{tunnel, TunnelLimits};
+use crate::upload::Overdue;
+use crate::upstream::{exchange, ExchangeError, Exchanged, Group, Timing};
 
 /// Answers one request. Never fails: every failure becomes a response trellis writes itself.
 pub async fn handle(
     conn: Arc<ConnContext>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     // Routing happens under the one snapshot load of this request; only the chosen group, the route's
@@ -36,11 +37,18 @@ pub async fn handle(
         let Some(port) = snapshot.port(conn.listen) else {
             return Ok(failure(Failure::NoService));
         };
+        // One view of the request from here on, the target's included (see `head`); a request that has
+        // none is refused, and logged as it came.
+        let canonical = crate::head::canonicalize(&mut req);
         let log = snapshot
             .access_log
             .as_ref()
             .map(|sink| Pending::begin(sink, &req, conn.peer, conn.tls.as_ref(), started));
-        let Some((service, policy)) = port.service_and_policy(host(&req)) else {
+        if let Err(f) = canonical {
+            return Ok(answer(failure(f), &port.unmatched, started, log, Some(f)));
+        }
+        let host = req.headers().get(header::HOST).map(HeaderValue::as_bytes);
+        let Some((service, policy)) = port.service_and_policy(host) else {
             let f = Failure::NoService;
             return Ok(answer(failure(f), &port.unmatched, started, log, Some(f)));
         };
@@ -113,23 +121,27 @@ pub async fn handle(
         }
     };
     // From here the client may go away before an answer; the guard counts and logs that as a 499.
-    let mut unanswered = Unanswered(Some((route, log)), started);
-    let mut trace = Trace::default();
-    let logging = unanswered.logging();
+    let mut unanswered = Unanswered {
+        route: Some(route),
+        log,
+        trace: Trace::default(),
+        started,
+    };
+    let logging = unanswered.log.is_some();
+    let Some(route) = unanswered.route.as_deref() else {
+        unreachable!("set until answered")
+    };
     let to = To {
         group: &group,
         target_header: &target_header,
-        route: unanswered.route(),
+        route,
     };
-    let (resp, failed) = match forward(&conn, req, to, &mut trace, logging).await {
+    let (resp, failed) = match forward(&conn, req, to, &mut unanswered.trace, logging).await {
         Ok(resp) => (resp, None),
         Err(f) => (failure(f), Some(f)),
     };
     group.metrics.record(resp.status(), started);
-    let (route, mut log) = unanswered.take();
-    if let Some(log) = &mut log {
-        log.forwarded(trace);
-    }
+    let (route, log) = unanswered.answered();
     Ok(answer(resp, &route, started, log, failed))
 }
 
@@ -152,44 +164,41 @@ fn answer(
 }
 
 /// A request being forwarded. Dropped before it was answered means the client closed the connection
-/// while waiting: counted and logged as nginx does, with status 499.
-struct Unanswered(Option<(Arc<RouteMetrics>, Option<Pending>)>, Instant);
+/// while waiting: counted and logged as nginx does, with status 499, and with what forwarding got to
+/// (the target, the request id it was sent with).
+struct Unanswered {
+    /// `None` once answered.
+    route: Option<Arc<RouteMetrics>>,
+    log: Option<Pending>,
+    trace: Trace,
+    started: Instant,
+}
 
 impl Unanswered {
-    fn logging(&self) -> bool {
-        matches!(&self.0, Some((_, Some(_))))
-    }
-
-    fn route(&self) -> &RouteMetrics {
-        // Set until `take`.
-        &self.0.as_ref().expect("not taken yet").0
-    }
-
-    fn take(&mut self) -> (Arc<RouteMetrics>, Option<Pending>) {
-        // Only `handle` takes, once, after which it no longer awaits.
-        self.0.take().expect("taken once")
+    /// The route and the log entry (with what forwarding observed), to answer with.
+    fn answered(&mut self) -> (Arc<RouteMetrics>, Option<Pending>) {
+        // Only `handle` calls this, once, after which it no longer awaits.
+        let route = self.route.take().expect("answered once");
+        let mut log = self.log.take();
+        if let Some(log) = &mut log {
+            log.forwarded(std::mem::take(&mut self.trace));
+        }
+        (route, log)
     }
 }
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
-        if let Some((route, log)) = self.0.take() {
+        if let Some(route) = self.route.take() {
             let status = StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST);
-            route.record(status, self.1);
-            if let Some(mut entry) = log {
+            route.record(status, self.started);
+            if let Some(mut entry) = self.log.take() {
+                entry.forwarded(std::mem::take(&mut self.trace));
                 entry.route(&route);
                 entry.answered(status.as_u16(), Some("client_closed"));
                 entry.finish(0);
             }
         }
-    }
-}
-
-/// The request's host: `:authority` (HTTP/2, absolute-form) or the Host header.
-fn host<B>(req: &Request<B>) -> Option<&[u8]> {
-    match req.uri().authority() {
-        Some(a) => Some(a.as_str().as_bytes()),
-        None => req.headers().get(header::HOST).map(|h| h.as_bytes()),
     }
 }
 
@@ -208,14 +217,19 @@ async fn forward(
     logging: bool,
 ) -> Result<Response<ProxyBody>, Failure> {
     let group = to.group;
-    let upgrade = !group.http2 && headers::is_upgrade(&req);
+    let upgrade = !group.http2 && headers::is_websocket_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let (body, upload) = RequestBody::from_client(body, to.route);
+    let mut req = Request::from_parts(parts, body);
+    let chunked = req.body().unknown_length();
     headers::to_target(
         &mut req,
         &conn.client,
         to.target_header,
         group.http2,
         upgrade,
+        chunked,
     );
     // The verified client certificate's identity (mutual TLS); any the client sent itself was removed.
     if let Some(identity) = conn.tls.as_ref().and_then(|t| t.identity.clone()) {
@@ -224,16 +238,12 @@ async fn forward(
     }
     if logging {
         trace.request_id = req.headers().get(&headers::X_REQUEST_ID).cloned();
+        trace.request = upload.clone();
     }
-    let (parts, body) = req.into_parts();
-    let body = RequestBody::from_client(body, to.route, || {
-        logging.then(|| {
-            let progress = Arc::new(RequestProgress::default());
-            trace.request = Some(progress.clone());
-            progress
-        })
-    });
-    let mut req = Request::from_parts(parts, body);
+    let timing = Timing {
+        upload: upload.as_deref(),
+        body_timeout: conn.limits.body_timeout,
+    };
     let replay = Replay::of(&req, upgrade);
 
     let mut tried = Tried::default();
@@ -254,7 +264,7 @@ async fn forward(
         let target = &group.balancer.targets()[pick.index];
         trace.target = Some(target.address);
         let in_flight = target.begin();
-        match exchange(group, &group.pools[pick.index], req).await {
+        match exchange(group, &group.pools[pick.index], req, timing).await {
             Ok(Exchanged {
                 mut response,
                 sender,
@@ -268,14 +278,23 @@ async fn forward(
                     target.stats.record_success();
                 }
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    if let Some(client_side) = client_upgrade {
-                        let target_side = hyper::upgrade::on(&mut response);
-                        let closed = group.pools[pick.index].closed();
-                        conn.tasks
-                            .spawn(tunnel(client_side, target_side, in_flight, closed));
-                        headers::from_target(response.headers_mut(), true);
-                        return Ok(response.map(|_| ProxyBody::empty()));
-                    }
+                    // Only the WebSocket upgrade asked for becomes a tunnel; a target switching to
+                    // anything else (or unasked) is broken, and its answer cannot be passed on.
+                    let switch = headers::is_websocket_switch(response.headers());
+                    let (Some(client_side), true) = (client_upgrade, switch) else {
+                        record_failure(group, pick.index);
+                        return Err(Failure::UpstreamReset);
+                    };
+                    let target_side = hyper::upgrade::on(&mut response);
+                    let closed = group.pools[pick.index].closed();
+                    let limits = TunnelLimits {
+                        idle: conn.limits.tunnel_idle_timeout,
+                        send: conn.limits.send_timeout,
+                    };
+                    conn.tasks
+                        .spawn(tunnel(client_side, target_side, in_flight, closed, limits));
+                    headers::from_target(response.headers_mut(), true);
+                    return Ok(response.map(|_| ProxyBody::empty()));
                 }
                 headers::from_target(response.headers_mut(), false);
                 return Ok(response.map(|body| {
@@ -297,7 +316,14 @@ async fn forward(
                 req = unsent;
                 retry_reason = Some(RetryReason::Connect);
             }
-            Err(ExchangeError::Timeout) => {
+            // A slow or broken client is the client's fault, never the target's.
+            Err(ExchangeError::Timeout(Overdue::Client)) => return Err(Failure::ClientTimeout),
+            Err(ExchangeError::Reset(_)) if upload.as_ref().is_some_and(|u| u.failed()) => {
+                return Err(Failure::BadRequest(
+                    "the request body was malformed or cut short",
+                ));
+            }
+            Err(ExchangeError::Timeout(Overdue::Target)) => {
                 group.metrics.timeouts.inc();
                 record_failure(group, pick.index);
                 return Err(Failure::UpstreamTimeout);
@@ -367,24 +393,6 @@ pub(crate) fn record_failure(group: &Group, index: usize) {
     }
 }
 
-/// After a `101`, both sides become one byte stream until either closes.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    target: hyper::upgrade::OnUpgrade,
-    in_flight: InFlight,
-    closed: tokio_util::sync::CancellationToken,
-) {
-    if let (Ok(client), Ok(target)) = tokio::join!(client, target) {
-        let (mut client, mut target) = (TokioIo::new(client), TokioIo::new(target));
-        // A draining target's tunnels end at its deregistration deadline.
-        tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut client, &mut target) => {}
-            _ = closed.cancelled() => {}
-        }
-    }
-    drop(in_flight);
-}
-
 fn fixed_response(fixed: &Fixed) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(fixed.body.clone()));
     *resp.status_mut() = fixed.status;
@@ -403,6 +411,20 @@ fn failure(f: Failure) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    match f {
+        // RFC 9110 §15.5.6: a 405 says what is allowed; every method but CONNECT is forwarded.
+        Failure::MethodNotAllowed => {
+            h.insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH"),
+            );
+        }
+        // The request (or its body) may be half read: the connection cannot carry another one.
+        Failure::BadRequest(_) | Failure::ClientTimeout => {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
     resp
 }
 

@@ -1,5 +1,5 @@
 //! Entry points for the fuzz targets in `fuzz/` (cargo-fuzz): thin wrappers over the rule matcher, the
-//! auth policy evaluator, the `*` glob and the ClientHello reader, which are private to this crate.
+//! auth policy evaluator, the `*` glob, path normalisation and the ClientHello reader, which are private to this crate.
 //! Built only with the `fuzzing` feature, which only the fuzz crate turns on.
 
 use std::net::IpAddr;
@@ -11,6 +11,7 @@ use crate::auth::{Caller, Policy, Verifier};
 use crate::snapshot::{Conditions, TextMatcher};
 
 pub use crate::auth::Denial;
+pub use crate::head::path::{is_normalised, normalize as normalize_path, PathError};
 pub use crate::passthrough::client_hello::{Hello, MAX_HELLO};
 
 /// Whether a listener rule's conditions, compiled as a snapshot compiles them, hold for a request.

@@ -18,6 +18,9 @@ pub static X_TRELLIS_IDENTITY: HeaderName = HeaderName::from_static("x-trellis-i
 pub static X_TRELLIS_ERROR: HeaderName = HeaderName::from_static("x-trellis-error");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+static UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+static WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
 
 /// What a connection tells its targets about the client, computed once per connection.
 pub struct ClientInfo {
@@ -37,11 +40,29 @@ impl ClientInfo {
     }
 }
 
-/// An HTTP/1.1 upgrade request (WebSocket and the like): `Connection: upgrade` plus an `Upgrade` header.
-pub fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+/// A WebSocket opening handshake (RFC 6455 §4.1): HTTP/1.1 `GET` with `Connection: upgrade` and
+/// `Upgrade: websocket` as its only protocol. Only these become tunnels: any other upgrade (`h2c`
+/// above all, which would open an HTTP/2 connection to the target whose requests pass no rule, no
+/// policy and no access log) is stripped and the request forwarded as a plain one.
+pub fn is_websocket_upgrade<B>(req: &Request<B>) -> bool {
+    let mut upgrades = req.headers().get_all(header::UPGRADE).iter();
+    let websocket = upgrades
+        .next()
+        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        && upgrades.next().is_none();
+    websocket
+        && req.version() == Version::HTTP_11
+        && req.method() == http::Method::GET
         && connection_tokens(req.headers()).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
+}
+
+/// Whether a `101` answers the WebSocket upgrade that was asked for, and nothing else.
+pub fn is_websocket_switch(headers: &HeaderMap) -> bool {
+    let mut upgrades = headers.get_all(header::UPGRADE).iter();
+    upgrades
+        .next()
+        .is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        && upgrades.next().is_none()
 }
 
 /// Turns a client's request into the request a target gets.
@@ -51,11 +72,24 @@ pub fn to_target<B>(
     target_header: &HeaderValue,
     http2: bool,
     upgrade: bool,
+    chunked: bool,
 ) {
     let headers = req.headers_mut();
     // Room for the headers added below, so the map grows at most once.
     headers.reserve(6);
     remove_hop_by_hop(headers, upgrade);
+    if upgrade {
+        // Exactly the upgrade that was decided on, whatever else the client's headers named.
+        headers.insert(header::CONNECTION, UPGRADE_TOKEN.clone());
+        headers.insert(header::UPGRADE, WEBSOCKET.clone());
+    }
+    if chunked && !http2 {
+        // hyper would send a GET's or HEAD's body of unknown length as no body at all.
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
     let xff = match headers.get(&X_FORWARDED_FOR) {
         Some(prior) => append_ip(prior, &client.ip_text),
         None => client.ip_text.clone(),
@@ -90,6 +124,7 @@ fn any_hop_by_hop(headers: &HeaderMap) -> bool {
             || name == header::TE
             || name == KEEP_ALIVE
             || name == PROXY_CONNECTION
+            || name == HTTP2_SETTINGS
     })
 }
 
@@ -98,10 +133,12 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
-        // Headers the sender named as connection-specific go too (RFC 9110 §7.6.1).
+        // Headers the sender named as connection-specific go too (RFC 9110 §7.6.1), but never `Host`:
+        // it carries the authority trellis routed on, which the target must get.
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter(|t| !(upgrade && t.eq_ignore_ascii_case(b"upgrade")))
             .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .filter(|name| name != header::HOST)
             .collect();
         for name in named {
             headers.remove(name);
@@ -112,6 +149,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
     headers.remove(&KEEP_ALIVE);
     headers.remove(&PROXY_CONNECTION);
+    headers.remove(&HTTP2_SETTINGS);
     headers.remove(header::TRANSFER_ENCODING);
     if !upgrade {
         headers.remove(header::UPGRADE);
@@ -225,7 +263,7 @@ mod tests {
             .body(())
             .unwrap();
         let target = HeaderValue::from_static("service=s;target-group=g");
-        to_target(&mut req, &client(), &target, false, false);
+        to_target(&mut req, &client(), &target, false, false, false);
         let h = req.headers();
         for gone in [
             "connection",
@@ -259,6 +297,7 @@ mod tests {
             &HeaderValue::from_static("t"),
             false,
             false,
+            false,
         );
         assert_eq!(req.headers()["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
         assert_eq!(req.headers()["x-request-id"], "abc");
@@ -273,16 +312,99 @@ mod tests {
             .header("upgrade", "websocket")
             .body(())
             .unwrap();
-        assert!(is_upgrade(&req));
+        assert!(is_websocket_upgrade(&req));
         to_target(
             &mut req,
             &client(),
             &HeaderValue::from_static("t"),
             false,
             true,
+            false,
         );
         assert_eq!(req.headers()["upgrade"], "websocket");
-        assert_eq!(req.headers()["connection"], "Upgrade");
+        assert_eq!(req.headers()["connection"], "upgrade");
+    }
+
+    #[test]
+    fn only_websocket_is_an_upgrade_and_other_upgrades_are_stripped() {
+        let upgrade = |method: &str, connection: &str, upgrade: &[&str]| {
+            let mut b = Request::builder()
+                .method(method)
+                .uri("/")
+                .header("connection", connection);
+            for u in upgrade {
+                b = b.header("upgrade", *u);
+            }
+            is_websocket_upgrade(&b.body(()).unwrap())
+        };
+        assert!(upgrade("GET", "keep-alive, Upgrade", &["WebSocket"]));
+        assert!(!upgrade("GET", "Upgrade", &["h2c"]));
+        assert!(!upgrade("GET", "Upgrade", &["websocket, h2c"]));
+        assert!(!upgrade("GET", "Upgrade", &["websocket", "h2c"]));
+        assert!(!upgrade("GET", "keep-alive", &["websocket"]));
+        assert!(!upgrade("POST", "Upgrade", &["websocket"]));
+
+        let mut req = Request::builder()
+            .uri("/")
+            .header("connection", "Upgrade, HTTP2-Settings")
+            .header("upgrade", "h2c")
+            .header("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA")
+            .body(())
+            .unwrap();
+        let upgrading = is_websocket_upgrade(&req);
+        to_target(
+            &mut req,
+            &client(),
+            &HeaderValue::from_static("t"),
+            false,
+            upgrading,
+            false,
+        );
+        for gone in ["connection", "upgrade", "http2-settings"] {
+            assert!(
+                !req.headers().contains_key(gone),
+                "{gone} should be removed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_host_named_in_connection_stays() {
+        let mut req = Request::builder()
+            .uri("/")
+            .header("host", "a.test")
+            .header("connection", "close, Host, x-drop")
+            .header("x-drop", "1")
+            .body(())
+            .unwrap();
+        to_target(
+            &mut req,
+            &client(),
+            &HeaderValue::from_static("t"),
+            false,
+            false,
+            false,
+        );
+        assert_eq!(req.headers()["host"], "a.test");
+        assert!(!req.headers().contains_key("x-drop"));
+    }
+
+    #[test]
+    fn a_body_of_unknown_length_is_sent_chunked_to_http1_targets() {
+        let mut req = Request::builder()
+            .uri("/")
+            .header("host", "a")
+            .body(())
+            .unwrap();
+        to_target(
+            &mut req,
+            &client(),
+            &HeaderValue::from_static("t"),
+            false,
+            false,
+            true,
+        );
+        assert_eq!(req.headers()["transfer-encoding"], "chunked");
     }
 
     #[test]
@@ -296,6 +418,7 @@ mod tests {
             &mut req,
             &client(),
             &HeaderValue::from_static("t"),
+            false,
             false,
             false,
         );
@@ -316,6 +439,7 @@ mod tests {
             &client(),
             &HeaderValue::from_static("t"),
             true,
+            false,
             false,
         );
         assert_eq!(req.uri(), "http://api/a");

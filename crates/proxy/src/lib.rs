@@ -8,6 +8,7 @@ mod error;
 mod forward;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod head;
 mod headers;
 mod metrics;
 mod passthrough;
@@ -16,6 +17,8 @@ mod retry;
 mod server;
 mod snapshot;
 mod tls;
+mod tunnel;
+mod upload;
 mod upstream;
 
 pub use body::ProxyBody;

@@ -132,6 +132,24 @@ pub(crate) fn limits(d: &mut Diags, path: &str, raw: &RawLimits, base: Limits) -
             base.idle_timeout,
         ),
         max_header_bytes: usize::try_from(max).unwrap_or(base.max_header_bytes),
+        body_timeout: fields::positive_duration(
+            d,
+            &format!("{path}.body_timeout"),
+            &raw.body_timeout,
+            base.body_timeout,
+        ),
+        send_timeout: fields::positive_duration(
+            d,
+            &format!("{path}.send_timeout"),
+            &raw.send_timeout,
+            base.send_timeout,
+        ),
+        tunnel_idle_timeout: fields::positive_duration(
+            d,
+            &format!("{path}.tunnel_idle_timeout"),
+            &raw.tunnel_idle_timeout,
+            base.tunnel_idle_timeout,
+        ),
     }
 }
 

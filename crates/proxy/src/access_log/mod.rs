@@ -10,7 +10,7 @@ mod pending;
 mod writer;
 
 pub use entry::Entry;
-pub use pending::{Pending, RequestProgress, Trace};
+pub use pending::{Pending, Trace};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! An entry on its way: begun when the request is routed, finished when its response body is done.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::header::{self, HeaderValue};
@@ -12,36 +11,18 @@ use super::{AccessLog, Entry};
 use crate::headers::X_REQUEST_ID;
 use crate::snapshot::RouteMetrics;
 use crate::tls::TlsInfo;
+use crate::upload::Upload;
 
 /// An entry being filled, with where it goes.
 pub struct Pending {
     entry: Box<Entry>,
     sink: Arc<AccessLog>,
     /// The request body's progress, when it has one.
-    request: Option<Arc<RequestProgress>>,
+    request: Option<Arc<Upload>>,
     /// When the request head was handed to the target.
     sent_at: Option<Instant>,
     /// When the target's response head arrived.
     head_at: Option<Instant>,
-}
-
-/// How much of a request body has gone to the target, shared between the body (which the upstream
-/// connection owns) and the response (which finishes the entry).
-#[derive(Default)]
-pub struct RequestProgress {
-    bytes: AtomicU64,
-    ended: OnceLock<Instant>,
-}
-
-impl RequestProgress {
-    #[inline]
-    pub fn add(&self, bytes: u64) {
-        self.bytes.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    pub fn end(&self) {
-        let _ = self.ended.set(Instant::now());
-    }
 }
 
 impl Pending {
@@ -129,9 +110,9 @@ impl Pending {
         entry.duration = now.saturating_duration_since(entry.started);
         let mut request_done = self.sent_at;
         if let Some(request) = &self.request {
-            entry.bytes_received = request.bytes.load(Ordering::Relaxed);
-            if let Some(&ended) = request.ended.get() {
-                request_done = request_done.max(Some(ended));
+            entry.bytes_received = request.bytes();
+            if let Some(ended) = request.ended() {
+                request_done = request_done.max(Some(ended.into_std()));
             }
         }
         entry.request_to_target =
@@ -146,7 +127,7 @@ impl Pending {
 pub struct Trace {
     pub target: Option<std::net::SocketAddr>,
     pub request_id: Option<HeaderValue>,
-    pub request: Option<Arc<RequestProgress>>,
+    pub request: Option<Arc<Upload>>,
     pub sent_at: Option<Instant>,
     pub head_at: Option<Instant>,
 }

@@ -100,14 +100,18 @@ fn compile(s: &Statement) -> Compiled {
     }
 }
 
+/// Requests reach this with their path normalised (see `head`), so `/%70rivate`, `//private` and
+/// `/a/../private` are all `/private` here. What stays ambiguous is read in the direction that cannot
+/// widen access: a *deny* matches more (any case of its path and method, a path with `;parameters`
+/// stripped as Tomcat strips them, any occurrence of a query key), an *allow* matches less (exact case,
+/// and every occurrence of a query key must have its value).
 impl Compiled {
     /// Cheap conditions first; the caller's identity (which may mean verifying a JWT) last.
     fn matches<B>(&self, req: &Request<B>, caller: &mut Caller<'_>) -> bool {
         !self.unsatisfiable
-            && (self.methods.is_empty() || self.methods.contains(req.method()))
+            && (self.methods.is_empty() || self.method_matches(req.method()))
             && (self.cidrs.is_empty() || self.cidrs.iter().any(|c| c.contains(caller.ip)))
-            && (self.paths.is_empty()
-                || self.paths.iter().any(|p| path_matches(p, req.uri().path())))
+            && (self.paths.is_empty() || self.path_matches(req.uri().path()))
             && self.headers.iter().all(|(name, pattern)| {
                 req.headers()
                     .get_all(name)
@@ -117,27 +121,113 @@ impl Compiled {
             && self
                 .query
                 .iter()
-                .all(|(k, v)| query_has(req.uri().query().unwrap_or(""), k, v))
+                .all(|(k, v)| query_matches(req.uri().query().unwrap_or(""), k, v, self.deny))
             && (self.principals.is_empty()
                 || caller
                     .identities()
                     .any(|id| self.principals.iter().any(|p| glob::matches(p, id))))
     }
-}
 
-fn path_matches(pattern: &PathPattern, path: &str) -> bool {
-    match pattern {
-        PathPattern::Exact(p) => p == path,
-        PathPattern::Prefix(p) => path.starts_with(p.as_str()),
+    fn method_matches(&self, method: &Method) -> bool {
+        if self.deny {
+            // `delete` is not `DELETE` to HTTP, but some frameworks upper-case what they get.
+            let m = method.as_str();
+            self.methods
+                .iter()
+                .any(|x| x.as_str().eq_ignore_ascii_case(m))
+        } else {
+            self.methods.contains(method)
+        }
+    }
+
+    fn path_matches(&self, path: &str) -> bool {
+        let deny = self.deny;
+        if self
+            .paths
+            .iter()
+            .any(|p| path_pattern_matches(p, path, deny))
+        {
+            return true;
+        }
+        if deny && path.contains(';') {
+            let stripped = strip_parameters(path);
+            return self
+                .paths
+                .iter()
+                .any(|p| path_pattern_matches(p, &stripped, true));
+        }
+        false
     }
 }
 
-/// Whether the query string has `key=value` (compared as sent, percent-encoding and all).
-fn query_has(query: &str, key: &[u8], value: &[u8]) -> bool {
-    query.split('&').any(|pair| {
+fn path_pattern_matches(pattern: &PathPattern, path: &str, any_case: bool) -> bool {
+    let eq = |a: &str, b: &str| {
+        if any_case {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
+    };
+    match pattern {
+        PathPattern::Exact(p) => eq(p, path),
+        PathPattern::Prefix(p) => {
+            path.len() >= p.len() && path.is_char_boundary(p.len()) && eq(p, &path[..p.len()])
+        }
+    }
+}
+
+/// `/a;x=1/b;y` → `/a/b`: the path as servlet containers match it.
+fn strip_parameters(path: &str) -> String {
+    path.split('/')
+        .map(|segment| segment.split(';').next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Whether the query has `key=value`, both compared percent-decoded (`+` as a space), as the target
+/// will read them. A deny needs one such pair; an allow needs the key, every time with that value.
+fn query_matches(query: &str, key: &[u8], value: &[u8], deny: bool) -> bool {
+    let mut found = false;
+    for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        k.as_bytes() == key && v.as_bytes() == value
-    })
+        if !decoded_eq(k.as_bytes(), key) {
+            continue;
+        }
+        let same = decoded_eq(v.as_bytes(), value);
+        if deny && same {
+            return true;
+        }
+        if !deny && !same {
+            return false;
+        }
+        found = true;
+    }
+    found && !deny
+}
+
+/// Whether `encoded` (a query key or value as sent) decodes to `plain`, without allocating.
+fn decoded_eq(encoded: &[u8], plain: &[u8]) -> bool {
+    let hex = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+    let (mut i, mut j) = (0, 0);
+    while i < encoded.len() {
+        let (byte, used) = match encoded[i] {
+            b'+' => (b' ', 1),
+            b'%' => match (
+                encoded.get(i + 1).copied().and_then(hex),
+                encoded.get(i + 2).copied().and_then(hex),
+            ) {
+                (Some(hi), Some(lo)) => (hi << 4 | lo, 3),
+                _ => (b'%', 1),
+            },
+            c => (c, 1),
+        };
+        if plain.get(j) != Some(&byte) {
+            return false;
+        }
+        i += used;
+        j += 1;
+    }
+    j == plain.len()
 }
 
 #[cfg(test)]
@@ -274,6 +364,82 @@ mod tests {
         deny.headers = vec![(String::new(), "*".into())];
         let p = policy(vec![deny, statement(Effect::Allow)]);
         assert_eq!(eval(&p, &get("/"), "10.0.0.1", None), Ok(()));
+    }
+
+    #[test]
+    fn a_deny_covers_the_variants_an_allow_does_not() {
+        let mut deny = statement(Effect::Deny);
+        deny.paths = vec![PathPattern::Prefix("/private/".into())];
+        deny.methods = vec!["DELETE".into()];
+        let p = policy(vec![statement(Effect::Allow), deny]);
+        let req =
+            |method: &str, uri: &str| Request::builder().method(method).uri(uri).body(()).unwrap();
+        for (method, uri) in [
+            ("DELETE", "/private/x"),
+            ("delete", "/private/x"),
+            ("DELETE", "/PRIVATE/x"),
+            ("DELETE", "/Private/x"),
+            ("DELETE", "/private;jsessionid=1/x"),
+        ] {
+            assert_eq!(
+                eval(&p, &req(method, uri), "10.0.0.1", None),
+                Err(Denial::Statement(1)),
+                "{method} {uri}"
+            );
+        }
+        assert_eq!(
+            eval(&p, &req("GET", "/private/x"), "10.0.0.1", None),
+            Ok(())
+        );
+
+        let mut allow = statement(Effect::Allow);
+        allow.paths = vec![PathPattern::Prefix("/public/".into())];
+        allow.methods = vec!["GET".into()];
+        let p = policy(vec![allow]);
+        assert_eq!(eval(&p, &req("GET", "/public/x"), "10.0.0.1", None), Ok(()));
+        for (method, uri) in [("GET", "/PUBLIC/x"), ("get", "/public/x")] {
+            assert_eq!(
+                eval(&p, &req(method, uri), "10.0.0.1", None),
+                Err(Denial::NoAllow),
+                "{method} {uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn query_conditions_compare_decoded_values() {
+        let mut deny = statement(Effect::Deny);
+        deny.query = vec![("debug".into(), "1".into())];
+        let p = policy(vec![statement(Effect::Allow), deny]);
+        for uri in [
+            "/?debug=1",
+            "/?debug=%31",
+            "/?%64ebug=1",
+            "/?x=0&debug=1",
+            "/?debug=0&debug=1",
+        ] {
+            assert_eq!(
+                eval(&p, &get(uri), "10.0.0.1", None),
+                Err(Denial::Statement(1)),
+                "{uri}"
+            );
+        }
+        assert_eq!(eval(&p, &get("/?debug=10"), "10.0.0.1", None), Ok(()));
+
+        let mut allow = statement(Effect::Allow);
+        allow.query = vec![("v".into(), "2 b".into())];
+        let p = policy(vec![allow]);
+        assert_eq!(eval(&p, &get("/?v=2+b"), "10.0.0.1", None), Ok(()));
+        assert_eq!(eval(&p, &get("/?v=2%20b"), "10.0.0.1", None), Ok(()));
+        assert_eq!(
+            eval(&p, &get("/?v=2+b&v=3"), "10.0.0.1", None),
+            Err(Denial::NoAllow),
+            "every v must be 2 b"
+        );
+        assert_eq!(
+            eval(&p, &get("/?w=2+b"), "10.0.0.1", None),
+            Err(Denial::NoAllow)
+        );
     }
 
     #[test]

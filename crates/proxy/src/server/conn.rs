@@ -86,6 +86,8 @@ pub struct ConnContext {
     pub tls: Option<TlsInfo>,
     /// Tunnels (upgraded connections) are tracked with the connections, for graceful shutdown.
     pub tasks: TaskTracker,
+    /// The listener's connection limits (body, send and tunnel timeouts apply per request).
+    pub limits: Limits,
     state: Arc<ConnState>,
 }
 
@@ -105,9 +107,9 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Counts a request on its connection from head parsed to response head sent, even if the client goes
-/// away and the request's future is dropped.
-struct RequestGuard(Arc<ConnState>);
+/// Counts a request on its connection from head parsed to the end of its response body (the response
+/// carries it), even if the client goes away and the request's future is dropped.
+pub struct RequestGuard(Arc<ConnState>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
@@ -222,14 +224,16 @@ async fn drive<I>(
         client: ClientInfo::new(peer.ip(), tls.is_some(), listener.listen.port()),
         tls,
         tasks: listener.tasks.clone(),
+        limits: listener.limits,
         state: state.clone(),
     });
     let service = service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
         async move {
             ctx.state.request_started(req.version() == Version::HTTP_2);
-            let _guard = RequestGuard(ctx.state.clone());
-            crate::forward::handle(ctx, req).await
+            let guard = RequestGuard(ctx.state.clone());
+            let resp = crate::forward::handle(ctx, req).await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|body| body.counted_until_done(guard)))
         }
     });
     let io = TokioIo::new(WatchedIo::new(io, state.clone()));
@@ -262,23 +266,36 @@ async fn drive<I>(
                 // Only an earlier deadline needs the timer moved now; a later one is found when the
                 // timer fires and asks again. This keeps timer-wheel updates off the per-request path.
                 if let Verdict::Wait(at) = state.verdict(&listener.limits) {
-                    if !closing && at < timer.deadline() {
+                    if at < timer.deadline() {
                         timer.as_mut().reset(at);
                     }
                 }
             }
-            _ = &mut timer, if !closing => match state.verdict(&listener.limits) {
+            _ = &mut timer => match state.verdict(&listener.limits) {
                 Verdict::Wait(at) => timer.as_mut().reset(at),
                 // Dropping the connection closes the socket; there is no request to answer yet.
                 Verdict::HeadTimeout => break,
+                // Dropping it also cancels what is in flight: the target's request with it.
+                Verdict::Abort => {
+                    tracing::debug!(listen = %listener.listen, %peer, "closing a connection that makes no progress (send_timeout, or lingering after close)");
+                    break;
+                }
                 Verdict::Idle => {
                     conn.as_mut().graceful_shutdown();
+                    state.closing();
                     closing = true;
+                    if let Verdict::Wait(at) = state.verdict(&listener.limits) {
+                        timer.as_mut().reset(at);
+                    }
                 }
             },
             _ = &mut shutdown_signal, if !closing => {
                 conn.as_mut().graceful_shutdown();
+                state.closing();
                 closing = true;
+                if let Verdict::Wait(at) = state.verdict(&listener.limits) {
+                    timer.as_mut().reset(at);
+                }
             }
         }
     }

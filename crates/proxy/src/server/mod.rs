@@ -3,7 +3,7 @@
 mod conn;
 mod watchdog;
 
-pub use conn::{ConnContext, ListenerContext};
+pub use conn::{ConnContext, ListenerContext, RequestGuard};
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

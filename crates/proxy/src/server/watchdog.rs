@@ -1,5 +1,6 @@
-//! Per-connection timing: how long a client may take to send a request head, and how long a
-//! keep-alive connection may sit idle.
+//! Per-connection timing: how long a client may take to send a request head, how long a keep-alive
+//! connection may sit idle, how long a write to the client may wait (`send_timeout`: a client that
+//! stops reading), and how long a closing connection may linger.
 //!
 //! hyper's own `header_read_timeout` starts whenever it waits for a head — including while a
 //! keep-alive connection is idle — so it cannot tell "slow head" (cut off after `header_timeout`) from
@@ -29,6 +30,10 @@ pub struct ConnState {
     http2: AtomicBool,
     /// Set when a request finishes, so the driver re-arms its timer for the idle deadline.
     changed: AtomicBool,
+    /// 0: no write to the client waiting; else 1 + ms since a write began to wait.
+    write_stalled: AtomicU64,
+    /// 0: open; else 1 + ms when the connection began to close gracefully.
+    closing: AtomicU64,
 }
 
 /// What the watchdog decided at a wake-up.
@@ -40,6 +45,10 @@ pub enum Verdict {
     HeadTimeout,
     /// Nothing in flight for `idle_timeout`: close gracefully.
     Idle,
+    /// The client took nothing written to it for `send_timeout`, or a closing connection with nothing in
+    /// flight outlived `header_timeout` (an HTTP/2 client that never answers the closing PING): close
+    /// now, cancelling whatever is in flight.
+    Abort,
 }
 
 impl ConnState {
@@ -52,7 +61,30 @@ impl ConnState {
             last_active: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             changed: AtomicBool::new(false),
+            write_stalled: AtomicU64::new(0),
+            closing: AtomicU64::new(0),
         }
+    }
+
+    /// A write to the client could not proceed.
+    fn on_write_blocked(&self) {
+        if self.write_stalled.load(Ordering::Relaxed) == 0 {
+            self.write_stalled
+                .store(1 + self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// A write to the client proceeded.
+    #[inline]
+    fn on_write_progress(&self) {
+        if self.write_stalled.load(Ordering::Relaxed) != 0 {
+            self.write_stalled.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection has been asked to close gracefully.
+    pub fn closing(&self) {
+        self.closing.store(1 + self.now_ms(), Ordering::Relaxed);
     }
 
     fn now_ms(&self) -> u64 {
@@ -82,7 +114,7 @@ impl ConnState {
         }
     }
 
-    /// The response head went out.
+    /// The response went out, body and all (or the request was abandoned).
     pub fn request_finished(&self) {
         self.last_active.store(self.now_ms(), Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -96,6 +128,29 @@ impl ConnState {
 
     pub fn verdict(&self, limits: &Limits) -> Verdict {
         let now = self.now_ms();
+        // Deadlines that hold whatever else is going on.
+        let mut hard = u64::MAX;
+        let stalled = self.write_stalled.load(Ordering::Relaxed);
+        if stalled != 0 {
+            hard = stalled - 1 + limits.send_timeout.as_millis() as u64;
+        }
+        let closing = self.closing.load(Ordering::Relaxed);
+        if closing != 0 && self.in_flight.load(Ordering::Relaxed) == 0 {
+            let since = (closing - 1).max(self.last_active.load(Ordering::Relaxed));
+            hard = hard.min(since + limits.header_timeout.as_millis() as u64);
+        }
+        if now >= hard {
+            return Verdict::Abort;
+        }
+        match self.soft_verdict(limits, now) {
+            Verdict::Wait(at) => Verdict::Wait(at.min(self.at(hard))),
+            // A closing connection is not closed again; it waits for its hard deadline.
+            Verdict::Idle if closing != 0 => Verdict::Wait(self.at(hard)),
+            v => v,
+        }
+    }
+
+    fn soft_verdict(&self, limits: &Limits, now: u64) -> Verdict {
         let head = self.head_started.load(Ordering::Relaxed);
         if head != 0 && !self.http2.load(Ordering::Relaxed) {
             let deadline = head - 1 + limits.header_timeout.as_millis() as u64;
@@ -107,7 +162,9 @@ impl ConnState {
         }
         let idle_ms = limits.idle_timeout.as_millis() as u64;
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Verdict::Wait(self.at(now + idle_ms));
+            // Wake often enough to see a write stall begin within a send_timeout of it.
+            let check = idle_ms.min(limits.send_timeout.as_millis() as u64);
+            return Verdict::Wait(self.at(now + check));
         }
         let deadline = self.last_active.load(Ordering::Relaxed) + idle_ms;
         if now >= deadline {
@@ -146,13 +203,26 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
     }
 }
 
+impl<T> WatchedIo<T> {
+    #[inline]
+    fn note_write<R>(&self, res: &Poll<R>) {
+        match res {
+            Poll::Pending => self.state.on_write_blocked(),
+            Poll::Ready(_) => self.state.on_write_progress(),
+        }
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.note_write(&res);
+        res
     }
 
     fn poll_write_vectored(
@@ -160,7 +230,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note_write(&res);
+        res
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -168,7 +241,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let res = Pin::new(&mut this.inner).poll_flush(cx);
+        this.note_write(&res);
+        res
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -185,6 +261,7 @@ mod tests {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 65536,
+            ..Limits::default()
         }
     }
 
@@ -227,6 +304,48 @@ mod tests {
         s.on_read(); // body bytes
         tokio::time::advance(Duration::from_secs(600)).await;
         assert!(matches!(s.verdict(&limits()), Verdict::Wait(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_is_cut_off_after_send_timeout() {
+        let s = ConnState::new();
+        s.request_started(false);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        s.on_write_blocked();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        s.on_write_blocked(); // still blocked: the stall keeps its start
+        assert!(matches!(s.verdict(&limits()), Verdict::Wait(_)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(s.verdict(&limits()), Verdict::Abort);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn write_progress_resets_the_send_deadline() {
+        let s = ConnState::new();
+        s.request_started(false);
+        s.on_write_blocked();
+        tokio::time::advance(Duration::from_secs(50)).await;
+        s.on_write_progress();
+        s.on_write_blocked();
+        tokio::time::advance(Duration::from_secs(50)).await;
+        assert!(matches!(s.verdict(&limits()), Verdict::Wait(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closing_connection_lingers_at_most_header_timeout_once_nothing_is_in_flight() {
+        let s = ConnState::new();
+        s.request_started(true);
+        s.closing();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(
+            matches!(s.verdict(&limits()), Verdict::Wait(_)),
+            "a request in flight finishes"
+        );
+        s.request_finished();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(matches!(s.verdict(&limits()), Verdict::Wait(_)));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(s.verdict(&limits()), Verdict::Abort);
     }
 
     #[tokio::test(start_paused = true)]

@@ -77,6 +77,9 @@ fn server_config(tls: &TlsFiles, material: &trellis_config::TlsMaterial) -> Opti
     };
     let mut config = builder.with_cert_resolver(Arc::new(Fixed(material.certified.clone())));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The server's cipher suite order (rustls's: AEADs with forward secrecy, strongest first), not the
+    // client's: a client preferring a weaker suite does not get it (testssl.sh rates this).
+    config.ignore_client_order = true;
     Some(config)
 }
 

@@ -1,12 +1,14 @@
 //! One request, one target: take a connection, send, wait for the response head.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::RequestBody;
+use crate::upload::{Overdue, Upload};
 
 use super::pool::{ConnectError, PooledSender, Sender, TargetPool};
 use super::Group;
@@ -19,7 +21,16 @@ pub enum ExchangeError {
     Connect(Request<RequestBody>, ConnectError),
     /// The request was (maybe partly) sent, then the exchange broke: never resent.
     Reset(hyper::Error),
-    Timeout,
+    /// A deadline passed: the target's (`response_timeout` after the request was sent) or the client's
+    /// (`body_timeout` without the body bytes the target waits for).
+    Timeout(Overdue),
+}
+
+/// What times an exchange: the request body's progress (bodiless requests have none) and the limits.
+#[derive(Clone, Copy)]
+pub struct Timing<'a> {
+    pub upload: Option<&'a Upload>,
+    pub body_timeout: Duration,
 }
 
 /// A target's answer: its response head, the connection to give back once the body is read (HTTP/1),
@@ -37,6 +48,7 @@ pub async fn exchange(
     group: &Group,
     pool: &Arc<TargetPool>,
     mut req: Request<RequestBody>,
+    timing: Timing<'_>,
 ) -> Result<Exchanged, ExchangeError> {
     loop {
         let (sender, fresh) = match pool.idle() {
@@ -55,8 +67,7 @@ pub async fn exchange(
                     continue;
                 }
                 let sent_at = Instant::now();
-                let response =
-                    tokio::time::timeout(group.response_timeout, s.try_send_request(req)).await;
+                let response = timed(s.try_send_request(req), group, timing).await;
                 let pooled = PooledSender {
                     sender: s,
                     pool: pool.clone(),
@@ -71,8 +82,7 @@ pub async fn exchange(
             }
             Sender::H2(mut s) => {
                 let sent_at = Instant::now();
-                let response =
-                    tokio::time::timeout(group.response_timeout, s.try_send_request(req)).await;
+                let response = timed(s.try_send_request(req), group, timing).await;
                 response.map(|r| {
                     r.map(|response| Exchanged {
                         response,
@@ -83,7 +93,7 @@ pub async fn exchange(
             }
         };
         match sent {
-            Err(_elapsed) => return Err(ExchangeError::Timeout),
+            Err(overdue) => return Err(ExchangeError::Timeout(overdue)),
             Ok(Ok(done)) => return Ok(done),
             Ok(Err(mut e)) => match e.take_message() {
                 Some(unsent) if !fresh => req = unsent,
@@ -95,6 +105,36 @@ pub async fn exchange(
                 }
                 None => return Err(ExchangeError::Reset(e.into_error())),
             },
+        }
+    }
+}
+
+/// Runs `send` under the exchange's deadlines: `response_timeout` from when the request (body and
+/// all) has gone to the target, and `body_timeout` while the target waits on the client's body.
+async fn timed<F: Future>(
+    send: F,
+    group: &Group,
+    timing: Timing<'_>,
+) -> Result<F::Output, Overdue> {
+    tokio::pin!(send);
+    let sent = tokio::time::Instant::now();
+    loop {
+        let (deadline, overdue) = match timing.upload {
+            Some(upload) => upload.deadline(group.response_timeout, timing.body_timeout),
+            None => (sent + group.response_timeout, Overdue::Target),
+        };
+        tokio::select! {
+            out = &mut send => return Ok(out),
+            _ = tokio::time::sleep_until(deadline) => {
+                // The body may have moved on since the deadline was computed: ask again.
+                let (now_due, who) = match timing.upload {
+                    Some(upload) => upload.deadline(group.response_timeout, timing.body_timeout),
+                    None => (deadline, overdue),
+                };
+                if now_due <= tokio::time::Instant::now() {
+                    return Err(who);
+                }
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ mod group;
 mod pool;
 mod tls;
 
-pub use exchange::{exchange, ExchangeError, Exchanged};
+pub use exchange::{exchange, ExchangeError, Exchanged, Timing};
 pub use group::Group;
 pub use pool::{PoolRegistry, PooledSender, TargetPool};
 pub use tls::TlsClient;
