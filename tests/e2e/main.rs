@@ -5,6 +5,7 @@
 mod support;
 
 mod access_log;
+mod admin_api;
 mod auth;
 mod balancing;
 mod check;

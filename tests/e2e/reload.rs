@@ -426,10 +426,12 @@ async fn a_token_file_makes_every_admin_request_need_the_bearer_token() {
     assert_eq!(status(c.get(&url)).await, 401);
     assert_eq!(status(c.get(&url).bearer_auth("wrong")).await, 401);
     assert_eq!(status(c.get(&url).bearer_auth(ADMIN_TOKEN)).await, 200);
-    assert_eq!(
-        status(c.post(format!("http://127.0.0.1:{admin_port}/v1/reload"))).await,
-        401
-    );
+    let reload = || {
+        c.post(format!("http://127.0.0.1:{admin_port}/v1/reload"))
+            .header("content-type", "application/json")
+    };
+    assert_eq!(status(reload()).await, 401);
+    assert_eq!(status(reload().bearer_auth(ADMIN_TOKEN)).await, 200);
 }
 
 /// The admin API moves only at restart: a reload that points `admin.listen` at loopback and drops the
@@ -450,6 +452,7 @@ async fn a_reload_cannot_drop_the_token_of_an_admin_api_still_on_a_non_loopback_
     let c = reqwest::Client::new();
     let reply = c
         .post(format!("http://127.0.0.1:{admin_port}/v1/reload"))
+        .header("content-type", "application/json")
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await

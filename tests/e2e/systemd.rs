@@ -151,6 +151,7 @@ async fn ready_reloading_watchdog_and_stopping_reach_the_notify_socket() {
     std::fs::write(trellis.config_path(), "this is not toml").expect("write");
     let reply = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{admin}/v1/reload"))
+        .header("content-type", "application/json")
         .send()
         .await
         .expect("POST /v1/reload");

@@ -194,7 +194,7 @@ impl Trellis {
 
 /// The admin API of a running trellis.
 impl Trellis {
-    fn admin_url(&self, path: &str) -> String {
+    pub fn admin_url(&self, path: &str) -> String {
         let port = self
             .admin_port
             .expect("the harness chose the admin port (no [admin] in the test's config)");
@@ -211,18 +211,21 @@ impl Trellis {
         serde_json::from_slice(&body).expect("status is JSON")
     }
 
-    /// `method path` on the admin API with an optional JSON body: (status, JSON reply).
+    /// `method path` on the admin API with an optional JSON body: (status, JSON reply). Every write
+    /// goes as `application/json`, body or not, as the admin API requires.
     pub async fn admin(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
+        let write = !matches!(method, reqwest::Method::GET | reqwest::Method::HEAD);
         let mut req = reqwest::Client::new().request(method, self.admin_url(path));
+        if write || body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
         if let Some(body) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(body.to_string());
+            req = req.body(body.to_string());
         }
         let resp = req.send().await.expect("admin API request");
         let status = resp.status().as_u16();

@@ -2,7 +2,7 @@
 //! registration. It never shares a port with traffic, so a flood on a listener cannot starve the
 //! operator's view.
 
-mod auth;
+mod guard;
 mod page;
 mod status;
 
@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{Method, Request, Response, StatusCode};
+use http::header::{ALLOW, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -46,7 +46,7 @@ pub async fn start(daemon: Arc<Daemon>) -> anyhow::Result<SocketAddr> {
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let daemon = daemon.clone();
-                    async move { Ok::<_, Infallible>(handle(&daemon, req).await) }
+                    async move { Ok::<_, Infallible>(handle(&daemon, addr, req).await) }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)
@@ -57,8 +57,8 @@ pub async fn start(daemon: Arc<Daemon>) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-async fn handle(daemon: &Arc<Daemon>, req: Request<Incoming>) -> Reply {
-    if let Some(reply) = auth::rejection(daemon, &req) {
+async fn handle(daemon: &Arc<Daemon>, listen: SocketAddr, req: Request<Incoming>) -> Reply {
+    if let Some(reply) = guard::rejection(daemon, listen, &req) {
         return reply;
     }
     let path = req.uri().path().to_string();
@@ -112,14 +112,31 @@ async fn handle(daemon: &Arc<Daemon>, req: Request<Incoming>) -> Reply {
             let (group, id) = (percent_decode(group), percent_decode(id));
             protect(daemon, &group, &id, req).await
         }
-        (_, [""] | ["healthz"] | ["metrics"] | ["v1", "status"] | ["v1", "reload"])
-        | (_, ["v1", "scaling-groups", _, "desired"])
-        | (_, ["v1", "scaling-groups", _, "instances", _, "protection"])
-        | (_, ["v1", "target-groups", _, "targets", ..]) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &format!("{method} is not allowed on {path}"),
-        ),
-        _ => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+        (_, segments) => match allowed(segments) {
+            Some(allow) => {
+                let mut reply = error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &format!("{method} is not allowed on {path}"),
+                );
+                reply
+                    .headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static(allow));
+                reply
+            }
+            None => error(StatusCode::NOT_FOUND, &format!("no such endpoint: {path}")),
+        },
+    }
+}
+
+/// The methods a path of the admin API takes (the `Allow` header of its `405`), if it is one.
+fn allowed(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        [""] | ["healthz"] | ["metrics"] | ["v1", "status"] => Some("GET, HEAD"),
+        ["v1", "reload"] | ["v1", "target-groups", _, "targets"] => Some("POST"),
+        ["v1", "target-groups", _, "targets", _] => Some("DELETE"),
+        ["v1", "scaling-groups", _, "desired"]
+        | ["v1", "scaling-groups", _, "instances", _, "protection"] => Some("PUT"),
+        _ => None,
     }
 }
 
@@ -341,7 +358,28 @@ fn percent_decode(segment: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::{allowed, percent_decode};
+
+    #[test]
+    fn every_path_says_which_methods_it_takes() {
+        let allow = |path: &str| allowed(&path.trim_matches('/').split('/').collect::<Vec<_>>());
+        assert_eq!(allow("/"), Some("GET, HEAD"));
+        assert_eq!(allow("/metrics"), Some("GET, HEAD"));
+        assert_eq!(allow("/v1/status"), Some("GET, HEAD"));
+        assert_eq!(allow("/v1/reload"), Some("POST"));
+        assert_eq!(allow("/v1/target-groups/web/targets"), Some("POST"));
+        assert_eq!(
+            allow("/v1/target-groups/web/targets/127.0.0.1:80"),
+            Some("DELETE")
+        );
+        assert_eq!(allow("/v1/scaling-groups/web/desired"), Some("PUT"));
+        assert_eq!(
+            allow("/v1/scaling-groups/web/instances/i-1/protection"),
+            Some("PUT")
+        );
+        assert_eq!(allow("/v1/nothing"), None);
+        assert_eq!(allow("/v1/target-groups/web/targets/a/b"), None);
+    }
 
     #[test]
     fn path_segments_are_percent_decoded() {

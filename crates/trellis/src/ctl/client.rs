@@ -187,6 +187,9 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Request<Full<Bytes>>> {
+        // Every write is JSON, body or not: the admin API refuses any other type (which a cross-site
+        // page could send without the browser asking first).
+        let json = body.is_some() || !matches!(method, Method::GET | Method::HEAD);
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
@@ -198,13 +201,10 @@ impl Client {
         if let Some(token) = &self.token {
             builder = builder.header(AUTHORIZATION, format!("Bearer {token}"));
         }
-        let body = match body {
-            Some(value) => {
-                builder = builder.header(CONTENT_TYPE, "application/json");
-                Bytes::from(value.to_string())
-            }
-            None => Bytes::new(),
-        };
+        if json {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        let body = body.map_or_else(Bytes::new, |value| Bytes::from(value.to_string()));
         builder
             .body(Full::new(body))
             .context("the admin token cannot go in an HTTP header")
@@ -312,6 +312,28 @@ mod tests {
             "HTTP 502 Bad Gateway: <html>bad gateway</html>"
         );
         assert_eq!(reply(500, "").error(), "HTTP 500 Internal Server Error");
+    }
+
+    #[test]
+    fn every_write_is_sent_as_json_even_without_a_body() {
+        let client = Client {
+            endpoint: Endpoint::default(),
+            token: Some("s3cret".to_owned()),
+        };
+        let content_type = |method: Method, body: Option<&Value>| {
+            let request = client.request(method, "/v1/x", body).unwrap();
+            assert_eq!(request.headers()[AUTHORIZATION], "Bearer s3cret");
+            assert_eq!(request.headers()[HOST], "127.0.0.1:9901");
+            request.headers().get(CONTENT_TYPE).cloned()
+        };
+        let json = Some(http::HeaderValue::from_static("application/json"));
+        assert_eq!(content_type(Method::POST, None), json);
+        assert_eq!(content_type(Method::DELETE, None), json);
+        assert_eq!(
+            content_type(Method::PUT, Some(&serde_json::json!({}))),
+            json
+        );
+        assert_eq!(content_type(Method::GET, None), None);
     }
 
     #[test]
