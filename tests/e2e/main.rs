@@ -22,6 +22,7 @@ mod page;
 mod passthrough;
 mod rate_limit;
 mod reload;
+mod request_head;
 mod routing;
 mod scaling;
 mod shutdown;

@@ -194,9 +194,14 @@ pub async fn h2_send(
     Reply::from_hyper(resp).await
 }
 
-/// A body-less GET for hyper clients; `uri` is origin-form for HTTP/1.1, absolute for HTTP/2.
+/// A body-less GET for hyper clients; `uri` is origin-form for HTTP/1.1 (with `Host: localhost` unless
+/// `headers` has one: HTTP/1.1 requires it, and hyper's client does not add it), absolute for HTTP/2.
 pub fn get_request(uri: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
     let mut builder = Request::get(uri);
+    let has_host = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host"));
+    if uri.starts_with('/') && !has_host {
+        builder = builder.header("host", "localhost");
+    }
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }

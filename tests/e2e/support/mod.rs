@@ -12,6 +12,7 @@ pub mod dockerfile;
 pub mod echo;
 pub mod process;
 pub mod raw;
+pub mod recorder;
 pub mod rss;
 pub mod servers;
 pub mod tls;
