@@ -10,6 +10,7 @@ mod auth;
 mod balancing;
 mod check;
 mod cli;
+mod client_faults;
 mod ctl;
 mod deploy;
 mod failures;

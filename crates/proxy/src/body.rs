@@ -27,7 +27,7 @@ pub struct ProxyBody {
     tally: Option<Tally>,
     /// Keeps the request counted as in flight on its connection until the body is done (so a long
     /// download is neither idle nor left to linger).
-    _request: Option<RequestGuard>,
+    request: Option<RequestGuard>,
 }
 
 enum Kind {
@@ -59,12 +59,12 @@ impl ProxyBody {
             kind,
             sent: 0,
             tally: None,
-            _request: None,
+            request: None,
         }
     }
 
     pub(crate) fn counted_until_done(mut self, request: RequestGuard) -> Self {
-        self._request = Some(request);
+        self.request = Some(request);
         self
     }
 
@@ -113,6 +113,9 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
+        if let Some(request) = &this.request {
+            request.connection().body_polled();
+        }
         let frame = match &mut this.kind {
             Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
             Kind::Upstream(up) => {
@@ -126,6 +129,12 @@ impl Body for ProxyBody {
         if let Some(Ok(f)) = &frame {
             if let Some(data) = f.data_ref() {
                 this.sent += data.len() as u64;
+            }
+            // Until the client's side asks for the next frame, it is not taking this one (send_timeout).
+            if let Some(request) = &this.request {
+                if !this.is_end_stream() {
+                    request.connection().body_yielded();
+                }
             }
         }
         Poll::Ready(frame)

@@ -111,8 +111,16 @@ impl Drop for OpenConnection {
 /// carries it), even if the client goes away and the request's future is dropped.
 pub struct RequestGuard(Arc<ConnState>);
 
+impl RequestGuard {
+    /// The connection the request's response goes out on.
+    pub fn connection(&self) -> &ConnState {
+        &self.0
+    }
+}
+
 impl Drop for RequestGuard {
     fn drop(&mut self) {
+        self.0.body_polled();
         self.0.request_finished();
     }
 }
@@ -252,9 +260,9 @@ async fn drive<I>(
     let mut closing = false;
     loop {
         tokio::select! {
-            // Ready(true) when the connection is done; Ready(false) when a request finished during this
-            // poll (hyper runs an HTTP/1 service inside it), so the idle deadline can be brought forward
-            // without any cross-task signalling.
+            // Ready(true) when the connection is done; Ready(false) when a request started or finished
+            // during this poll (hyper runs an HTTP/1 service inside it), so the send or idle deadline can
+            // be brought forward without any cross-task signalling.
             done = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
                 Poll::Ready(_) => Poll::Ready(true),
                 Poll::Pending if state.take_changed() => Poll::Ready(false),

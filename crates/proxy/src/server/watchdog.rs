@@ -28,10 +28,13 @@ pub struct ConnState {
     last_active: AtomicU64,
     /// HTTP/2 has no request heads on the wire between frames, so the head timer does not apply.
     http2: AtomicBool,
-    /// Set when a request finishes, so the driver re-arms its timer for the idle deadline.
+    /// Set when a request starts or finishes, so the driver re-arms its timer.
     changed: AtomicBool,
     /// 0: no write to the client waiting; else 1 + ms since a write began to wait.
     write_stalled: AtomicU64,
+    /// 0: no response body is waiting to be asked for its next frame; else 1 + ms since one has been.
+    /// An HTTP/2 client that grants no flow-control window stalls a stream without any write waiting.
+    body_stalled: AtomicU64,
     /// 0: open; else 1 + ms when the connection began to close gracefully.
     closing: AtomicU64,
 }
@@ -62,6 +65,7 @@ impl ConnState {
             http2: AtomicBool::new(false),
             changed: AtomicBool::new(false),
             write_stalled: AtomicU64::new(0),
+            body_stalled: AtomicU64::new(0),
             closing: AtomicU64::new(0),
         }
     }
@@ -79,6 +83,24 @@ impl ConnState {
     fn on_write_progress(&self) {
         if self.write_stalled.load(Ordering::Relaxed) != 0 {
             self.write_stalled.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A response body handed out a frame and has more to come: until it is asked for the next one,
+    /// the client is not taking what is sent.
+    #[inline]
+    pub fn body_yielded(&self) {
+        if self.body_stalled.load(Ordering::Relaxed) == 0 {
+            self.body_stalled
+                .store(1 + self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// A response body was asked for more (or is done).
+    #[inline]
+    pub fn body_polled(&self) {
+        if self.body_stalled.load(Ordering::Relaxed) != 0 {
+            self.body_stalled.store(0, Ordering::Relaxed);
         }
     }
 
@@ -112,6 +134,9 @@ impl ConnState {
         if http2 {
             self.http2.store(true, Ordering::Relaxed);
         }
+        // While a request is in flight the driver must look at least every send_timeout (a client may
+        // stop reading): bring its timer forward if it is set later.
+        self.changed.store(true, Ordering::Relaxed);
     }
 
     /// The response went out, body and all (or the request was abandoned).
@@ -121,7 +146,7 @@ impl ConnState {
         self.changed.store(true, Ordering::Relaxed);
     }
 
-    /// Whether a request finished since the last call.
+    /// Whether a request started or finished since the last call.
     pub fn take_changed(&self) -> bool {
         self.changed.swap(false, Ordering::Relaxed)
     }
@@ -130,9 +155,12 @@ impl ConnState {
         let now = self.now_ms();
         // Deadlines that hold whatever else is going on.
         let mut hard = u64::MAX;
-        let stalled = self.write_stalled.load(Ordering::Relaxed);
-        if stalled != 0 {
-            hard = stalled - 1 + limits.send_timeout.as_millis() as u64;
+        let send_ms = limits.send_timeout.as_millis() as u64;
+        for stalled in [&self.write_stalled, &self.body_stalled] {
+            let since = stalled.load(Ordering::Relaxed);
+            if since != 0 {
+                hard = hard.min(since - 1 + send_ms);
+            }
         }
         let closing = self.closing.load(Ordering::Relaxed);
         if closing != 0 && self.in_flight.load(Ordering::Relaxed) == 0 {
@@ -314,6 +342,20 @@ mod tests {
         s.on_write_blocked();
         tokio::time::advance(Duration::from_secs(59)).await;
         s.on_write_blocked(); // still blocked: the stall keeps its start
+        assert!(matches!(s.verdict(&limits()), Verdict::Wait(_)));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(s.verdict(&limits()), Verdict::Abort);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_frame_nobody_asks_for_is_a_send_stall_too() {
+        let s = ConnState::new();
+        s.request_started(true);
+        s.body_yielded();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        s.body_polled();
+        s.body_yielded();
+        tokio::time::advance(Duration::from_secs(59)).await;
         assert!(matches!(s.verdict(&limits()), Verdict::Wait(_)));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(s.verdict(&limits()), Verdict::Abort);
