@@ -263,12 +263,69 @@ pub fn cidr_model(c: &Cidr, ip: IpAddr) -> bool {
     bits(c.addr)[..n] == bits(ip)[..n]
 }
 
-/// Whether the query string has `key=value` among its `&`-separated pairs (a pair without `=` has an
-/// empty value), compared as sent.
-pub fn query_model(query: &str, key: &str, value: &str) -> bool {
-    query.split('&').any(|pair| match pair.find('=') {
-        Some(i) => &pair[..i] == key && &pair[i + 1..] == value,
-        None => pair == key && value.is_empty(),
+/// `text` percent-decoded, `+` as a space; a `%` without two hex digits stays as it is.
+pub fn decode_model(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |j: usize| b.get(j).and_then(|c| (*c as char).to_digit(16));
+        match (b[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The `key=value` pairs of a query (a pair without `=` has an empty value), decoded.
+fn pairs_model(query: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    query
+        .split('&')
+        .map(|pair| match pair.find('=') {
+            Some(i) => (decode_model(&pair[..i]), decode_model(&pair[i + 1..])),
+            None => (decode_model(pair), Vec::new()),
+        })
+        .collect()
+}
+
+/// A deny's query condition: some occurrence of `key` has `value`; an allow's: `key` occurs, and every
+/// occurrence has `value`. Both compared decoded.
+pub fn query_model(query: &str, key: &str, value: &str, deny: bool) -> bool {
+    let with_key: Vec<Vec<u8>> = pairs_model(query)
+        .into_iter()
+        .filter(|(k, _)| k == key.as_bytes())
+        .map(|(_, v)| v)
+        .collect();
+    if deny {
+        with_key.iter().any(|v| v == value.as_bytes())
+    } else {
+        !with_key.is_empty() && with_key.iter().all(|v| v == value.as_bytes())
+    }
+}
+
+/// A path condition: exact or prefix; a deny's in any ASCII case, and also on the path with the
+/// `;parameters` of its segments removed.
+fn path_model(p: &PathPattern, path: &str, deny: bool) -> bool {
+    let fold = |s: &str| if deny { s.to_ascii_lowercase() } else { s.to_string() };
+    let mut candidates = vec![fold(path)];
+    if deny {
+        let stripped: Vec<&str> = path.split('/').map(|s| s.split(';').next().unwrap_or("")).collect();
+        candidates.push(fold(&stripped.join("/")));
+    }
+    candidates.iter().any(|path| match p {
+        PathPattern::Exact(e) => *path == fold(e),
+        PathPattern::Prefix(pre) => path.as_bytes().starts_with(fold(pre).as_bytes()),
     })
 }
 
@@ -281,20 +338,21 @@ pub fn statement_model<B>(
 ) -> bool {
     let path = req.uri().path();
     let query = req.uri().query().unwrap_or("");
-    (s.methods.is_empty() || s.methods.iter().any(|m| m == req.method().as_str()))
+    let deny = s.effect == Effect::Deny;
+    let method = req.method().as_str();
+    (s.methods.is_empty()
+        || s.methods
+            .iter()
+            .any(|m| m == method || (deny && m.eq_ignore_ascii_case(method))))
         && (s.source_cidrs.is_empty() || s.source_cidrs.iter().any(|c| cidr_model(c, ip)))
-        && (s.paths.is_empty()
-            || s.paths.iter().any(|p| match p {
-                PathPattern::Exact(e) => path == e,
-                PathPattern::Prefix(pre) => path.starts_with(pre.as_str()),
-            }))
+        && (s.paths.is_empty() || s.paths.iter().any(|p| path_model(p, path, deny)))
         && s.headers.iter().all(|(name, pattern)| {
             req.headers()
                 .get_all(name.as_str())
                 .iter()
                 .any(|v| glob_model(pattern.as_bytes(), v.as_bytes()))
         })
-        && s.query.iter().all(|(k, v)| query_model(query, k, v))
+        && s.query.iter().all(|(k, v)| query_model(query, k, v, deny))
         && (s.principals.is_empty()
             || identity.is_some_and(|id| s.principals.iter().any(|p| glob_model(p.as_bytes(), id))))
 }
