@@ -312,6 +312,9 @@ async fn a_client_that_leaves_before_the_answer_is_logged_as_499() {
     assert_eq!(line["responseCode"], 499);
     assert_eq!(line["failureReason"], "client_closed");
     assert_eq!(line["targetGroupName"], "slow");
+    // The target got the request: the log says which target, and the request id it was sent with.
+    assert_eq!(line["targetIpPort"], backend.addr());
+    assert_eq!(line["requestId"].as_str().map(str::len), Some(32), "{line}");
     assert_eq!(line["bytesSent"], 0);
     assert!(ms(&line["duration"]) >= 250.0, "{line}");
     let sample = "trellis_requests_total{code_class=\"4xx\",listener=\"web\",rule=\"default\",service=\"s\"}";

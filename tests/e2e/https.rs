@@ -389,3 +389,112 @@ async fn a_reload_serves_rotated_certificates_to_new_connections_only() {
     let reply = h1_send(&mut old, get_request("/", &[("host", "r.test")])).await;
     assert_eq!(reply.status, 200);
 }
+
+/// Over HTTP/1.1 on TLS, the 421 check and the target see the authority trellis decided on: an
+/// absolute-form target's, whatever `Host` came with it.
+#[tokio::test]
+async fn the_421_check_and_the_target_see_the_decided_authority() {
+    let pki = Pki::new();
+    let a = pki.server("a", &["a.test"]);
+    let b = pki.server("b", &["b.test"]);
+    let echo = Echo::start("e").await;
+    let port = free_port();
+    let config = [
+        service("a", &["a.test"]),
+        https_listener(port, &forward_to("g"), &a, ""),
+        service("b", &["b.test"]),
+        https_listener(port, &forward_to("g"), &b, ""),
+        target_group("g", &targets(&[echo.addr()])),
+    ]
+    .concat();
+    let _trellis = Trellis::start(&config, &[port]).await;
+    let ask = |request: &'static str| {
+        let config = pki.client_config(&["http/1.1"], None);
+        async move {
+            let mut stream = tls::connect(port, "a.test", config).await.unwrap();
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut data = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut data)).await;
+            String::from_utf8_lossy(&data).into_owned()
+        }
+    };
+    // Routed as b.test on a.test's certificate: misdirected, whatever the Host says.
+    let answer =
+        ask("GET https://b.test/?echo HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    // Routed as a.test: the target sees a.test, not the Host sent with it.
+    let answer =
+        ask("GET https://a.test/?echo HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"host\":[\"a.test\"]"), "{answer}");
+    assert!(!answer.contains("b.test"), "{answer}");
+}
+
+/// The server's cipher suite order wins over the client's (testssl.sh rates this).
+#[tokio::test]
+async fn the_server_chooses_the_cipher_suite() {
+    use rustls::crypto::ring::{cipher_suite, default_provider};
+    let pki = Pki::new();
+    let a = pki.server("a", &["a.test"]);
+    let echo = Echo::start("e").await;
+    let port = free_port();
+    let config = [
+        service("a", &["a.test"]),
+        https_listener(port, &forward_to("g"), &a, ""),
+        target_group("g", &targets(&[echo.addr()])),
+    ]
+    .concat();
+    let _trellis = Trellis::start(&config, &[port]).await;
+    for (version, prefers, expected) in [
+        (
+            &rustls::version::TLS13,
+            vec![
+                cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS13_AES_128_GCM_SHA256,
+                cipher_suite::TLS13_AES_256_GCM_SHA384,
+            ],
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+        ),
+        (
+            &rustls::version::TLS12,
+            vec![
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+                cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+                cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+            ],
+            rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ),
+    ] {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: prefers,
+            ..default_provider()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pki_root(&pki)).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let stream = tls::connect(port, "a.test", std::sync::Arc::new(client))
+            .await
+            .unwrap();
+        let suite = stream
+            .get_ref()
+            .1
+            .negotiated_cipher_suite()
+            .unwrap()
+            .suite();
+        assert_eq!(suite, expected, "{version:?}");
+    }
+}
+
+/// The test CA's certificate.
+fn pki_root(pki: &Pki) -> rustls::pki_types::CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_file(pki.ca_file()).unwrap()
+}

@@ -128,13 +128,10 @@ pub async fn handle(
         started,
     };
     let logging = unanswered.log.is_some();
-    let Some(route) = unanswered.route.as_deref() else {
-        unreachable!("set until answered")
-    };
     let to = To {
         group: &group,
         target_header: &target_header,
-        route,
+        route: unanswered.route.as_deref().expect("set until answered"),
     };
     let (resp, failed) = match forward(&conn, req, to, &mut unanswered.trace, logging).await {
         Ok(resp) => (resp, None),
