@@ -27,13 +27,13 @@ async fn setup(port: u16, target: &str, limits: &str, group_extra: &str) -> Trel
     Trellis::start(&config, &[port]).await
 }
 
-/// Waits until the connection under test is counted open (the gauge's series already exists, at 0,
-/// from the readiness probe of the start).
-async fn counted(trellis: &Trellis, active: &str) {
+/// Waits until the open connections on the port are `n`. (The gauge's series exists from the start's
+/// readiness probe, at 0: a test waits for 1 before it waits for 0.)
+async fn gauged(trellis: &Trellis, active: &str, n: f64) {
     eventually(
         Duration::from_secs(10),
-        "the connection to be counted",
-        || async { (trellis.metric(active).await == Some(1.0)).then_some(()) },
+        &format!("{n} open connections"),
+        || async { (trellis.metric(active).await == Some(n)).then_some(()) },
     )
     .await;
 }
@@ -167,13 +167,8 @@ async fn a_client_that_stops_reading_is_closed_after_send_timeout() {
     let active = format!("trellis_connections_active{{address=\"127.0.0.1:{port}\"}}");
     // 2 GB: far more than the socket buffers hold; this client never reads a byte of it.
     let mut stream = raw::send(port, b"GET /?bytes=2000000000 HTTP/1.1\r\nHost: a\r\n\r\n").await;
-    counted(&trellis, &active).await;
-    eventually(
-        Duration::from_secs(10),
-        "the connection to be closed",
-        || async { (trellis.metric(&active).await == Some(0.0)).then_some(()) },
-    )
-    .await;
+    gauged(&trellis, &active, 1.0).await;
+    gauged(&trellis, &active, 0.0).await;
     // What was buffered drains, then the connection ends: long before 2 GB.
     let mut total = 0usize;
     let mut buf = vec![0u8; 1 << 16];
@@ -206,13 +201,8 @@ async fn an_http2_client_that_grants_no_window_is_closed_after_send_timeout() {
         .await
         .expect("response head");
     assert_eq!(response.status(), 200);
-    counted(&trellis, &active).await;
-    eventually(
-        Duration::from_secs(10),
-        "the connection to be closed",
-        || async { (trellis.metric(&active).await == Some(0.0)).then_some(()) },
-    )
-    .await;
+    gauged(&trellis, &active, 1.0).await;
+    gauged(&trellis, &active, 0.0).await;
     drop(response);
 }
 
@@ -253,14 +243,9 @@ async fn a_silent_http2_client_is_closed_after_the_idle_goaway() {
     )
     .await;
     assert_eq!(reply.status, 200);
-    counted(&trellis, &active).await;
+    gauged(&trellis, &active, 1.0).await;
     let _ = silence.send(());
-    eventually(
-        Duration::from_secs(10),
-        "the silent connection to be closed",
-        || async { (trellis.metric(&active).await == Some(0.0)).then_some(()) },
-    )
-    .await;
+    gauged(&trellis, &active, 0.0).await;
     driver.abort();
 
     // The same without a single request: the preface and an empty SETTINGS, then nothing.

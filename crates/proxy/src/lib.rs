@@ -20,6 +20,7 @@ mod tls;
 mod tunnel;
 mod upload;
 mod upstream;
+mod watched_io;
 
 pub use body::ProxyBody;
 pub use error::{Failure, ProxyError};

@@ -2,17 +2,16 @@
 //! closed (its drain deadline), nothing moves for `tunnel_idle_timeout`, or the client takes nothing
 //! that is written to it for `send_timeout`.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use trellis_targets::InFlight;
+
+use crate::watched_io::{IoEvents, WatchedIo};
 
 /// The limits a tunnel lives under.
 #[derive(Clone, Copy)]
@@ -30,16 +29,8 @@ pub async fn tunnel(
 ) {
     if let (Ok(client), Ok(target)) = tokio::join!(client, target) {
         let activity = Arc::new(Activity::new());
-        let mut client = Watched {
-            io: TokioIo::new(client),
-            activity: activity.clone(),
-            client: true,
-        };
-        let mut target = Watched {
-            io: TokioIo::new(target),
-            activity: activity.clone(),
-            client: false,
-        };
+        let mut client = WatchedIo::new(TokioIo::new(client), ClientSide(activity.clone()));
+        let mut target = WatchedIo::new(TokioIo::new(target), TargetSide(activity.clone()));
         let copy = tokio::io::copy_bidirectional(&mut client, &mut target);
         tokio::pin!(copy);
         loop {
@@ -94,57 +85,32 @@ impl Activity {
     }
 }
 
-/// One side of the tunnel, reporting what moves.
-struct Watched<T> {
-    io: T,
-    activity: Arc<Activity>,
-    client: bool,
+/// The client's side: bytes moving either way are activity; a write waiting is the client not reading.
+struct ClientSide(Arc<Activity>);
+
+/// The target's side: only activity.
+struct TargetSide(Arc<Activity>);
+
+impl IoEvents for ClientSide {
+    fn read(&self) {
+        self.0.moved();
+    }
+
+    fn write_blocked(&self) {
+        let a = &self.0;
+        if a.client_stalled.load(Ordering::Relaxed) == 0 {
+            a.client_stalled.store(1 + a.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    fn wrote(&self) {
+        self.0.client_stalled.store(0, Ordering::Relaxed);
+    }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.moved();
-        }
-        res
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.io).poll_write(cx, buf);
-        if this.client {
-            match &res {
-                Poll::Pending => {
-                    if this.activity.client_stalled.load(Ordering::Relaxed) == 0 {
-                        let now = 1 + this.activity.now_ms();
-                        this.activity.client_stalled.store(now, Ordering::Relaxed);
-                    }
-                }
-                Poll::Ready(_) => this.activity.client_stalled.store(0, Ordering::Relaxed),
-            }
-        }
-        res
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+impl IoEvents for TargetSide {
+    fn read(&self) {
+        self.0.moved();
     }
 }
 

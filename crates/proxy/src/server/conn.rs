@@ -19,9 +19,10 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::task::TaskTracker;
 use trellis_config::{Limits, ListenerProtocol};
 
-use super::watchdog::{ConnState, Verdict, WatchedIo};
+use super::watchdog::{ConnState, Verdict};
 use crate::headers::ClientInfo;
 use crate::tls::TlsInfo;
+use crate::watched_io::WatchedIo;
 use crate::Proxy;
 
 /// What every connection of one listening address shares.

@@ -7,15 +7,14 @@
 //! "idle between requests" (closed after `idle_timeout`). This watchdog can: the I/O wrapper notes the
 //! first bytes of a new head, the service notes when a request starts and ends.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use trellis_config::Limits;
+
+use crate::watched_io::IoEvents;
 
 /// Shared by the connection's I/O, its service and its driver. Times are milliseconds since `base`.
 #[derive(Debug)]
@@ -203,80 +202,21 @@ impl ConnState {
     }
 }
 
-/// The client socket, reporting reads to its [`ConnState`].
-pub struct WatchedIo<T> {
-    inner: T,
-    state: Arc<ConnState>,
-}
-
-impl<T> WatchedIo<T> {
-    pub fn new(inner: T, state: Arc<ConnState>) -> Self {
-        WatchedIo { inner, state }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.state.on_read();
-        }
-        res
-    }
-}
-
-impl<T> WatchedIo<T> {
+/// The client socket reports to its connection's state.
+impl IoEvents for Arc<ConnState> {
     #[inline]
-    fn note_write<R>(&self, res: &Poll<R>) {
-        match res {
-            Poll::Pending => self.state.on_write_blocked(),
-            Poll::Ready(_) => self.state.on_write_progress(),
-        }
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.note_write(&res);
-        res
+    fn read(&self) {
+        self.on_read();
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.note_write(&res);
-        res
+    #[inline]
+    fn write_blocked(&self) {
+        self.on_write_blocked();
     }
 
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let res = Pin::new(&mut this.inner).poll_flush(cx);
-        this.note_write(&res);
-        res
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    #[inline]
+    fn wrote(&self) {
+        self.on_write_progress();
     }
 }
 
