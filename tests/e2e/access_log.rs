@@ -15,9 +15,11 @@ use crate::support::{eventually, free_port, Echo, Trellis};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// The JSON lines of `text`.
+/// The JSON lines of `text`: whole lines only, as a line being written may be read half way.
 fn lines(text: &str) -> Vec<Value> {
-    text.lines()
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
+        .lines()
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect()

@@ -149,6 +149,33 @@ async fn a_slow_upload_is_408_and_the_response_timeout_starts_once_the_body_is_s
     assert_eq!(status, Some(200));
     assert!(started.elapsed() > Duration::from_millis(1500));
 
+    // The target's deadline being far away does not delay the client's.
+    drop(trellis);
+    let port = free_port();
+    let trellis = setup(
+        port,
+        &echo.addr(),
+        "body_timeout = \"1s\"",
+        "response_timeout = \"60s\"",
+    )
+    .await;
+    let started = Instant::now();
+    let status = status_of(
+        port,
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n01234",
+        async |_| {},
+    )
+    .await;
+    assert_eq!(status, Some(408));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(trellis);
+    let port = free_port();
+    let _trellis = setup(port, &echo.addr(), "", "response_timeout = \"500ms\"").await;
+
     // A target that does not answer within response_timeout after the body is still a 504.
     let status = status_of(
         port,

@@ -99,6 +99,33 @@ async fn the_target_gets_exactly_the_authority_trellis_routed_on() {
     .await;
     assert_eq!(status, 403);
 
+    // A fragment in an absolute-form target: the target gets a path, not an empty request-target.
+    for (request, line) in [
+        (
+            "GET http://a.test#@secure.internal/private/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "GET / HTTP/1.1",
+        ),
+        (
+            "GET http://a.test?q=1#x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "GET /?q=1 HTTP/1.1",
+        ),
+    ] {
+        let (status, _) = ask(port, request).await;
+        assert_eq!(status, 200, "{request:?}");
+        assert_eq!(only(recorder.take(), request).request_line(), line);
+    }
+
+    // A fragment or a query alone is no origin-form target (hyper refuses them).
+    for target in ["#x", "?q=1"] {
+        let (status, _) = ask(
+            port,
+            &format!("GET {target} HTTP/1.1\r\nHost: a.test\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status, 400, "{target}");
+    }
+    assert!(recorder.take().is_empty());
+
     // Canonical form: lower case, no trailing dot, the port kept.
     ask(port, "GET /x HTTP/1.1\r\nHost: A.Test.:8080\r\n\r\n").await;
     assert_eq!(
@@ -140,6 +167,10 @@ async fn the_target_gets_exactly_the_authority_trellis_routed_on() {
         "GET /x HTTP/1.1\r\nHost: [::1\r\n\r\n",
         "GET ftp://a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
         "GET http://user@a.test/x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        // A method that is not upper case: a framework may serve `delete` as the DELETE a rule or
+        // policy was written against.
+        "delete /x HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        "Delete /x HTTP/1.1\r\nHost: a.test\r\n\r\n",
     ] {
         let (status, head) = ask(port, bad).await;
         assert_eq!(status, 400, "{bad:?}: {head}");
@@ -179,6 +210,18 @@ async fn http2_takes_the_authority_and_refuses_a_host_that_differs() {
         .await;
         assert_eq!(reply.status, 400, ":authority {authority}, host {host}");
     }
+    // Any scheme but http and https is refused, as in absolute form.
+    let reply = h2_send(&mut h2, request(&format!("ftp://a.test:{port}/x"), None)).await;
+    assert_eq!(reply.status, 400);
+    // Cookies split over several fields (HTTP/2 allows it) reach an HTTP/1.1 target as one field.
+    let mut split = request(&format!("http://a.test:{port}/x"), None);
+    split.headers_mut().append("cookie", "a=1".parse().unwrap());
+    split.headers_mut().append("cookie", "b=2".parse().unwrap());
+    assert_eq!(h2_send(&mut h2, split).await.status, 200);
+    assert_eq!(
+        only(recorder.take(), "cookies").headers("cookie"),
+        ["a=1; b=2"]
+    );
     // The same authority twice is fine.
     let reply = h2_send(
         &mut h2,
@@ -226,6 +269,10 @@ async fn rules_and_policies_decide_on_the_normalised_path_and_the_target_gets_it
         "/%61dmin/x",
         "/x/../admin/y",
         "/x/%2e%2e/admin/y",
+        // Servlet containers ignore segment parameters: rules and denies see past them too.
+        "/admin;a=b/x",
+        "/Admin;jsessionid=1/x",
+        "/private;a=b/x",
     ] {
         let (status, head) = ask(port, &get(variant)).await;
         assert_eq!(status, 403, "{variant}: {head}");

@@ -59,7 +59,14 @@ pub async fn handle(
                 return Ok(answer(failure(f), &port.unmatched, started, log, Some(f)));
             }
         }
-        let route = service.route(req.method(), req.uri().path(), req.headers());
+        let path = req.uri().path();
+        let unparameterised = crate::head::path::without_parameters(path);
+        let route = service.route(
+            req.method(),
+            path,
+            unparameterised.as_deref(),
+            req.headers(),
+        );
         // Who is calling: the mTLS identity at hand, a bearer token verified only if something asks.
         let tls_identity = conn.tls.as_ref().and_then(|t| t.identity.as_ref());
         let mut caller = Caller::new(&req, conn.peer.ip(), tls_identity, &snapshot.verifier);

@@ -105,6 +105,9 @@ pub fn to_target<B>(
     if http2 {
         to_http2_form(req);
     } else {
+        if req.version() == Version::HTTP_2 {
+            merge_cookies(req.headers_mut());
+        }
         to_http1_form(req);
     }
 }
@@ -169,6 +172,23 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
         .flat_map(|v| v.as_bytes().split(|&c| c == b','))
         .map(|t| t.trim_ascii())
         .filter(|t| !t.is_empty())
+}
+
+/// HTTP/2 may split `cookie` into several fields; HTTP/1.1 needs one, joined with `; ` (RFC 9113
+/// §8.2.3), or a target that reads one field loses the rest.
+fn merge_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if cookies.next().is_none() || cookies.next().is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, value);
+    }
 }
 
 fn append_ip(prior: &HeaderValue, ip: &HeaderValue) -> HeaderValue {
@@ -425,6 +445,28 @@ mod tests {
         assert_eq!(req.uri(), "/a?b=1");
         assert_eq!(req.headers()["host"], "shop.internal:8080");
         assert_eq!(req.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn http2_cookies_become_one_http1_cookie_header() {
+        let mut req = Request::builder()
+            .version(Version::HTTP_2)
+            .uri("/")
+            .header("host", "a")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(())
+            .unwrap();
+        to_target(
+            &mut req,
+            &client(),
+            &HeaderValue::from_static("t"),
+            false,
+            false,
+            false,
+        );
+        let cookies: Vec<_> = req.headers().get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
     }
 
     #[test]

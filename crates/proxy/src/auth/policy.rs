@@ -8,6 +8,7 @@ use trellis_config::{AuthPolicy, Cidr, Effect, PathPattern, Statement};
 
 use super::glob;
 use super::Caller;
+use crate::head::path::without_parameters;
 
 pub struct Policy {
     pub name: Arc<str>,
@@ -149,12 +150,13 @@ impl Compiled {
         {
             return true;
         }
-        if deny && path.contains(';') {
-            let stripped = strip_parameters(path);
-            return self
-                .paths
-                .iter()
-                .any(|p| path_pattern_matches(p, &stripped, true));
+        if deny {
+            if let Some(stripped) = without_parameters(path) {
+                return self
+                    .paths
+                    .iter()
+                    .any(|p| path_pattern_matches(p, &stripped, true));
+            }
         }
         false
     }
@@ -174,14 +176,6 @@ fn path_pattern_matches(pattern: &PathPattern, path: &str, any_case: bool) -> bo
             path.len() >= p.len() && path.is_char_boundary(p.len()) && eq(p, &path[..p.len()])
         }
     }
-}
-
-/// `/a;x=1/b;y` → `/a/b`: the path as servlet containers match it.
-fn strip_parameters(path: &str) -> String {
-    path.split('/')
-        .map(|segment| segment.split(';').next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// Whether the query has `key=value`, both compared percent-decoded (`+` as a space), as the target

@@ -28,6 +28,16 @@ pub fn canonicalize<B>(req: &mut Request<B>) -> Result<(), Failure> {
     if req.method() == Method::CONNECT {
         return Err(Failure::MethodNotAllowed);
     }
+    // Methods are case-sensitive (RFC 9110 §9.1), but frameworks that upper-case what they get would
+    // serve `delete` as the `DELETE` a rule or policy was written against: refused, as nginx does.
+    if req
+        .method()
+        .as_str()
+        .bytes()
+        .any(|b| b.is_ascii_lowercase())
+    {
+        return Err(Failure::BadRequest("the method is not in upper case"));
+    }
     let authority = decided_authority(req)?;
     let path_and_query = canonical_target(req)?;
     let mut authorizations = req.headers().get_all(header::AUTHORIZATION).iter();
@@ -75,13 +85,9 @@ fn decided_authority<B>(req: &Request<B>) -> Result<Decided, Failure> {
         None => None,
     };
     if let Some(uri_authority) = req.uri().authority() {
-        // HTTP/2's `:authority`, or an HTTP/1 absolute-form target.
-        if req.version() < Version::HTTP_2
-            && !matches!(req.uri().scheme_str(), Some("http" | "https"))
-        {
-            return Err(Failure::BadRequest(
-                "absolute-form target not http or https",
-            ));
+        // HTTP/2's `:authority` (with its `:scheme`), or an HTTP/1 absolute-form target.
+        if !matches!(req.uri().scheme_str(), Some("http" | "https")) {
+            return Err(Failure::BadRequest("the scheme is not http or https"));
         }
         let canonical = authority::canonical(uri_authority.as_str().as_bytes())
             .ok_or(Failure::BadRequest("invalid authority"))?;
@@ -121,14 +127,26 @@ fn canonical_target<B>(req: &Request<B>) -> Result<Option<PathAndQuery>, Failure
         return Ok(uri.authority().map(|_| PathAndQuery::from_static("*")));
     }
     let normalised = path::normalize(uri.path()).map_err(|e| Failure::BadRequest(e.reason()))?;
+    // What goes on the wire is the target's own bytes, which are not always what `path()` reads:
+    // `http://a.test#x` and `#x` leave them empty, `?q` has no path; `as_str()` shows both `/`-less
+    // ones as `/`. So `/` is always sent as `/`, and anything not starting with `/` is rebuilt.
+    let sent = uri.path_and_query().map_or("", PathAndQuery::as_str);
     let absolute = uri.authority().is_some() || uri.scheme().is_some();
     match normalised {
-        None if !absolute => Ok(None),
-        None => Ok(Some(
-            uri.path_and_query()
-                .cloned()
-                .unwrap_or(PathAndQuery::from_static("/")),
-        )),
+        None if sent == "/" => Ok(Some(PathAndQuery::from_static("/"))),
+        None if sent.starts_with('/') => {
+            Ok(absolute.then(|| uri.path_and_query().cloned()).flatten())
+        }
+        None => {
+            let mut path = uri.path().to_string();
+            if let Some(query) = uri.query() {
+                path.push('?');
+                path.push_str(query);
+            }
+            PathAndQuery::from_maybe_shared(path)
+                .map(Some)
+                .map_err(|_| Failure::BadRequest("bad path"))
+        }
         Some(mut path) => {
             if let Some(query) = uri.query() {
                 path.push('?');
@@ -188,6 +206,15 @@ mod tests {
         assert!(refused(h1("/x", &[""])));
         assert!(refused(h1("http://a.test/x", &[])));
         assert!(refused(h1("ftp://a.test/x", &["a.test"])));
+        // The fragment goes, and what is left has a path.
+        assert_eq!(
+            decided(h1("http://a.test#@secure.internal/private/x", &["a.test"])),
+            Ok(("a.test".into(), "/".into()))
+        );
+        assert_eq!(
+            decided(h1("http://a.test?q=1#x", &["a.test"])),
+            Ok(("a.test".into(), "/?q=1".into()))
+        );
         let mut old = h1("/x", &[]);
         *old.version_mut() = Version::HTTP_10;
         assert_eq!(decided(old), Ok((String::new(), "/x".into())));
@@ -224,6 +251,18 @@ mod tests {
         let mut options = h1("*", &["a"]);
         *options.method_mut() = Method::OPTIONS;
         assert_eq!(decided(options), Ok(("a".into(), "*".into())));
+    }
+
+    #[test]
+    fn methods_must_be_upper_case() {
+        for method in ["delete", "Delete", "gEt"] {
+            let mut req = h1("/", &["a"]);
+            *req.method_mut() = Method::from_bytes(method.as_bytes()).unwrap();
+            assert!(refused(req), "{method}");
+        }
+        let mut purge = h1("/", &["a"]);
+        *purge.method_mut() = Method::from_bytes(b"PURGE").unwrap();
+        assert!(decided(purge).is_ok());
     }
 
     #[test]

@@ -56,7 +56,7 @@ fn route_limiters(
 ) -> (Option<Arc<RateLimiter>>, Option<Arc<RateLimiter>>) {
     let addr = ([0, 0, 0, 0], port).into();
     let service = s.port(addr).unwrap().service(Some(b"x")).unwrap();
-    let route = service.route(&Method::GET, path, &HeaderMap::new());
+    let route = service.route(&Method::GET, path, None, &HeaderMap::new());
     (
         route.limits.service.as_ref().map(|l| l.limiter.clone()),
         route.limits.rule.as_ref().map(|l| l.limiter.clone()),

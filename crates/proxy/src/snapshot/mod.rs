@@ -377,11 +377,20 @@ impl ServiceRoutes {
         &self.default_action
     }
 
-    /// The first rule (by priority) whose conditions all hold, else the listener's default action.
+    /// The first rule (by priority) whose conditions all hold, else the listener's default action. A
+    /// rule's path condition holds on the path or on its parameter-stripped view (`unparameterised`, see
+    /// [`crate::head::path::without_parameters`]).
     #[inline]
-    pub fn route(&self, method: &Method, path: &str, headers: &HeaderMap) -> Route<'_> {
+    pub fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        unparameterised: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Route<'_> {
         for rule in self.rules.iter() {
-            if rule.conditions.matches(method, path, headers) {
+            let holds = |path| rule.conditions.matches(method, path, headers);
+            if holds(path) || unparameterised.is_some_and(holds) {
                 return Route {
                     action: &rule.action,
                     metrics: &rule.metrics,

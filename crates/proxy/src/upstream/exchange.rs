@@ -119,22 +119,23 @@ async fn timed<F: Future>(
     tokio::pin!(send);
     let sent = tokio::time::Instant::now();
     loop {
-        let (deadline, overdue) = match timing.upload {
+        let now = tokio::time::Instant::now();
+        let (due, overdue) = match timing.upload {
             Some(upload) => upload.deadline(group.response_timeout, timing.body_timeout),
             None => (sent + group.response_timeout, Overdue::Target),
         };
+        if due <= now {
+            return Err(overdue);
+        }
+        // While the body is on its way the client may stall at any moment, and its deadline would be
+        // earlier than this one: look again within body_timeout, which then finds it on time.
+        let wake = match timing.upload {
+            Some(upload) if upload.ended().is_none() => due.min(now + timing.body_timeout),
+            _ => due,
+        };
         tokio::select! {
             out = &mut send => return Ok(out),
-            _ = tokio::time::sleep_until(deadline) => {
-                // The body may have moved on since the deadline was computed: ask again.
-                let (now_due, who) = match timing.upload {
-                    Some(upload) => upload.deadline(group.response_timeout, timing.body_timeout),
-                    None => (deadline, overdue),
-                };
-                if now_due <= tokio::time::Instant::now() {
-                    return Err(who);
-                }
-            }
+            _ = tokio::time::sleep_until(wake) => {}
         }
     }
 }
