@@ -10,6 +10,7 @@ mod logging;
 mod run;
 mod scaling;
 mod state;
+mod store;
 mod systemd;
 
 use std::net::SocketAddr;

@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin;
-use crate::daemon::{self, ChangeError, Daemon};
+use crate::daemon::{ChangeError, Daemon};
 use crate::state::StateDir;
+use crate::store::{FileStore, Store};
 use crate::systemd;
 
 pub fn run(
@@ -17,11 +18,13 @@ pub fn run(
     grace: Duration,
     state_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let (config, sha256) = daemon::read_config(path).map_err(|e| match e {
+    let state_dir = StateDir::choose(state_dir);
+    let state_path = state_dir.path().to_path_buf();
+    let store = FileStore::open(path, state_dir);
+    let truth = store.load().map_err(|e| match e {
         ChangeError::Invalid(errors) => anyhow::anyhow!("{}", errors.join("\n")),
         other => anyhow::anyhow!("{other}"),
     })?;
-    let state_dir = StateDir::choose(state_dir);
     let runtime = crate::runtime(workers)?;
     runtime.block_on(async {
         // Before anything listens: a SIGHUP sent as soon as the ports accept (a deploy script's reload)
@@ -30,8 +33,8 @@ pub fn run(
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
         let mut usr1 = signal(SignalKind::user_defined1())?;
-        tracing::info!(state_dir = %state_dir.path().display(), "{}", config.summary());
-        let daemon = Daemon::start(path, state_dir, config, sha256)?;
+        tracing::info!(state_dir = %state_path.display(), "{}", truth.file.summary());
+        let daemon = Daemon::start(Box::new(store), truth)?;
         let scaling = crate::scaling::start(&daemon, &daemon.scaling_metrics);
         *daemon.scaling.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = scaling;
         let admin_addr = admin::start(daemon.clone()).await?;

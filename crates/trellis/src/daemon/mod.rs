@@ -8,19 +8,19 @@ mod registry;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use prometheus::{IntCounterVec, Opts};
-use sha2::{Digest, Sha256};
 use trellis_config::{Config, TargetSpec};
 use trellis_health::HealthChecker;
 use trellis_proxy::{Proxy, Server};
 use trellis_targets::TargetRegistry;
 
-use crate::state::{self, Registration, StateDir};
+use crate::state::Registration;
+use crate::store::{Store, Truth};
 pub use drain::Drain;
 
 /// What went wrong with a change; each maps to one HTTP status in the admin API.
@@ -109,10 +109,10 @@ impl Running {
 }
 
 pub struct Daemon {
-    path: PathBuf,
+    /// Where the configuration and the registrations come from, and go.
+    store: Box<dyn Store>,
     /// Where the admin API listens: the first configuration's `admin.listen`, until restart.
     admin_listen: std::net::SocketAddr,
-    state_dir: StateDir,
     pub targets: Arc<TargetRegistry>,
     pub proxy: Arc<Proxy>,
     pub server: Server,
@@ -120,6 +120,7 @@ pub struct Daemon {
     pub prometheus: prometheus::Registry,
     reloads: IntCounterVec,
     current: ArcSwap<Running>,
+    /// The registered targets served now (the store's, as of the last change applied).
     registrations: Mutex<Vec<Registration>>,
     /// Instances the scaling groups run, as targets of their groups (not persisted: the scaler keeps its
     /// own records).
@@ -133,22 +134,6 @@ pub struct Daemon {
     pub started: SystemTime,
     /// One change at a time: reloads and registrations are serialized.
     change: tokio::sync::Mutex<()>,
-}
-
-/// The configuration file read once: its text for parsing, its bytes for the fingerprint.
-pub fn read_config(path: &Path) -> Result<(Config, String), ChangeError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| ChangeError::Invalid(vec![format!("{}: {e}", path.display())]))?;
-    let sha256 = hex(&Sha256::digest(&bytes));
-    let text = String::from_utf8(bytes)
-        .map_err(|_| ChangeError::Invalid(vec![format!("{}: not UTF-8 text", path.display())]))?;
-    let config = trellis_config::parse(&text, path).map_err(|e| match e {
-        trellis_config::ConfigError::Invalid(diags) => {
-            ChangeError::Invalid(diags.iter().map(|d| d.to_string()).collect())
-        }
-        other => ChangeError::Invalid(vec![other.to_string()]),
-    })?;
-    Ok((config, sha256))
 }
 
 fn read_token(config: &Config) -> Result<Option<String>, ChangeError> {
@@ -172,14 +157,14 @@ fn read_token(config: &Config) -> Result<Option<String>, ChangeError> {
 }
 
 impl Daemon {
-    /// Starts serving `config`: registered targets from the state directory, health checks, listeners.
-    /// Must run inside the tokio runtime.
-    pub fn start(
-        path: &Path,
-        state_dir: StateDir,
-        config: Config,
-        sha256: String,
-    ) -> anyhow::Result<Arc<Daemon>> {
+    /// Starts serving `truth`, loaded from `store`: health checks, listeners. Must run inside the tokio
+    /// runtime.
+    pub fn start(store: Box<dyn Store>, truth: Truth) -> anyhow::Result<Arc<Daemon>> {
+        let Truth {
+            file: config,
+            sha256,
+            registrations,
+        } = truth;
         let prometheus = prometheus::Registry::new();
         let scaling_metrics = crate::scaling::ScalingMetrics::new(&prometheus)?;
         let gauges = gauges::Gauges::new(&prometheus)?;
@@ -195,10 +180,6 @@ impl Daemon {
             reloads.with_label_values(&[result]);
         }
         let token = read_token(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let (registrations, problem) = state::load_registrations(&state_dir);
-        if let Some(problem) = problem {
-            tracing::error!("{problem}");
-        }
         let (effective, registered) = registry::merge(&config, &registrations);
         let effective = Arc::new(effective);
         let targets = Arc::new(TargetRegistry::default());
@@ -209,9 +190,8 @@ impl Daemon {
         warn_unverified(&config);
         let server = Server::start(proxy.clone())?;
         Ok(Arc::new(Daemon {
-            path: path.to_path_buf(),
+            store,
             admin_listen: config.admin.listen,
-            state_dir,
             targets,
             proxy,
             server,
@@ -243,7 +223,7 @@ impl Daemon {
     }
 
     pub fn state_dir(&self) -> &Path {
-        self.state_dir.path()
+        self.store.state_dir()
     }
 
     /// Reloads (ok, error) so far.
@@ -289,7 +269,11 @@ impl Daemon {
     }
 
     fn reload_locked(self: &Arc<Self>) -> Result<Arc<Running>, ChangeError> {
-        let (file, sha256) = read_config(&self.path)?;
+        let Truth {
+            file,
+            sha256,
+            registrations,
+        } = self.store.load()?;
         let token = read_token(&file)?;
         // The admin API stays where it is until restart, so the rule "a token for any non-loopback
         // address" applies to where it listens, not to where the new file says it will.
@@ -297,7 +281,7 @@ impl Daemon {
             return Err(ChangeError::Invalid(vec![format!(
                 "{}: admin.token_file: the admin API listens on {} (not a loopback address) until \
                  trellis restarts, so it keeps requiring a token",
-                self.path.display(),
+                self.store.origin(),
                 self.admin_listen
             )]));
         }
@@ -307,7 +291,6 @@ impl Daemon {
                 file.admin.listen
             );
         }
-        let registrations = self.lock_registrations().clone();
         self.apply(file, sha256, token, &registrations)
     }
 
@@ -368,12 +351,7 @@ impl Daemon {
         current: &Running,
         next: Vec<Registration>,
     ) -> Result<(), ChangeError> {
-        state::save_registrations(&self.state_dir, &next).map_err(|e| {
-            ChangeError::Failed(format!(
-                "cannot save registrations in {}: {e}",
-                self.state_dir.path().display()
-            ))
-        })?;
+        self.store.save_registrations(&next)?;
         let applied = self.apply(
             current.file.clone(),
             current.sha256.clone(),
@@ -381,9 +359,9 @@ impl Daemon {
             &next,
         );
         if applied.is_err() {
-            // Keep the file in step with what is served.
+            // Keep the store in step with what is served.
             let old = self.lock_registrations().clone();
-            let _ = state::save_registrations(&self.state_dir, &old);
+            let _ = self.store.save_registrations(&old);
         }
         applied.map(|_| ())
     }
@@ -521,8 +499,4 @@ fn members(config: &Config) -> std::collections::HashMap<(String, SocketAddr), T
         .iter()
         .flat_map(|g| g.targets.iter().map(|t| ((g.name.clone(), t.address), *t)))
         .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

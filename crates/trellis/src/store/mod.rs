@@ -1,0 +1,42 @@
+//! The store: where the truth comes from. The truth is what every node of a deployment must agree on —
+//! the configuration and the targets registered through the admin API (and, later, the scaling groups'
+//! state) — as opposed to what a node keeps for itself (health results, its snapshot, its processes).
+//!
+//! The daemon never asks where the truth lives: it loads it from its store at start and at every reload,
+//! and writes every change to it before serving the change. Today's store is [`FileStore`] (the file and
+//! the state directory of one machine); fleet mode adds one on etcd behind the same seam (DESIGN.md,
+//! "Beyond one machine").
+
+mod file;
+
+pub use file::FileStore;
+
+use std::path::Path;
+
+use trellis_config::Config;
+
+use crate::daemon::ChangeError;
+use crate::state::Registration;
+
+/// The truth as of one moment: the configuration and the registered targets.
+pub struct Truth {
+    pub file: Config,
+    /// The configuration's fingerprint (of its bytes as stored).
+    pub sha256: String,
+    pub registrations: Vec<Registration>,
+}
+
+pub trait Store: Send + Sync {
+    /// The truth as it is now: at start, and at every reload. An invalid configuration is
+    /// [`ChangeError::Invalid`] with every error, `FILE:LINE: key: message`.
+    fn load(&self) -> Result<Truth, ChangeError>;
+
+    /// Makes `next` the registered targets. On error nothing changed.
+    fn save_registrations(&self, next: &[Registration]) -> Result<(), ChangeError>;
+
+    /// Where the configuration comes from, for messages.
+    fn origin(&self) -> String;
+
+    /// What this node keeps for itself (the scaler's records, ...).
+    fn state_dir(&self) -> &Path;
+}
