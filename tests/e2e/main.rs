@@ -14,6 +14,7 @@ mod client_faults;
 mod ctl;
 mod deploy;
 mod failures;
+mod fleet;
 mod forwarding;
 mod health;
 mod https;

@@ -48,6 +48,7 @@ pub fn known_keys() -> Result<BTreeMap<String, KeyKind>, String> {
 fn walk_section(section: &str, w: Walker) -> Result<(), WalkError> {
     match section {
         "admin" => RawAdmin::deserialize(w).map(drop),
+        "fleet" => RawFleet::deserialize(w).map(drop),
         "access_log" => RawAccessLog::deserialize(w).map(drop),
         "limits" => RawLimits::deserialize(w).map(drop),
         "service" => Vec::<RawService>::deserialize(w).map(drop),

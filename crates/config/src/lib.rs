@@ -41,6 +41,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Validates configuration text; `path` names the file in diagnostics and resolves relative paths.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse_as(text, path, None)
+}
+
+/// Validates the fleet's shared configuration `text` as node `node` (a node file, with `[fleet]`) serves
+/// it: the node's `[admin]`, `[access_log]`, `[limits]` and `[fleet]` apply, and `text` may not have
+/// them. `name` names the text in diagnostics; relative paths resolve from it, so give a path in the node
+/// file's directory.
+pub fn parse_shared(text: &str, name: &Path, node: &Config) -> Result<Config, ConfigError> {
+    parse_as(text, name, Some(node))
+}
+
+fn parse_as(text: &str, path: &Path, node: Option<&Config>) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
     let doc = match toml_edit::ImDocument::parse(text) {
         Ok(doc) => doc,
@@ -58,7 +70,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     let mut d = diag::Diags::new(file, Some(text));
     let raw = sections::split(doc.into_table(), &mut d);
-    let config = validate::validate(raw, path, &mut d);
+    let config = validate::validate(raw, path, &mut d, node);
     if d.is_empty() {
         Ok(config)
     } else {

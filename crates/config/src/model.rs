@@ -14,6 +14,8 @@ pub struct Config {
     /// The file it was read from (for messages and reloads).
     pub source: PathBuf,
     pub admin: Admin,
+    /// `[fleet]`: this node's place in a fleet, whose shared configuration comes from etcd.
+    pub fleet: Option<Fleet>,
     pub access_log: AccessLog,
     /// Global defaults for connection limits; each listener carries its resolved copy.
     pub limits: Limits,
@@ -139,6 +141,21 @@ pub struct Admin {
     pub listen: SocketAddr,
     /// Required when `listen` is not a loopback address.
     pub token_file: Option<PathBuf>,
+}
+
+/// `[fleet]` of a node file: where the fleet's truth is, and who this node is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fleet {
+    /// etcd client URLs (`http://127.0.0.1:2379`); any one reachable member is enough.
+    pub endpoints: Vec<String>,
+    /// The key namespace, `/trellis` by default; no trailing `/`.
+    pub prefix: String,
+    /// Unique per node; the host name by default.
+    pub node: String,
+    /// The address every listener of this node binds, when set.
+    pub bind: Option<IpAddr>,
+    /// Ownership and liveness lease, 2s..=120s (default 15s).
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -19,6 +19,16 @@ pub(crate) struct RawAdmin {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawFleet {
+    pub endpoints: Option<Vec<String>>,
+    pub prefix: Option<String>,
+    pub node: Option<String>,
+    pub bind: Option<String>,
+    pub lease_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub(crate) struct RawAccessLog {
     pub destination: Option<String>,
 }

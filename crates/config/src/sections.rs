@@ -13,6 +13,7 @@ use crate::raw::*;
 #[derive(Default)]
 pub(crate) struct RawDoc {
     pub admin: Option<RawAdmin>,
+    pub fleet: Option<RawFleet>,
     pub access_log: Option<RawAccessLog>,
     pub limits: Option<RawLimits>,
     pub services: Vec<Option<RawService>>,
@@ -29,6 +30,7 @@ pub(crate) struct RawDoc {
 /// one place that says what the top level accepts (`keys::known_keys` starts from it).
 pub(crate) const SECTIONS: &[&str] = &[
     "admin",
+    "fleet",
     "access_log",
     "limits",
     "service",
@@ -56,6 +58,7 @@ pub(crate) fn split(root: Table, d: &mut Diags) -> RawDoc {
         }
         match key {
             "admin" => doc.admin = unit(item, key, d),
+            "fleet" => doc.fleet = unit(item, key, d),
             "access_log" => doc.access_log = unit(item, key, d),
             "limits" => doc.limits = unit(item, key, d),
             "service" => doc.services = array(item, key, d).into_iter().map(|(_, r)| r).collect(),

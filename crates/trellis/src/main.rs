@@ -6,6 +6,7 @@ mod check;
 mod ctl;
 mod daemon;
 mod echo;
+mod fleet;
 mod logging;
 mod run;
 mod scaling;
@@ -160,6 +161,11 @@ enum Command {
         #[command(flatten)]
         admin: ctl::AdminArgs,
     },
+    /// Fleet mode: the configuration every node of a fleet serves, in etcd
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// Print a shell completion script
     ///
     /// bash: `trellis completions bash > /etc/bash_completion.d/trellis`;
@@ -179,6 +185,26 @@ enum Command {
         /// trellis.1.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FleetCommand {
+    /// Validate a configuration file as `check` does and make it the fleet's configuration
+    ///
+    /// Exit 1 with every error (`file:line: key: message`) and nothing written; else the file is written
+    /// to etcd in one compare-and-swap on the revision read, every node of the fleet serves it, and the
+    /// new revision is printed. Node-local sections ([admin], [access_log], [limits], [fleet]) belong in
+    /// each node's file and are errors here.
+    Apply {
+        /// The configuration file (TOML): services, target groups, scaling groups, auth policies.
+        file: PathBuf,
+        /// etcd client URLs, comma-separated; any one reachable member is enough.
+        #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
+        endpoints: Vec<String>,
+        /// The fleet's key namespace.
+        #[arg(long, value_name = "PREFIX", default_value = "/trellis")]
+        prefix: String,
     },
 }
 
@@ -206,6 +232,14 @@ fn main() -> ExitCode {
         } => return ctl::scale(&group, desired, &admin),
         Command::Instances { command } => return ctl::instances(&command),
         Command::Healthcheck { timeout, admin } => return ctl::healthcheck(&admin, timeout),
+        Command::Fleet {
+            command:
+                FleetCommand::Apply {
+                    file,
+                    endpoints,
+                    prefix,
+                },
+        } => return fleet::apply(&file, &endpoints, &prefix),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -9,7 +9,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::admin;
 use crate::daemon::{ChangeError, Daemon};
 use crate::state::StateDir;
-use crate::store::{FileStore, Store};
+use crate::store::{EtcdStore, FileStore, Store};
 use crate::systemd;
 
 pub fn run(
@@ -20,12 +20,51 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let state_dir = StateDir::choose(state_dir);
     let state_path = state_dir.path().to_path_buf();
-    let store = FileStore::open(path, state_dir);
-    let truth = store.load().map_err(|e| match e {
+    let runtime = crate::runtime(workers)?;
+    let invalid = |e: ChangeError| match e {
         ChangeError::Invalid(errors) => anyhow::anyhow!("{}", errors.join("\n")),
         other => anyhow::anyhow!("{other}"),
+    };
+    let node = trellis_config::load(path).map_err(|e| match e {
+        trellis_config::ConfigError::Invalid(diags) => invalid(ChangeError::Invalid(
+            diags.iter().map(|d| d.to_string()).collect(),
+        )),
+        other => anyhow::anyhow!("{other}"),
     })?;
-    let runtime = crate::runtime(workers)?;
+    // A node file (with `[fleet]`) takes the shared truth from etcd; any other file is the whole truth.
+    let (store, truth, fleet): (Box<dyn Store>, _, _) = match &node.fleet {
+        None => {
+            let store = FileStore::open(path, state_dir);
+            let truth = store.load().map_err(invalid)?;
+            (Box::new(store), truth, None)
+        }
+        Some(settings) => {
+            let fleet = runtime
+                .block_on(trellis_fleet::Store::connect(
+                    &settings.endpoints,
+                    &settings.prefix,
+                ))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = EtcdStore::new(
+                fleet.clone(),
+                node.clone(),
+                state_dir,
+                runtime.handle().clone(),
+            );
+            // On a blocking thread while this one drives the runtime: the store waits on etcd with
+            // `Handle::block_on`, which cannot drive I/O itself on a one-worker runtime.
+            let (store, truth) = runtime.block_on(async move {
+                tokio::task::spawn_blocking(move || {
+                    let truth = store.load();
+                    (store, truth)
+                })
+                .await
+            })?;
+            let truth = truth.map_err(invalid)?;
+            let revision = store.revision();
+            (Box::new(store), truth, Some((fleet, revision)))
+        }
+    };
     runtime.block_on(async {
         // Before anything listens: a SIGHUP sent as soon as the ports accept (a deploy script's reload)
         // must reload, not hit the default action, which is to terminate.
@@ -34,7 +73,10 @@ pub fn run(
         let mut hup = signal(SignalKind::hangup())?;
         let mut usr1 = signal(SignalKind::user_defined1())?;
         tracing::info!(state_dir = %state_path.display(), "{}", truth.file.summary());
-        let daemon = Daemon::start(Box::new(store), truth)?;
+        let daemon = Daemon::start(store, truth)?;
+        if let Some((fleet, revision)) = fleet {
+            tokio::spawn(follow(daemon.clone(), fleet, revision));
+        }
         let scaling = crate::scaling::start(&daemon, &daemon.scaling_metrics);
         *daemon.scaling.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = scaling;
         let admin_addr = admin::start(daemon.clone()).await?;
@@ -69,4 +111,23 @@ pub fn run(
     // Upstream connections and tunnels still open are dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
     Ok(())
+}
+
+/// Fleet mode: every change under the fleet's prefix after `revision` is served, by the one path a reload
+/// takes (the whole truth read again at one revision, validated, swapped). While etcd cannot be reached
+/// the node keeps serving what it has and tries again.
+async fn follow(daemon: std::sync::Arc<Daemon>, fleet: trellis_fleet::Store, mut revision: i64) {
+    loop {
+        match fleet.changed_after(revision).await {
+            Ok(next) => {
+                revision = next;
+                // Logged and counted by the reload; an invalid revision keeps the last good one.
+                let _ = daemon.reload().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet: watching the store failed; still serving the last configuration, trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@ pub mod compose;
 pub mod config;
 pub mod dockerfile;
 pub mod echo;
+pub mod etcd;
 pub mod process;
 pub mod raw;
 pub mod recorder;

@@ -3,6 +3,7 @@
 
 mod auth;
 mod fields;
+mod fleet;
 mod policy;
 mod rate_limit;
 mod rules;
@@ -30,16 +31,63 @@ pub(crate) struct Ctx<'a> {
     pub auth_policies: std::collections::HashSet<String>,
 }
 
-pub(crate) fn validate(doc: RawDoc, source: &Path, d: &mut Diags) -> Config {
+/// Validates a whole file (`node` is `None`), or the fleet's shared configuration as node `node` serves
+/// it: its node-local sections are then the node's own, and the shared text may not have any.
+pub(crate) fn validate(
+    mut doc: RawDoc,
+    source: &Path,
+    d: &mut Diags,
+    node: Option<&Config>,
+) -> Config {
     let base = source.parent().unwrap_or(Path::new(""));
-    let admin = admin(d, doc.admin.unwrap_or_default(), base);
-    let access_log = access_log(d, doc.access_log.unwrap_or_default(), base);
-    let limits = limits(
-        d,
-        "limits",
-        &doc.limits.unwrap_or_default(),
-        Limits::default(),
-    );
+    let (admin, fleet, access_log, limits) = match node {
+        None => {
+            let fleet = doc.fleet.take().map(|f| fleet::fleet(d, f));
+            if fleet.is_some() {
+                for section in fleet::present(&doc, fleet::SHARED) {
+                    d.err(
+                        section,
+                        format!(
+                            "`{section}` is shared by the fleet: a node file holds only [fleet], [admin], \
+                             [access_log] and [limits]; apply the rest to the fleet with `trellis fleet apply`"
+                        ),
+                    );
+                }
+            }
+            let admin = admin(d, doc.admin.take().unwrap_or_default(), base);
+            let access_log = access_log(d, doc.access_log.take().unwrap_or_default(), base);
+            let limits = limits(
+                d,
+                "limits",
+                &doc.limits.take().unwrap_or_default(),
+                Limits::default(),
+            );
+            (admin, fleet, access_log, limits)
+        }
+        Some(node) => {
+            if !doc.scaling_groups.is_empty() {
+                d.err(
+                    "scaling_group",
+                    "scaling groups are not supported in fleet mode yet (one owner per group is being \
+                     built): run them on a single-file deployment",
+                );
+            }
+            for section in fleet::present(&doc, fleet::NODE_LOCAL) {
+                d.err(
+                    section,
+                    format!(
+                        "`{section}` is node-local: set it in each node's file, not in the fleet's configuration"
+                    ),
+                );
+            }
+            (
+                node.admin.clone(),
+                node.fleet.clone(),
+                node.access_log.clone(),
+                node.limits,
+            )
+        }
+    };
 
     let target_groups = target_group::target_groups(d, &doc.target_groups, base);
     let auth_policies = auth::policies(d, &doc.auth_policies);
@@ -54,7 +102,13 @@ pub(crate) fn validate(doc: RawDoc, source: &Path, d: &mut Diags) -> Config {
     for tg in &target_groups {
         ctx.target_groups.insert(tg.name.clone(), Some(tg.protocol));
     }
-    let services = service::services(d, &ctx, &doc.services, limits);
+    let mut services = service::services(d, &ctx, &doc.services, limits);
+    // A fleet node serves every listener on its own address.
+    if let (Some(_), Some(bind)) = (node, fleet.as_ref().and_then(|f| f.bind)) {
+        for listener in services.iter_mut().flat_map(|s| s.listeners.iter_mut()) {
+            listener.bind = bind;
+        }
+    }
     let scaling_groups = scaling::scaling_groups(d, &ctx, &doc.scaling_groups);
     let network = auth::network(d, doc.network, &ctx.auth_policies);
     let jwt_issuers = auth::jwt_issuers(d, &ctx, &doc.jwt_issuers);
@@ -62,6 +116,7 @@ pub(crate) fn validate(doc: RawDoc, source: &Path, d: &mut Diags) -> Config {
     Config {
         source: source.to_path_buf(),
         admin,
+        fleet,
         access_log,
         limits,
         services,

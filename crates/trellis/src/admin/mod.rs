@@ -299,6 +299,7 @@ fn change_error(e: &ChangeError) -> Reply {
         ChangeError::Conflict(_) => error(StatusCode::CONFLICT, &e.to_string()),
         ChangeError::BadRequest(_) => error(StatusCode::BAD_REQUEST, &e.to_string()),
         ChangeError::Failed(_) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        ChangeError::Unavailable(_) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
 }
 

@@ -34,6 +34,9 @@ pub enum ChangeError {
     /// The change was valid but could not be carried out (a port that cannot be bound, a state file that
     /// cannot be written). Nothing was changed.
     Failed(String),
+    /// The store that holds the truth cannot be reached (fleet mode: etcd down or without quorum).
+    /// Nothing was changed, here or anywhere.
+    Unavailable(String),
 }
 
 impl std::fmt::Display for ChangeError {
@@ -48,7 +51,8 @@ impl std::fmt::Display for ChangeError {
             ChangeError::NotFound(m)
             | ChangeError::Conflict(m)
             | ChangeError::BadRequest(m)
-            | ChangeError::Failed(m) => f.write_str(m),
+            | ChangeError::Failed(m)
+            | ChangeError::Unavailable(m) => f.write_str(m),
         }
     }
 }

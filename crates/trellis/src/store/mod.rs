@@ -7,8 +7,10 @@
 //! the state directory of one machine); fleet mode adds one on etcd behind the same seam (DESIGN.md,
 //! "Beyond one machine").
 
+mod etcd;
 mod file;
 
+pub use etcd::EtcdStore;
 pub use file::FileStore;
 
 use std::path::Path;

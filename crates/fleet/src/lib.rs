@@ -1,0 +1,17 @@
+//! trellis-fleet: fleet mode on etcd. Several nodes, one truth: the fleet's configuration and the targets
+//! registered through any node's admin API live in etcd under one prefix; every node reads the whole
+//! prefix at one revision, serves it, and watches it for the next.
+//!
+//! Key layout under the prefix (values are JSON):
+//! - `config`: `{"name": "shop.toml", "text": "..."}`, the applied file, one key so that applying it is
+//!   one compare-and-swap (never half a configuration, unlike per-key layouts);
+//! - `registrations/{target_group}/{ip:port}`: `{"weight": N}`, one key per target, so two nodes
+//!   registering two targets never overwrite each other.
+#![forbid(unsafe_code)]
+
+mod error;
+mod keys;
+mod store;
+
+pub use error::FleetError;
+pub use store::{Applied, Loaded, Registration, Store};
