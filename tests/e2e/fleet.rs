@@ -136,3 +136,199 @@ async fn nodes_serve_what_is_applied_and_a_registration_on_one_is_served_by_all(
     assert!(took < Duration::from_secs(1), "{took:?}");
     drop(node_b);
 }
+
+/// The `fleet` part of a node's status.
+async fn fleet_status(node: &Trellis) -> serde_json::Value {
+    let (status, body) = node.admin(reqwest::Method::GET, "/v1/status", None).await;
+    assert_eq!(status, 200);
+    body["fleet"].clone()
+}
+
+#[tokio::test]
+async fn without_etcd_a_node_keeps_serving_refuses_writes_quickly_and_recovers_by_itself() {
+    let Some(mut etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/outage";
+    let port = free_port();
+    let (a, b) = (Echo::start("a").await, Echo::start("b").await);
+    let node = Trellis::start(&node_file(&etcd, prefix, "node-a", "127.0.0.4"), &[]).await;
+    let out = apply(
+        &etcd,
+        prefix,
+        dir.path(),
+        "shop.toml",
+        &shared(port, &[a.addr()]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(10), "the node to serve", || async {
+        (served_by("127.0.0.4", port).await.as_deref() == Some("a")).then_some(())
+    })
+    .await;
+    assert_eq!(fleet_status(&node).await["store"], "connected");
+
+    etcd.stop();
+    assert_eq!(
+        served_by("127.0.0.4", port).await.as_deref(),
+        Some("a"),
+        "still serving"
+    );
+    let asked = Instant::now();
+    let register = || {
+        node.admin(
+            reqwest::Method::POST,
+            "/v1/target-groups/web/targets",
+            Some(serde_json::json!({"address": b.addr()})),
+        )
+    };
+    let (status, body) = register().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fleet store unavailable"),
+        "{body}"
+    );
+    eprintln!("admin write with etcd down: 503 after {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(fleet_status(&node).await["store"], "unavailable");
+    assert_eq!(
+        served_by("127.0.0.4", port).await.as_deref(),
+        Some("a"),
+        "nothing applied locally"
+    );
+
+    etcd.restart().await;
+    eventually(
+        Duration::from_secs(20),
+        "the node to find etcd again",
+        || async { (fleet_status(&node).await["store"] == "connected").then_some(()) },
+    )
+    .await;
+    let (status, body) = register().await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn a_node_started_while_etcd_is_down_serves_its_disk_copy() {
+    let Some(mut etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let prefix = "/trellis/disk";
+    let port = free_port();
+    let a = Echo::start("a").await;
+    let options = || crate::support::trellis::Options {
+        state_dir: Some(state.clone()),
+        ..Default::default()
+    };
+    let file = node_file(&etcd, prefix, "node-a", "127.0.0.5");
+    let node = Trellis::start_with(&file, &[], options()).await;
+    let out = apply(
+        &etcd,
+        prefix,
+        dir.path(),
+        "shop.toml",
+        &shared(port, &[a.addr()]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(10), "the node to serve", || async {
+        (served_by("127.0.0.5", port).await.as_deref() == Some("a")).then_some(())
+    })
+    .await;
+    drop(node);
+    etcd.stop();
+
+    let node = Trellis::start_with(&file, &[], options()).await;
+    eventually(
+        Duration::from_secs(10),
+        "the restarted node to serve its disk copy",
+        || async { (served_by("127.0.0.5", port).await.as_deref() == Some("a")).then_some(()) },
+    )
+    .await;
+    let fleet = fleet_status(&node).await;
+    assert_eq!(fleet["stale"], true, "{fleet}");
+    assert_eq!(fleet["store"], "unavailable", "{fleet}");
+
+    // etcd back: the node reads the fleet again and is no longer stale.
+    etcd.restart().await;
+    eventually(
+        Duration::from_secs(20),
+        "the node to read etcd again",
+        || async {
+            let fleet = fleet_status(&node).await;
+            (fleet["stale"] == false && fleet["store"] == "connected").then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_configuration_written_behind_trellis_s_back_that_is_invalid_is_refused_everywhere() {
+    let Some(etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/refused";
+    let port = free_port();
+    let a = Echo::start("a").await;
+    let node = Trellis::start(&node_file(&etcd, prefix, "node-a", "127.0.0.6"), &[]).await;
+    let out = apply(
+        &etcd,
+        prefix,
+        dir.path(),
+        "shop.toml",
+        &shared(port, &[a.addr()]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(10), "the node to serve", || async {
+        (served_by("127.0.0.6", port).await.as_deref() == Some("a")).then_some(())
+    })
+    .await;
+    let good = fleet_status(&node).await["revision"].as_i64().unwrap();
+
+    let invalid = serde_json::json!({"name": "hand.toml", "text": "[[service]]\nnam = 1\n"});
+    etcd.put(&format!("{prefix}/config"), &invalid.to_string())
+        .await;
+    let fleet = eventually(
+        Duration::from_secs(10),
+        "the revision to be refused",
+        || async {
+            let fleet = fleet_status(&node).await;
+            fleet["refused_revision"]
+                .as_i64()
+                .is_some()
+                .then_some(fleet)
+        },
+    )
+    .await;
+    assert_eq!(
+        fleet["revision"].as_i64(),
+        Some(good),
+        "the last good one stays"
+    );
+    assert_eq!(served_by("127.0.0.6", port).await.as_deref(), Some("a"));
+    assert_eq!(
+        node.metric("trellis_fleet_refused_revisions_total").await,
+        Some(1.0)
+    );
+}

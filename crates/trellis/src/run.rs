@@ -2,6 +2,7 @@
 //! gracefully.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -9,7 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::admin;
 use crate::daemon::{ChangeError, Daemon};
 use crate::state::StateDir;
-use crate::store::{EtcdStore, FileStore, Store};
+use crate::store::{EtcdStore, FileStore, FleetState, Store};
 use crate::systemd;
 
 pub fn run(
@@ -45,24 +46,26 @@ pub fn run(
                     &settings.prefix,
                 ))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let state = Arc::new(FleetState::new(&settings.node, &settings.prefix)?);
             let store = EtcdStore::new(
                 fleet.clone(),
                 node.clone(),
                 state_dir,
                 runtime.handle().clone(),
+                state.clone(),
             );
             // On a blocking thread while this one drives the runtime: the store waits on etcd with
             // `Handle::block_on`, which cannot drive I/O itself on a one-worker runtime.
             let (store, truth) = runtime.block_on(async move {
                 tokio::task::spawn_blocking(move || {
-                    let truth = store.load();
+                    let truth = store.load_at_start();
                     (store, truth)
                 })
                 .await
             })?;
             let truth = truth.map_err(invalid)?;
             let revision = store.revision();
-            (Box::new(store), truth, Some((fleet, revision)))
+            (Box::new(store), truth, Some((fleet, state, revision)))
         }
     };
     runtime.block_on(async {
@@ -74,8 +77,8 @@ pub fn run(
         let mut usr1 = signal(SignalKind::user_defined1())?;
         tracing::info!(state_dir = %state_path.display(), "{}", truth.file.summary());
         let daemon = Daemon::start(store, truth)?;
-        if let Some((fleet, revision)) = fleet {
-            tokio::spawn(follow(daemon.clone(), fleet, revision));
+        if let Some((fleet, state, revision)) = fleet {
+            tokio::spawn(follow(daemon.clone(), fleet, state, revision));
         }
         let scaling = crate::scaling::start(&daemon, &daemon.scaling_metrics);
         *daemon.scaling.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = scaling;
@@ -115,16 +118,36 @@ pub fn run(
 
 /// Fleet mode: every change under the fleet's prefix after `revision` is served, by the one path a reload
 /// takes (the whole truth read again at one revision, validated, swapped). While etcd cannot be reached
-/// the node keeps serving what it has and tries again.
-async fn follow(daemon: std::sync::Arc<Daemon>, fleet: trellis_fleet::Store, mut revision: i64) {
+/// the node keeps serving what it has and tries again; what changed meanwhile is read whole when it is
+/// back, so no change is lost (a compacted history included).
+async fn follow(
+    daemon: Arc<Daemon>,
+    fleet: trellis_fleet::Store,
+    state: Arc<FleetState>,
+    mut revision: i64,
+) {
+    // Revision 0: nothing read from etcd yet (the disk copy is served): read it all first.
+    let mut behind = revision == 0;
     loop {
-        match fleet.changed_after(revision).await {
-            Ok(next) => {
-                revision = next;
-                // Logged and counted by the reload; an invalid revision keeps the last good one.
-                let _ = daemon.reload().await;
+        if behind {
+            // Logged and counted by the reload. An invalid revision keeps the last good one and waits
+            // for the next; an unreachable store is tried again.
+            match daemon.reload().await {
+                Ok(_) | Err(ChangeError::Invalid(_)) => revision = revision.max(state.revision()),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
             }
+        }
+        // Whatever the watch says next (a change, a compacted history, a broken stream), the truth is
+        // read whole again.
+        behind = true;
+        match fleet.changed_after(revision).await {
+            Ok(next) => revision = next,
             Err(e) => {
+                state.unavailable(&e.to_string());
+                state.watch_restarted();
                 tracing::warn!(error = %e, "fleet: watching the store failed; still serving the last configuration, trying again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

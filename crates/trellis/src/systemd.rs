@@ -54,7 +54,7 @@ fn serving(daemon: &Daemon) -> String {
             .summary()
             .split_once(": ok: ")
             .map_or("", |(_, what)| what),
-        &running.sha256[..12]
+        running.sha256.get(..12).unwrap_or(&running.sha256)
     )
 }
 

@@ -11,7 +11,10 @@ use super::{eventually, free_port, tools};
 pub struct Etcd {
     /// Client URLs, one per member.
     pub endpoints: Vec<String>,
-    _members: Vec<ChildGuard>,
+    /// The command line of each member, to start it again on its data directory.
+    commands: Vec<Vec<std::ffi::OsString>>,
+    binary: PathBuf,
+    members: Vec<Option<ChildGuard>>,
     _dir: tempfile::TempDir,
 }
 
@@ -27,7 +30,7 @@ impl Etcd {
             .enumerate()
             .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
             .collect();
-        let mut guards = Vec::new();
+        let mut commands = Vec::new();
         for (i, (client, peer)) in ports.iter().enumerate() {
             let data: PathBuf = dir.path().join(format!("m{i}"));
             let mut cmd = Command::new(&etcd);
@@ -49,13 +52,35 @@ impl Etcd {
                 .arg("new")
                 .arg("--log-level")
                 .arg("error");
-            guards.push(ChildGuard::spawn(format!("etcd m{i}"), cmd));
+            commands.push(cmd.get_args().map(ToOwned::to_owned).collect());
         }
         let endpoints: Vec<String> = ports
             .iter()
             .map(|(client, _)| format!("http://127.0.0.1:{client}"))
             .collect();
-        let health = format!("{}/health", endpoints[0]);
+        let mut cluster = Etcd {
+            endpoints,
+            commands,
+            binary: etcd,
+            members: (0..members).map(|_| None).collect(),
+            _dir: dir,
+        };
+        for i in 0..members {
+            cluster.start_member(i);
+        }
+        cluster.wait_healthy().await;
+        Some(cluster)
+    }
+
+    fn start_member(&mut self, i: usize) {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(&self.commands[i]);
+        self.members[i] = Some(ChildGuard::spawn(format!("etcd m{i}"), cmd));
+    }
+
+    /// Waits until the cluster answers `/health` (a quorum is up).
+    pub async fn wait_healthy(&self) {
+        let health = format!("{}/health", self.endpoints[0]);
         eventually(Duration::from_secs(20), "etcd to answer /health", || {
             let health = health.clone();
             async move {
@@ -65,15 +90,59 @@ impl Etcd {
             }
         })
         .await;
-        Some(Etcd {
-            endpoints,
-            _members: guards,
-            _dir: dir,
-        })
+    }
+
+    /// Kills every member (SIGKILL): the store is gone, its data stays.
+    pub fn stop(&mut self) {
+        for member in &mut self.members {
+            member.take();
+        }
+    }
+
+    /// Starts every stopped member again on its data, and waits until the cluster answers.
+    pub async fn restart(&mut self) {
+        for i in 0..self.members.len() {
+            if self.members[i].is_none() {
+                self.start_member(i);
+            }
+        }
+        self.wait_healthy().await;
+    }
+
+    /// Writes `value` at `key` behind trellis's back (etcd's JSON gateway), as `etcdctl put` would.
+    pub async fn put(&self, key: &str, value: &str) {
+        let body =
+            serde_json::json!({"key": base64(key.as_bytes()), "value": base64(value.as_bytes())});
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v3/kv/put", self.endpoints[0]))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("etcd put");
+        assert!(resp.status().is_success(), "etcd put: {}", resp.status());
     }
 
     /// `--endpoints` as the CLI takes them.
     pub fn endpoints_arg(&self) -> String {
         self.endpoints.join(",")
     }
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -57,7 +57,7 @@ pub fn status(daemon: &Daemon) -> Value {
         groups.push(json!({"name": name, "removed": true, "targets": targets}));
     }
     let uptime = now.1.duration_since(daemon.started).unwrap_or_default();
-    json!({
+    let mut status = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "trellis": {
             "version": env!("CARGO_PKG_VERSION"),
@@ -102,7 +102,11 @@ pub fn status(daemon: &Daemon) -> Value {
             .iter()
             .map(|g| g.get())
             .collect::<Vec<_>>(),
-    })
+    });
+    if let Some(fleet) = daemon.fleet_status() {
+        status["fleet"] = fleet;
+    }
+    status
 }
 
 fn action(a: &Action) -> Value {

@@ -183,6 +183,7 @@ impl Daemon {
         for result in ["ok", "error"] {
             reloads.with_label_values(&[result]);
         }
+        store.register_metrics(&prometheus)?;
         let token = read_token(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
         let (effective, registered) = registry::merge(&config, &registrations);
         let effective = Arc::new(effective);
@@ -230,6 +231,11 @@ impl Daemon {
         self.store.state_dir()
     }
 
+    /// The `fleet` part of `/v1/status`, in fleet mode.
+    pub fn fleet_status(&self) -> Option<serde_json::Value> {
+        self.store.fleet_status()
+    }
+
     /// Reloads (ok, error) so far.
     /// Brings the gauges read at scrape time up to date.
     pub fn refresh_gauges(&self) {
@@ -255,7 +261,7 @@ impl Daemon {
         self.reloads.with_label_values(&[outcome]).inc();
         match &result {
             Ok(running) => {
-                tracing::info!(sha256 = %&running.sha256[..12], "{}", running.file.summary());
+                tracing::info!(sha256 = %running.sha256.get(..12).unwrap_or(&running.sha256), "{}", running.file.summary());
                 warn_unverified(&running.file);
             }
             Err(ChangeError::Invalid(errors)) => {

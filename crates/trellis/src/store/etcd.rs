@@ -1,16 +1,21 @@
 //! The store of a fleet node: the node file's own sections, and the fleet's shared configuration and
-//! registrations in etcd (see trellis-fleet for the key layout).
+//! registrations in etcd (see trellis-fleet for the key layout). The last good truth is also kept on disk,
+//! so that a node can start while etcd cannot be reached.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use trellis_config::Config;
-use trellis_fleet::{FleetError, Loaded};
+use trellis_fleet::{Applied, FleetError, Loaded};
 
-use super::{Store, Truth};
+use super::{FleetState, Store, Truth};
 use crate::daemon::ChangeError;
 use crate::state::{Registration, StateDir};
+
+/// The disk copy of the last good truth, in the state directory.
+const DISK_COPY: &str = "fleet-snapshot.json";
 
 pub struct EtcdStore {
     fleet: trellis_fleet::Store,
@@ -18,10 +23,18 @@ pub struct EtcdStore {
     node: Config,
     state_dir: StateDir,
     /// Requests to etcd are async; the store is called from blocking threads (changes run off the
-    /// workers) and at start, outside the runtime.
+    /// workers) and at start.
     runtime: tokio::runtime::Handle,
     /// The truth as last loaded: what registrations are written against.
     last: Mutex<Option<Loaded>>,
+    state: Arc<FleetState>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskCopy {
+    revision: i64,
+    config: Option<Applied>,
+    registrations: Vec<Registration>,
 }
 
 impl EtcdStore {
@@ -30,6 +43,7 @@ impl EtcdStore {
         node: Config,
         state_dir: StateDir,
         runtime: tokio::runtime::Handle,
+        state: Arc<FleetState>,
     ) -> EtcdStore {
         EtcdStore {
             fleet,
@@ -37,48 +51,106 @@ impl EtcdStore {
             state_dir,
             runtime,
             last: Mutex::new(None),
+            state,
         }
     }
 
-    /// The revision last loaded (0 before the first load).
+    /// The revision last loaded (0 before the first load, or when serving the disk copy).
     pub fn revision(&self) -> i64 {
         self.lock().as_ref().map_or(0, |l| l.revision)
+    }
+
+    /// The truth at start: from etcd, or — when etcd cannot be reached — the disk copy of the last good
+    /// one, served until etcd answers again (and said to be stale in status).
+    pub fn load_at_start(&self) -> Result<Truth, ChangeError> {
+        match self.load() {
+            Err(ChangeError::Unavailable(why)) => {
+                let Some(copy) = self.read_disk_copy() else {
+                    return Err(ChangeError::Unavailable(format!(
+                        "{why}; and there is no copy of the fleet's configuration in {} to start from",
+                        self.state_dir.path().display()
+                    )));
+                };
+                tracing::warn!(revision = copy.revision, "fleet: etcd cannot be reached ({why}); serving the disk copy of the last good configuration until it can");
+                let truth = self.truth(copy.config.as_ref(), copy.registrations)?;
+                self.state.applied(copy.revision, true);
+                Ok(truth)
+            }
+            other => other,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Loaded>> {
         self.last.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// What the shared configuration's diagnostics are named after (the file it was applied from), in
-    /// the node file's directory, where its relative paths resolve.
-    fn shared_name(&self, applied: &str) -> PathBuf {
+    /// The node file joined with the shared configuration `applied` (none yet: the node file alone).
+    fn truth(
+        &self,
+        applied: Option<&Applied>,
+        registrations: Vec<Registration>,
+    ) -> Result<Truth, ChangeError> {
+        let Some(applied) = applied else {
+            return Ok(Truth {
+                file: self.node.clone(),
+                // The fingerprint of an empty shared configuration.
+                sha256: hex(&Sha256::digest(b"")),
+                registrations,
+            });
+        };
+        // Named after the file it was applied from, in the node file's directory, where its relative
+        // paths resolve.
         let dir = self.node.source.parent().unwrap_or(Path::new(""));
-        dir.join(applied)
+        let name: PathBuf = dir.join(&applied.name);
+        let file =
+            trellis_config::parse_shared(&applied.text, &name, &self.node).map_err(
+                |e| match e {
+                    trellis_config::ConfigError::Invalid(diags) => {
+                        ChangeError::Invalid(diags.iter().map(|d| d.to_string()).collect())
+                    }
+                    other => ChangeError::Invalid(vec![other.to_string()]),
+                },
+            )?;
+        Ok(Truth {
+            file,
+            sha256: hex(&Sha256::digest(applied.text.as_bytes())),
+            registrations,
+        })
+    }
+
+    fn read_disk_copy(&self) -> Option<DiskCopy> {
+        let bytes = self.state_dir.read(DISK_COPY).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn write_disk_copy(&self, loaded: &Loaded, registrations: &[Registration]) {
+        let copy = DiskCopy {
+            revision: loaded.revision,
+            config: loaded.config.clone(),
+            registrations: registrations.to_vec(),
+        };
+        let written = serde_json::to_vec(&copy)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| self.state_dir.write_atomic(DISK_COPY, &bytes));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "fleet: cannot keep a disk copy of the configuration");
+        }
     }
 }
 
 impl Store for EtcdStore {
     fn load(&self) -> Result<Truth, ChangeError> {
-        let loaded = self
-            .runtime
-            .block_on(self.fleet.load())
-            .map_err(unavailable)?;
-        let (file, sha256) = match &loaded.config {
-            // Nothing applied yet: the node serves its own sections only, and waits.
-            None => (self.node.clone(), String::new()),
-            Some(applied) => {
-                let name = self.shared_name(&applied.name);
-                let config = trellis_config::parse_shared(&applied.text, &name, &self.node)
-                    .map_err(|e| match e {
-                        trellis_config::ConfigError::Invalid(diags) => {
-                            ChangeError::Invalid(diags.iter().map(|d| d.to_string()).collect())
-                        }
-                        other => ChangeError::Invalid(vec![other.to_string()]),
-                    })?;
-                (config, hex(&Sha256::digest(applied.text.as_bytes())))
+        let loaded = match self.runtime.block_on(self.fleet.load()) {
+            Ok(loaded) => {
+                self.state.connected();
+                loaded
+            }
+            Err(e) => {
+                self.state.unavailable(&e.to_string());
+                return Err(unavailable(e));
             }
         };
-        let registrations = loaded
+        let registrations: Vec<Registration> = loaded
             .registrations
             .iter()
             .map(|r| Registration {
@@ -87,12 +159,18 @@ impl Store for EtcdStore {
                 weight: r.weight,
             })
             .collect();
+        let truth = match self.truth(loaded.config.as_ref(), registrations.clone()) {
+            Ok(truth) => truth,
+            Err(e) => {
+                // Written by hand, or by a trellis with other rules: every node keeps its last good one.
+                self.state.refused(loaded.revision);
+                return Err(e);
+            }
+        };
+        self.state.applied(loaded.revision, false);
+        self.write_disk_copy(&loaded, &registrations);
         *self.lock() = Some(loaded);
-        Ok(Truth {
-            file,
-            sha256,
-            registrations,
-        })
+        Ok(truth)
     }
 
     fn save_registrations(&self, next: &[Registration]) -> Result<(), ChangeError> {
@@ -109,9 +187,13 @@ impl Store for EtcdStore {
                 weight: r.weight,
             })
             .collect();
-        self.runtime
+        if let Err(e) = self
+            .runtime
             .block_on(self.fleet.set_registrations(&current, &next))
-            .map_err(unavailable)?;
+        {
+            self.state.unavailable(&e.to_string());
+            return Err(unavailable(e));
+        }
         if let Some(last) = self.lock().as_mut() {
             last.registrations = next;
         }
@@ -124,6 +206,14 @@ impl Store for EtcdStore {
 
     fn state_dir(&self) -> &Path {
         self.state_dir.path()
+    }
+
+    fn register_metrics(&self, registry: &prometheus::Registry) -> Result<(), prometheus::Error> {
+        self.state.register(registry)
+    }
+
+    fn fleet_status(&self) -> Option<serde_json::Value> {
+        Some(self.state.status())
     }
 }
 

@@ -9,9 +9,11 @@
 
 mod etcd;
 mod file;
+mod fleet_state;
 
 pub use etcd::EtcdStore;
 pub use file::FileStore;
+pub use fleet_state::FleetState;
 
 use std::path::Path;
 
@@ -41,4 +43,14 @@ pub trait Store: Send + Sync {
 
     /// What this node keeps for itself (the scaler's records, ...).
     fn state_dir(&self) -> &Path;
+
+    /// Registers the store's own metrics.
+    fn register_metrics(&self, _registry: &prometheus::Registry) -> Result<(), prometheus::Error> {
+        Ok(())
+    }
+
+    /// The `fleet` part of `/v1/status`; `None` outside fleet mode.
+    fn fleet_status(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
