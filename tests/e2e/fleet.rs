@@ -195,7 +195,10 @@ async fn without_etcd_a_node_keeps_serving_refuses_writes_quickly_and_recovers_b
             .contains("fleet store unavailable"),
         "{body}"
     );
-    eprintln!("admin write with etcd down: 503 after {:?}", asked.elapsed());
+    eprintln!(
+        "admin write with etcd down: 503 after {:?}",
+        asked.elapsed()
+    );
     assert!(
         asked.elapsed() < Duration::from_secs(5),
         "{:?}",
