@@ -335,3 +335,93 @@ async fn a_configuration_written_behind_trellis_s_back_that_is_invalid_is_refuse
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn one_of_three_etcd_members_down_changes_nothing() {
+    let Some(mut etcd) = Etcd::start(3).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/three";
+    let port = free_port();
+    let (a, b) = (Echo::start("a").await, Echo::start("b").await);
+    let node = Trellis::start(&node_file(&etcd, prefix, "node-a", "127.0.0.7"), &[]).await;
+    // The member the node and the CLI list first goes.
+    etcd.kill(0);
+    let out = apply(
+        &etcd,
+        prefix,
+        dir.path(),
+        "shop.toml",
+        &shared(port, &[a.addr()]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(15), "the node to serve", || async {
+        (served_by("127.0.0.7", port).await.as_deref() == Some("a")).then_some(())
+    })
+    .await;
+    let (status, body) = node
+        .admin(
+            reqwest::Method::POST,
+            "/v1/target-groups/web/targets",
+            Some(serde_json::json!({"address": b.addr(), "weight": 1})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn a_node_that_fell_behind_a_compacted_history_loses_no_change() {
+    let Some(etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/compact";
+    let port = free_port();
+    let (a, b) = (Echo::start("a").await, Echo::start("b").await);
+    let node = Trellis::start(&node_file(&etcd, prefix, "node-a", "127.0.0.8"), &[]).await;
+    let out = apply(
+        &etcd,
+        prefix,
+        dir.path(),
+        "shop.toml",
+        &shared(port, &[a.addr()]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(10), "the node to serve", || async {
+        (served_by("127.0.0.8", port).await.as_deref() == Some("a")).then_some(())
+    })
+    .await;
+
+    // The node is stopped while the fleet changes and its history is compacted away.
+    node.signal(libc::SIGSTOP);
+    let out = apply(
+        &etcd,
+        prefix,
+        dir.path(),
+        "shop.toml",
+        &shared(port, &[b.addr()]),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    etcd.put(&format!("{prefix}/unrelated"), "{}").await;
+    etcd.compact(etcd.revision().await).await;
+    node.signal(libc::SIGCONT);
+    eventually(
+        Duration::from_secs(10),
+        "the node to serve the change it missed",
+        || async { (served_by("127.0.0.8", port).await.as_deref() == Some("b")).then_some(()) },
+    )
+    .await;
+}

@@ -1,7 +1,10 @@
 //! The fleet's truth in etcd: read it whole at one revision, apply a configuration with one
 //! compare-and-swap, write registrations, and watch for what comes next.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
@@ -49,9 +52,13 @@ pub struct Loaded {
     pub registrations: Vec<Registration>,
 }
 
+/// One client per member, so that a request goes to the next member when one cannot be reached (one
+/// client over all of them keeps picking the dead one): any one reachable member is enough.
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
+    clients: Arc<[Client]>,
+    /// The member that answered last: tried first.
+    preferred: Arc<AtomicUsize>,
     prefix: String,
 }
 
@@ -62,11 +69,47 @@ impl Store {
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
-        let client = Client::connect(endpoints, Some(options)).await?;
+        let mut clients = Vec::new();
+        for endpoint in endpoints {
+            // Connections are made lazily: a member that is down now is no error yet.
+            clients.push(Client::connect([endpoint], Some(options.clone())).await?);
+        }
+        if clients.is_empty() {
+            return Err(FleetError::Unavailable("no etcd endpoints".into()));
+        }
         Ok(Store {
-            client,
+            clients: clients.into(),
+            preferred: Arc::new(AtomicUsize::new(0)),
             prefix: prefix.to_string(),
         })
+    }
+
+    /// Runs `op` on the member that answered last, and on the next ones while a member cannot be
+    /// reached. A member that is reached but fails (no quorum, a timeout) is the answer: trying others
+    /// would only multiply the wait.
+    async fn on_a_member<T, F, Fut>(&self, op: F) -> Result<T, FleetError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let n = self.clients.len();
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..n {
+            let i = (first + k) % n;
+            match op(self.clients[i].clone()).await {
+                Ok(v) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e) if unreachable(&e) => last = Some(e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last.map_or_else(
+            || FleetError::Unavailable("no etcd endpoints".into()),
+            Into::into,
+        ))
     }
 
     pub fn prefix(&self) -> &str {
@@ -75,10 +118,12 @@ impl Store {
 
     /// Reads everything under the prefix at one revision.
     pub async fn load(&self) -> Result<Loaded, FleetError> {
-        let mut client = self.client.clone();
         let all = keys::all(&self.prefix);
-        let resp = client
-            .get(all, Some(GetOptions::new().with_prefix()))
+        let resp = self
+            .on_a_member(|mut client| {
+                let all = all.clone();
+                async move { client.get(all, Some(GetOptions::new().with_prefix())).await }
+            })
             .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let config_key = keys::config(&self.prefix);
@@ -122,14 +167,18 @@ impl Store {
             key: key.clone(),
             message: e.to_string(),
         })?;
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                expected,
-            )])
-            .and_then([TxnOp::put(key, value, None)]);
-        let resp = self.client.clone().txn(txn).await?;
+        let resp = self
+            .on_a_member(|mut client| {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Equal,
+                        expected,
+                    )])
+                    .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
+                async move { client.txn(txn).await }
+            })
+            .await?;
         if !resp.succeeded() {
             return Err(FleetError::Conflict(expected));
         }
@@ -143,13 +192,14 @@ impl Store {
         current: &[Registration],
         next: &[Registration],
     ) -> Result<i64, FleetError> {
-        let mut ops = Vec::new();
+        let mut puts = Vec::new();
+        let mut deletes = Vec::new();
         for r in next {
             if !current.contains(r) {
                 let value =
                     serde_json::to_vec(&RegistrationValue { weight: r.weight }).unwrap_or_default();
                 let key = keys::registration(&self.prefix, &r.target_group, r.address);
-                ops.push(TxnOp::put(key, value, None));
+                puts.push((key, value));
             }
         }
         for r in current {
@@ -158,10 +208,19 @@ impl Store {
                 .any(|n| n.target_group == r.target_group && n.address == r.address);
             if !kept {
                 let key = keys::registration(&self.prefix, &r.target_group, r.address);
-                ops.push(TxnOp::delete(key, None));
+                deletes.push(key);
             }
         }
-        let resp = self.client.clone().txn(Txn::new().and_then(ops)).await?;
+        let resp = self
+            .on_a_member(|mut client| {
+                let ops: Vec<TxnOp> = puts
+                    .iter()
+                    .map(|(k, v)| TxnOp::put(k.clone(), v.clone(), None))
+                    .chain(deletes.iter().map(|k| TxnOp::delete(k.clone(), None)))
+                    .collect();
+                async move { client.txn(Txn::new().and_then(ops)).await }
+            })
+            .await?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
@@ -169,14 +228,16 @@ impl Store {
     /// at. A compacted history (the node fell behind) is a change too: the caller reads everything again
     /// either way, so no event can be lost.
     pub async fn changed_after(&self, revision: i64) -> Result<i64, FleetError> {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision + 1)
-            .with_progress_notify();
+        let all = keys::all(&self.prefix);
         let (_watcher, mut stream) = self
-            .client
-            .clone()
-            .watch(keys::all(&self.prefix), Some(options))
+            .on_a_member(|mut client| {
+                let all = all.clone();
+                let options = WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision + 1)
+                    .with_progress_notify();
+                async move { client.watch(all, Some(options)).await }
+            })
             .await?;
         while let Some(resp) = stream.message().await? {
             if resp.compact_revision() > 0 || resp.canceled() {
@@ -187,5 +248,15 @@ impl Store {
             }
         }
         Err(FleetError::Unavailable("the watch ended".into()))
+    }
+}
+
+/// Whether `e` says the member could not be reached at all (so another may be tried).
+fn unreachable(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        // gRPC's UNAVAILABLE: the connection could not be made (or broke).
+        etcd_client::Error::GRpcStatus(status) => status.code() as i32 == 14,
+        _ => false,
     }
 }

@@ -146,3 +146,45 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
+
+impl Etcd {
+    /// Kills member `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].take();
+    }
+
+    /// The current revision of the cluster.
+    pub async fn revision(&self) -> i64 {
+        let body = serde_json::json!({"key": base64(b"\0")});
+        let text = reqwest::Client::new()
+            .post(format!("{}/v3/kv/range", self.endpoints[0]))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("etcd range")
+            .text()
+            .await
+            .expect("etcd range body");
+        let resp: serde_json::Value = serde_json::from_str(&text).expect("etcd range JSON");
+        resp["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .expect("a revision")
+    }
+
+    /// Compacts the history up to `revision`: watches from before it can no longer be replayed.
+    pub async fn compact(&self, revision: i64) {
+        let body = serde_json::json!({"revision": revision.to_string(), "physical": true});
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v3/kv/compaction", self.endpoints[0]))
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("etcd compaction");
+        assert!(
+            resp.status().is_success(),
+            "etcd compaction: {}",
+            resp.status()
+        );
+    }
+}
