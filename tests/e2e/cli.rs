@@ -235,7 +235,7 @@ fn the_readme_and_the_help_agree() {
     let nested: &[(&str, &[&str])] = &[
         ("targets", &["register", "deregister"]),
         ("instances", &["protect", "unprotect"]),
-        ("fleet", &["apply"]),
+        ("fleet", &["apply", "status"]),
     ];
     let mut missing = Vec::new();
     for sub in subcommands() {

@@ -12,7 +12,7 @@ use crate::support::{eventually, free_port, Echo, Trellis};
 fn node_file(etcd: &Etcd, prefix: &str, node: &str, bind: &str) -> String {
     let endpoints: Vec<String> = etcd.endpoints.iter().map(|e| format!("{e:?}")).collect();
     format!(
-        "[fleet]\nendpoints = [{}]\nprefix = {prefix:?}\nnode = {node:?}\nbind = {bind:?}\n\n\
+        "[fleet]\nendpoints = [{}]\nprefix = {prefix:?}\nnode = {node:?}\nbind = {bind:?}\nlease_ttl = \"2s\"\n\n\
          [access_log]\ndestination = \"off\"\n",
         endpoints.join(", ")
     )
@@ -134,7 +134,56 @@ async fn nodes_serve_what_is_applied_and_a_registration_on_one_is_served_by_all(
     let took = registered.elapsed();
     eprintln!("registration on A to B serving it: {took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // Both nodes are in the fleet, at the revision etcd is at; a killed one drops out with its lease.
+    let status = || {
+        let out = Command::new(bin())
+            .args([
+                "fleet",
+                "status",
+                "--json",
+                "--endpoints",
+                &etcd.endpoints_arg(),
+                "--prefix",
+                prefix,
+            ])
+            .output()
+            .expect("run trellis fleet status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON")
+    };
+    let fleet = eventually(
+        Duration::from_secs(5),
+        "both nodes at the current revision",
+        || async {
+            let fleet = status();
+            let current = fleet["truth_revision"].as_i64()?;
+            let nodes = fleet["nodes"].as_array()?;
+            (nodes.len() == 2
+                && nodes
+                    .iter()
+                    .all(|n| n["revision"].as_i64() >= Some(current)))
+            .then_some(fleet)
+        },
+    )
+    .await;
+    assert_eq!(fleet["nodes"][0]["node"], "node-a");
+    assert_eq!(fleet["config"]["name"], "shop.toml");
+    assert_eq!(fleet["registrations"], 1);
     drop(node_b);
+    eventually(
+        Duration::from_secs(10),
+        "the killed node to drop out",
+        || async {
+            let fleet = status();
+            (fleet["nodes"].as_array()?.len() == 1).then_some(())
+        },
+    )
+    .await;
 }
 
 /// The `fleet` part of a node's status.

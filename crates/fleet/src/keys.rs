@@ -21,6 +21,15 @@ pub fn parse_registration(prefix: &str, key: &str) -> Option<(String, SocketAddr
     Some((group.to_string(), address.parse().ok()?))
 }
 
+/// Where the nodes keep their leased keys.
+pub fn nodes(prefix: &str) -> String {
+    format!("{prefix}/nodes/")
+}
+
+pub fn node(prefix: &str, node: &str) -> String {
+    format!("{prefix}/nodes/{node}")
+}
+
 /// Everything of a fleet: the range that one read and one watch cover.
 pub fn all(prefix: &str) -> String {
     format!("{prefix}/")

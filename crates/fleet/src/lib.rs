@@ -6,12 +6,16 @@
 //! - `config`: `{"name": "shop.toml", "text": "..."}`, the applied file, one key so that applying it is
 //!   one compare-and-swap (never half a configuration, unlike per-key layouts);
 //! - `registrations/{target_group}/{ip:port}`: `{"weight": N}`, one key per target, so two nodes
-//!   registering two targets never overwrite each other.
+//!   registering two targets never overwrite each other;
+//! - `nodes/{node}`: `{"node", "revision", "contact", "stale"}` under the node's lease: who is in the
+//!   fleet, and what each serves.
 #![forbid(unsafe_code)]
 
 mod error;
 mod keys;
+mod nodes;
 mod store;
 
 pub use error::FleetError;
+pub use nodes::{now, Lease, NodeInfo};
 pub use store::{Applied, Loaded, Registration, Store};

@@ -49,6 +49,8 @@ pub struct Loaded {
     pub config: Option<Applied>,
     /// The `config` key's own revision (what an apply compares against); 0 when there is none.
     pub config_revision: i64,
+    /// The newest change to the configuration or a registration (nodes' own keys left out).
+    pub truth_revision: i64,
     pub registrations: Vec<Registration>,
 }
 
@@ -87,7 +89,7 @@ impl Store {
     /// Runs `op` on the member that answered last, and on the next ones while a member cannot be
     /// reached. A member that is reached but fails (no quorum, a timeout) is the answer: trying others
     /// would only multiply the wait.
-    async fn on_a_member<T, F, Fut>(&self, op: F) -> Result<T, FleetError>
+    pub(crate) async fn on_a_member<T, F, Fut>(&self, op: F) -> Result<T, FleetError>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -131,6 +133,7 @@ impl Store {
             revision,
             config: None,
             config_revision: 0,
+            truth_revision: 0,
             registrations: Vec::new(),
         };
         for kv in resp.kvs() {
@@ -139,6 +142,9 @@ impl Store {
                 key: key.clone(),
                 message,
             };
+            if !key.starts_with(&keys::nodes(&self.prefix)) {
+                loaded.truth_revision = loaded.truth_revision.max(kv.mod_revision());
+            }
             if key == config_key {
                 let applied: Applied = serde_json::from_slice(kv.value())
                     .map_err(|e| corrupt(format!("not an applied configuration: {e}")))?;
@@ -243,7 +249,14 @@ impl Store {
             if resp.compact_revision() > 0 || resp.canceled() {
                 return Ok(resp.compact_revision().max(revision + 1));
             }
-            if !resp.events().is_empty() {
+            // The nodes' heartbeats are not the truth: they change nothing a node serves.
+            let nodes = keys::nodes(&self.prefix);
+            let changed = resp
+                .events()
+                .iter()
+                .filter_map(|e| e.kv())
+                .any(|kv| !kv.key().starts_with(nodes.as_bytes()));
+            if changed {
                 return Ok(resp.header().map_or(revision + 1, |h| h.revision()));
             }
         }

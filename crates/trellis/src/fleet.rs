@@ -1,4 +1,4 @@
-//! `trellis fleet`: the fleet's shared configuration in etcd.
+//! `trellis fleet`: the fleet's shared configuration in etcd, and who serves it.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -62,4 +62,92 @@ pub fn apply(file: &Path, endpoints: &[String], prefix: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `trellis fleet status`: the applied configuration, every live node with the revision it serves and
+/// its last contact, and each scaling group's owner.
+pub fn status(endpoints: &[String], prefix: &str, json: bool) -> ExitCode {
+    let result = crate::runtime(Some(1))
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let store = trellis_fleet::Store::connect(endpoints, prefix).await?;
+                Ok::<_, trellis_fleet::FleetError>((store.load().await?, store.nodes().await?))
+            })
+            .map_err(|e| e.to_string())
+        });
+    let (loaded, nodes) = match result {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("trellis: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = trellis_fleet::now();
+    if json {
+        let value = serde_json::json!({
+            "prefix": prefix,
+            "revision": loaded.revision,
+            "truth_revision": loaded.truth_revision,
+            "config": loaded.config.as_ref().map(|c| serde_json::json!({
+                "name": c.name,
+                "revision": loaded.config_revision,
+            })),
+            "registrations": loaded.registrations.len(),
+            "nodes": nodes.iter().map(|n| serde_json::json!({
+                "node": n.node,
+                "revision": n.revision,
+                "stale": n.stale,
+                "last_contact_seconds": now.saturating_sub(n.contact),
+            })).collect::<Vec<_>>(),
+            // Scaling groups are not run in fleet mode yet.
+            "owners": {},
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    match &loaded.config {
+        Some(c) => println!(
+            "fleet {prefix}: {} applied at revision {}; {} registered target{}; etcd at revision {}",
+            c.name,
+            loaded.config_revision,
+            loaded.registrations.len(),
+            if loaded.registrations.len() == 1 { "" } else { "s" },
+            loaded.revision
+        ),
+        None => println!(
+            "fleet {prefix}: no configuration applied yet (trellis fleet apply FILE); etcd at revision {}",
+            loaded.revision
+        ),
+    }
+    println!(
+        "\n{:<24} {:>10}  {:<14} NOTE",
+        "NODE", "REVISION", "LAST CONTACT"
+    );
+    for n in &nodes {
+        let behind = if n.revision < loaded.truth_revision {
+            "behind"
+        } else {
+            ""
+        };
+        let note = if n.stale {
+            "serving its disk copy"
+        } else {
+            behind
+        };
+        println!(
+            "{:<24} {:>10}  {:<14} {note}",
+            n.node,
+            n.revision,
+            format!("{}s ago", now.saturating_sub(n.contact))
+        );
+    }
+    if nodes.is_empty() {
+        println!("(no node is running)");
+    }
+    println!("\nscaling groups: none (not run in fleet mode yet)");
+    ExitCode::SUCCESS
 }

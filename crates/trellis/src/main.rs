@@ -206,6 +206,20 @@ enum FleetCommand {
         #[arg(long, value_name = "PREFIX", default_value = "/trellis")]
         prefix: String,
     },
+    /// Show the fleet: its applied configuration, every live node and the revision it serves
+    ///
+    /// Nodes are listed while their lease lives: a node that stopped drops out within its lease_ttl.
+    Status {
+        /// etcd client URLs, comma-separated; any one reachable member is enough.
+        #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
+        endpoints: Vec<String>,
+        /// The fleet's key namespace.
+        #[arg(long, value_name = "PREFIX", default_value = "/trellis")]
+        prefix: String,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Where `run` and `check` read their configuration unless told otherwise (the admin commands too).
@@ -240,6 +254,14 @@ fn main() -> ExitCode {
                     prefix,
                 },
         } => return fleet::apply(&file, &endpoints, &prefix),
+        Command::Fleet {
+            command:
+                FleetCommand::Status {
+                    endpoints,
+                    prefix,
+                    json,
+                },
+        } => return fleet::status(&endpoints, &prefix, json),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

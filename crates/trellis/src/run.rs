@@ -78,6 +78,8 @@ pub fn run(
         tracing::info!(state_dir = %state_path.display(), "{}", truth.file.summary());
         let daemon = Daemon::start(store, truth)?;
         if let Some((fleet, state, revision)) = fleet {
+            let ttl = node.fleet.as_ref().map_or(Duration::from_secs(15), |f| f.lease_ttl);
+            tokio::spawn(heartbeat(fleet.clone(), state.clone(), ttl));
             tokio::spawn(follow(daemon.clone(), fleet, state, revision));
         }
         let scaling = crate::scaling::start(&daemon, &daemon.scaling_metrics);
@@ -151,6 +153,27 @@ async fn follow(
                 tracing::warn!(error = %e, "fleet: watching the store failed; still serving the last configuration, trying again");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+        }
+    }
+}
+
+/// Fleet mode: this node's key under its lease, renewed at a third of the lease's time to live, saying
+/// which revision it serves. Missing a beat or two (etcd away) is fine; the lease outlives them.
+async fn heartbeat(fleet: trellis_fleet::Store, state: Arc<FleetState>, ttl: Duration) {
+    let mut lease = trellis_fleet::Lease::default();
+    let mut tick = tokio::time::interval(ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (revision, stale) = state.served();
+        let info = trellis_fleet::NodeInfo {
+            node: state.node().to_string(),
+            revision,
+            contact: trellis_fleet::now(),
+            stale,
+        };
+        if let Err(e) = fleet.heartbeat(&mut lease, ttl, &info).await {
+            tracing::debug!(error = %e, "fleet: heartbeat failed");
         }
     }
 }

@@ -81,6 +81,18 @@ impl FleetState {
         self.stale.store(from_disk, Ordering::Relaxed);
     }
 
+    /// The revision served, and whether it is the disk copy's.
+    pub fn served(&self) -> (i64, bool) {
+        (
+            self.applied.load(Ordering::Relaxed),
+            self.stale.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// The newest revision read: served, or refused (0 before etcd was first read).
     pub fn revision(&self) -> i64 {
         self.applied
