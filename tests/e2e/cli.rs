@@ -235,7 +235,7 @@ fn the_readme_and_the_help_agree() {
     let nested: &[(&str, &[&str])] = &[
         ("targets", &["register", "deregister"]),
         ("instances", &["protect", "unprotect"]),
-        ("fleet", &["apply", "status"]),
+        ("fleet", &["apply", "status", "import", "export"]),
     ];
     let mut missing = Vec::new();
     for sub in subcommands() {

@@ -474,3 +474,89 @@ async fn a_node_that_fell_behind_a_compacted_history_loses_no_change() {
     )
     .await;
 }
+
+fn fleet_cli(etcd: &Etcd, prefix: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .arg("fleet")
+        .args(args)
+        .args(["--endpoints", &etcd.endpoints_arg(), "--prefix", prefix])
+        .output()
+        .expect("run trellis fleet")
+}
+
+#[tokio::test]
+async fn a_single_file_deployment_is_imported_whole_and_exported_back() {
+    let Some(etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/import";
+    let port = free_port();
+    let (a, b) = (Echo::start("a").await, Echo::start("b").await);
+    let file = dir.path().join("shop.toml");
+    let text = shared(port, &[a.addr()]);
+    std::fs::write(&file, &text).unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let registrations = serde_json::json!({"version": 1, "targets": [
+        {"target_group": "web", "address": b.addr(), "weight": 3}
+    ]});
+    std::fs::write(state.join("registrations.json"), registrations.to_string()).unwrap();
+
+    let file_arg = file.to_str().unwrap();
+    let state_arg = state.to_str().unwrap();
+    let out = fleet_cli(
+        &etcd,
+        prefix,
+        &["import", file_arg, "--state-dir", state_arg],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 registered target"));
+    // Only into an empty prefix.
+    let again = fleet_cli(&etcd, prefix, &["import", file_arg]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a fleet"));
+
+    // A node serves the file and the registered target.
+    let _node = Trellis::start(&node_file(&etcd, prefix, "node-a", "127.0.0.9"), &[]).await;
+    eventually(
+        Duration::from_secs(10),
+        "both targets to be served",
+        || async {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..8 {
+                seen.insert(served_by("127.0.0.9", port).await?);
+            }
+            (seen.len() == 2).then_some(())
+        },
+    )
+    .await;
+
+    let back = dir.path().join("back.toml");
+    let back_state = dir.path().join("back-state");
+    let out = fleet_cli(
+        &etcd,
+        prefix,
+        &[
+            "export",
+            "--out",
+            back.to_str().unwrap(),
+            "--state-dir",
+            back_state.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), text);
+    let exported: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(back_state.join("registrations.json")).unwrap())
+            .unwrap();
+    assert_eq!(exported["targets"], registrations["targets"]);
+}

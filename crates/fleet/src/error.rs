@@ -8,6 +8,9 @@ pub enum FleetError {
     /// The configuration changed between reading it and writing it.
     #[error("the fleet's configuration changed since revision {0}; read it again and retry")]
     Conflict(i64),
+    /// `import` goes into an empty prefix only.
+    #[error("{0} already holds a fleet; import goes into an empty prefix (use fleet apply to change it)")]
+    NotEmpty(String),
     /// A value under the prefix that trellis did not write (or an older trellis wrote differently).
     #[error("{key}: {message}")]
     Corrupt { key: String, message: String },

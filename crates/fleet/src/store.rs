@@ -191,6 +191,53 @@ impl Store {
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
+    /// Writes a whole deployment (`applied` and its `registrations`) into an empty prefix, in one
+    /// transaction that fails if a configuration appeared meanwhile. Returns the new revision.
+    pub async fn import(
+        &self,
+        applied: &Applied,
+        registrations: &[Registration],
+    ) -> Result<i64, FleetError> {
+        let current = self.load().await?;
+        if current.config.is_some() || !current.registrations.is_empty() {
+            return Err(FleetError::NotEmpty(self.prefix.clone()));
+        }
+        let key = keys::config(&self.prefix);
+        let value = serde_json::to_vec(applied).map_err(|e| FleetError::Corrupt {
+            key: key.clone(),
+            message: e.to_string(),
+        })?;
+        let puts: Vec<(String, Vec<u8>)> = registrations
+            .iter()
+            .map(|r| {
+                let value =
+                    serde_json::to_vec(&RegistrationValue { weight: r.weight }).unwrap_or_default();
+                (
+                    keys::registration(&self.prefix, &r.target_group, r.address),
+                    value,
+                )
+            })
+            .collect();
+        let resp = self
+            .on_a_member(|mut client| {
+                let ops: Vec<TxnOp> = std::iter::once(TxnOp::put(key.clone(), value.clone(), None))
+                    .chain(
+                        puts.iter()
+                            .map(|(k, v)| TxnOp::put(k.clone(), v.clone(), None)),
+                    )
+                    .collect();
+                let txn = Txn::new()
+                    .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+                    .and_then(ops);
+                async move { client.txn(txn).await }
+            })
+            .await?;
+        if !resp.succeeded() {
+            return Err(FleetError::NotEmpty(self.prefix.clone()));
+        }
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
     /// Makes `next` the registrations, from `current` (as last loaded): one transaction that puts what
     /// is new or re-weighted and deletes what is gone. Returns the new revision.
     pub async fn set_registrations(

@@ -7,47 +7,14 @@ use std::process::ExitCode;
 /// which belong in each node's file), then writes it as the fleet's configuration with one
 /// compare-and-swap on the revision it read. Prints the new revision.
 pub fn apply(file: &Path, endpoints: &[String], prefix: &str) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("{}: {e}", file.display());
-            return ExitCode::FAILURE;
-        }
+    let (applied, config) = match validated(file) {
+        Ok(found) => found,
+        Err(code) => return code,
     };
-    // What a node brings itself (admin, access log, limits) is default here: the file must not have it.
-    let node = match trellis_config::parse("", file) {
-        Ok(node) => node,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let config = match trellis_config::parse_shared(&text, file, &node) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = trellis_proxy::check_target_tls(&config) {
-        eprintln!("{e}");
-        return ExitCode::FAILURE;
-    }
-    let name = file.file_name().map_or_else(
-        || file.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let applied = trellis_fleet::Applied { name, text };
-    let result = crate::runtime(Some(1))
-        .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            rt.block_on(async {
-                let store = trellis_fleet::Store::connect(endpoints, prefix).await?;
-                let current = store.load().await?;
-                store.apply(&applied, current.config_revision).await
-            })
-            .map_err(|e| e.to_string())
-        });
+    let result = with_store(endpoints, prefix, async |store| {
+        let current = store.load().await?;
+        store.apply(&applied, current.config_revision).await
+    });
     match result {
         Ok(revision) => {
             println!(
@@ -67,15 +34,9 @@ pub fn apply(file: &Path, endpoints: &[String], prefix: &str) -> ExitCode {
 /// `trellis fleet status`: the applied configuration, every live node with the revision it serves and
 /// its last contact, and each scaling group's owner.
 pub fn status(endpoints: &[String], prefix: &str, json: bool) -> ExitCode {
-    let result = crate::runtime(Some(1))
-        .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            rt.block_on(async {
-                let store = trellis_fleet::Store::connect(endpoints, prefix).await?;
-                Ok::<_, trellis_fleet::FleetError>((store.load().await?, store.nodes().await?))
-            })
-            .map_err(|e| e.to_string())
-        });
+    let result = with_store(endpoints, prefix, async |store| {
+        Ok((store.load().await?, store.nodes().await?))
+    });
     let (loaded, nodes) = match result {
         Ok(found) => found,
         Err(e) => {
@@ -149,5 +110,145 @@ pub fn status(endpoints: &[String], prefix: &str, json: bool) -> ExitCode {
         println!("(no node is running)");
     }
     println!("\nscaling groups: none (not run in fleet mode yet)");
+    ExitCode::SUCCESS
+}
+
+/// Reads and validates FILE as the fleet's configuration (as `trellis check` does, node-local sections
+/// refused), or prints every error.
+fn validated(file: &Path) -> Result<(trellis_fleet::Applied, trellis_config::Config), ExitCode> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        eprintln!("{}: {e}", file.display());
+        ExitCode::FAILURE
+    })?;
+    let fail = |e: &dyn std::fmt::Display| {
+        eprintln!("{e}");
+        ExitCode::FAILURE
+    };
+    // What a node brings itself (admin, access log, limits) is default here: the file must not have it.
+    let node = trellis_config::parse("", file).map_err(|e| fail(&e))?;
+    let config = trellis_config::parse_shared(&text, file, &node).map_err(|e| fail(&e))?;
+    trellis_proxy::check_target_tls(&config).map_err(|e| fail(&e))?;
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    Ok((trellis_fleet::Applied { name, text }, config))
+}
+
+/// Runs `op` against the fleet's store on a runtime of its own; the error as text.
+fn with_store<T>(
+    endpoints: &[String],
+    prefix: &str,
+    op: impl AsyncFnOnce(trellis_fleet::Store) -> Result<T, trellis_fleet::FleetError>,
+) -> Result<T, String> {
+    let rt = crate::runtime(Some(1)).map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let store = trellis_fleet::Store::connect(endpoints, prefix).await?;
+        op(store).await
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// `trellis fleet import FILE`: a single-file deployment — its file and the targets registered in its
+/// state directory — into an empty prefix, in one transaction.
+pub fn import(
+    file: &Path,
+    state_dir: Option<&Path>,
+    endpoints: &[String],
+    prefix: &str,
+) -> ExitCode {
+    let (applied, config) = match validated(file) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    let registrations = match state_dir {
+        None => Vec::new(),
+        Some(dir) => {
+            let (registrations, problem) = crate::state::load_registrations(
+                &crate::state::StateDir::choose(Some(dir.to_path_buf())),
+            );
+            if let Some(problem) = problem {
+                eprintln!("trellis: {problem}");
+                return ExitCode::FAILURE;
+            }
+            registrations
+        }
+    };
+    let to_fleet: Vec<trellis_fleet::Registration> = registrations
+        .iter()
+        .map(|r| trellis_fleet::Registration {
+            target_group: r.target_group.clone(),
+            address: r.address,
+            weight: r.weight,
+        })
+        .collect();
+    match with_store(endpoints, prefix, async |store| {
+        store.import(&applied, &to_fleet).await
+    }) {
+        Ok(revision) => {
+            println!(
+                "imported {} and {} registered target{} into {prefix} at revision {revision}: {}",
+                file.display(),
+                to_fleet.len(),
+                if to_fleet.len() == 1 { "" } else { "s" },
+                config.summary()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("trellis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `trellis fleet export`: the fleet's configuration back to a file (stdout without `--out`), and its
+/// registrations into a state directory, for a single-file deployment.
+pub fn export(
+    out: Option<&Path>,
+    state_dir: Option<&Path>,
+    endpoints: &[String],
+    prefix: &str,
+) -> ExitCode {
+    let loaded = match with_store(endpoints, prefix, async |store| store.load().await) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("trellis: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(applied) = loaded.config else {
+        eprintln!("trellis: no configuration has been applied to {prefix}");
+        return ExitCode::FAILURE;
+    };
+    let written = match out {
+        Some(path) => {
+            std::fs::write(path, &applied.text).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        None => {
+            print!("{}", applied.text);
+            Ok(())
+        }
+    };
+    if let Err(e) = written {
+        eprintln!("trellis: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(dir) = state_dir {
+        let registrations: Vec<crate::state::Registration> = loaded
+            .registrations
+            .iter()
+            .map(|r| crate::state::Registration {
+                target_group: r.target_group.clone(),
+                address: r.address,
+                weight: r.weight,
+            })
+            .collect();
+        let dir = crate::state::StateDir::choose(Some(dir.to_path_buf()));
+        if let Err(e) = crate::state::save_registrations(&dir, &registrations) {
+            eprintln!("trellis: {}: {e}", dir.path().display());
+            return ExitCode::FAILURE;
+        }
+    }
     ExitCode::SUCCESS
 }

@@ -199,7 +199,40 @@ enum FleetCommand {
     Apply {
         /// The configuration file (TOML): services, target groups, scaling groups, auth policies.
         file: PathBuf,
-        /// etcd client URLs, comma-separated; any one reachable member is enough.
+        /// etcd client URLs (separated by commas); any one reachable member is enough.
+        #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
+        endpoints: Vec<String>,
+        /// The fleet's key namespace.
+        #[arg(long, value_name = "PREFIX", default_value = "/trellis")]
+        prefix: String,
+    },
+    /// Write a single-file deployment (its file, and the targets registered in its state directory) into
+    /// an empty fleet prefix
+    ///
+    /// The file is validated as `fleet apply` validates it; everything is written in one transaction,
+    /// which fails if the prefix already holds a fleet.
+    Import {
+        /// The deployment's configuration file (TOML), without node-local sections.
+        file: PathBuf,
+        /// The deployment's state directory: its registered targets come along.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// etcd client URLs (separated by commas); any one reachable member is enough.
+        #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
+        endpoints: Vec<String>,
+        /// The fleet's key namespace.
+        #[arg(long, value_name = "PREFIX", default_value = "/trellis")]
+        prefix: String,
+    },
+    /// Write the fleet's configuration back to a file, and its registered targets into a state directory
+    Export {
+        /// Where to write the configuration [default: standard output].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// A state directory to write the registered targets into (registrations.json).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// etcd client URLs (separated by commas); any one reachable member is enough.
         #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
         endpoints: Vec<String>,
         /// The fleet's key namespace.
@@ -210,7 +243,7 @@ enum FleetCommand {
     ///
     /// Nodes are listed while their lease lives: a node that stopped drops out within its lease_ttl.
     Status {
-        /// etcd client URLs, comma-separated; any one reachable member is enough.
+        /// etcd client URLs (separated by commas); any one reachable member is enough.
         #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
         endpoints: Vec<String>,
         /// The fleet's key namespace.
@@ -262,6 +295,24 @@ fn main() -> ExitCode {
                     json,
                 },
         } => return fleet::status(&endpoints, &prefix, json),
+        Command::Fleet {
+            command:
+                FleetCommand::Import {
+                    file,
+                    state_dir,
+                    endpoints,
+                    prefix,
+                },
+        } => return fleet::import(&file, state_dir.as_deref(), &endpoints, &prefix),
+        Command::Fleet {
+            command:
+                FleetCommand::Export {
+                    out,
+                    state_dir,
+                    endpoints,
+                    prefix,
+                },
+        } => return fleet::export(out.as_deref(), state_dir.as_deref(), &endpoints, &prefix),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
