@@ -48,6 +48,30 @@ fn apply(
         .expect("run trellis fleet apply")
 }
 
+/// Applies `text` as shop.toml (it must be accepted), then waits until `ip:port` is served by `expect`.
+async fn apply_and_serve(
+    etcd: &Etcd,
+    prefix: &str,
+    dir: &std::path::Path,
+    text: &str,
+    ip: &str,
+    port: u16,
+    expect: &str,
+) {
+    let out = apply(etcd, prefix, dir, "shop.toml", text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(
+        Duration::from_secs(15),
+        &format!("{ip} to be served by {expect}"),
+        || async { (served_by(ip, port).await.as_deref() == Some(expect)).then_some(()) },
+    )
+    .await;
+}
+
 /// Who answers `GET /` on `ip:port` (`x-served-by`), if anything does.
 async fn served_by(ip: &str, port: u16) -> Option<String> {
     let resp = reqwest::Client::new()
@@ -203,21 +227,15 @@ async fn without_etcd_a_node_keeps_serving_refuses_writes_quickly_and_recovers_b
     let port = free_port();
     let (a, b) = (Echo::start("a").await, Echo::start("b").await);
     let node = Trellis::start(&node_file(&etcd, prefix, "node-a", "127.0.0.4"), &[]).await;
-    let out = apply(
+    apply_and_serve(
         &etcd,
         prefix,
         dir.path(),
-        "shop.toml",
         &shared(port, &[a.addr()]),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eventually(Duration::from_secs(10), "the node to serve", || async {
-        (served_by("127.0.0.4", port).await.as_deref() == Some("a")).then_some(())
-    })
+        "127.0.0.4",
+        port,
+        "a",
+    )
     .await;
     assert_eq!(fleet_status(&node).await["store"], "connected");
 
@@ -287,21 +305,15 @@ async fn a_node_started_while_etcd_is_down_serves_its_disk_copy() {
     };
     let file = node_file(&etcd, prefix, "node-a", "127.0.0.5");
     let node = Trellis::start_with(&file, &[], options()).await;
-    let out = apply(
+    apply_and_serve(
         &etcd,
         prefix,
         dir.path(),
-        "shop.toml",
         &shared(port, &[a.addr()]),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eventually(Duration::from_secs(10), "the node to serve", || async {
-        (served_by("127.0.0.5", port).await.as_deref() == Some("a")).then_some(())
-    })
+        "127.0.0.5",
+        port,
+        "a",
+    )
     .await;
     drop(node);
     etcd.stop();
@@ -340,21 +352,15 @@ async fn a_configuration_written_behind_trellis_s_back_that_is_invalid_is_refuse
     let port = free_port();
     let a = Echo::start("a").await;
     let node = Trellis::start(&node_file(&etcd, prefix, "node-a", "127.0.0.6"), &[]).await;
-    let out = apply(
+    apply_and_serve(
         &etcd,
         prefix,
         dir.path(),
-        "shop.toml",
         &shared(port, &[a.addr()]),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eventually(Duration::from_secs(10), "the node to serve", || async {
-        (served_by("127.0.0.6", port).await.as_deref() == Some("a")).then_some(())
-    })
+        "127.0.0.6",
+        port,
+        "a",
+    )
     .await;
     let good = fleet_status(&node).await["revision"].as_i64().unwrap();
 
@@ -397,21 +403,15 @@ async fn one_of_three_etcd_members_down_changes_nothing() {
     let node = Trellis::start(&node_file(&etcd, prefix, "node-a", "127.0.0.7"), &[]).await;
     // The member the node and the CLI list first goes.
     etcd.kill(0);
-    let out = apply(
+    apply_and_serve(
         &etcd,
         prefix,
         dir.path(),
-        "shop.toml",
         &shared(port, &[a.addr()]),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eventually(Duration::from_secs(15), "the node to serve", || async {
-        (served_by("127.0.0.7", port).await.as_deref() == Some("a")).then_some(())
-    })
+        "127.0.0.7",
+        port,
+        "a",
+    )
     .await;
     let (status, body) = node
         .admin(
@@ -433,21 +433,15 @@ async fn a_node_that_fell_behind_a_compacted_history_loses_no_change() {
     let port = free_port();
     let (a, b) = (Echo::start("a").await, Echo::start("b").await);
     let node = Trellis::start(&node_file(&etcd, prefix, "node-a", "127.0.0.8"), &[]).await;
-    let out = apply(
+    apply_and_serve(
         &etcd,
         prefix,
         dir.path(),
-        "shop.toml",
         &shared(port, &[a.addr()]),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eventually(Duration::from_secs(10), "the node to serve", || async {
-        (served_by("127.0.0.8", port).await.as_deref() == Some("a")).then_some(())
-    })
+        "127.0.0.8",
+        port,
+        "a",
+    )
     .await;
 
     // The node is stopped while the fleet changes and its history is compacted away.

@@ -174,14 +174,7 @@ pub fn import(
             registrations
         }
     };
-    let to_fleet: Vec<trellis_fleet::Registration> = registrations
-        .iter()
-        .map(|r| trellis_fleet::Registration {
-            target_group: r.target_group.clone(),
-            address: r.address,
-            weight: r.weight,
-        })
-        .collect();
+    let to_fleet: Vec<trellis_fleet::Registration> = registrations.iter().map(Into::into).collect();
     match with_store(endpoints, prefix, async |store| {
         store.import(&applied, &to_fleet).await
     }) {
@@ -235,15 +228,8 @@ pub fn export(
         return ExitCode::FAILURE;
     }
     if let Some(dir) = state_dir {
-        let registrations: Vec<crate::state::Registration> = loaded
-            .registrations
-            .iter()
-            .map(|r| crate::state::Registration {
-                target_group: r.target_group.clone(),
-                address: r.address,
-                weight: r.weight,
-            })
-            .collect();
+        let registrations: Vec<crate::state::Registration> =
+            loaded.registrations.iter().map(Into::into).collect();
         let dir = crate::state::StateDir::choose(Some(dir.to_path_buf()));
         if let Err(e) = crate::state::save_registrations(&dir, &registrations) {
             eprintln!("trellis: {}: {e}", dir.path().display());

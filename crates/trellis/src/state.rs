@@ -92,6 +92,27 @@ pub struct Registration {
     pub weight: u16,
 }
 
+/// A registration as the fleet's store keeps it, and back.
+impl From<&trellis_fleet::Registration> for Registration {
+    fn from(r: &trellis_fleet::Registration) -> Self {
+        Registration {
+            target_group: r.target_group.clone(),
+            address: r.address,
+            weight: r.weight,
+        }
+    }
+}
+
+impl From<&Registration> for trellis_fleet::Registration {
+    fn from(r: &Registration) -> Self {
+        trellis_fleet::Registration {
+            target_group: r.target_group.clone(),
+            address: r.address,
+            weight: r.weight,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct RegistrationsFile {
     version: u32,

@@ -150,15 +150,8 @@ impl Store for EtcdStore {
                 return Err(unavailable(e));
             }
         };
-        let registrations: Vec<Registration> = loaded
-            .registrations
-            .iter()
-            .map(|r| Registration {
-                target_group: r.target_group.clone(),
-                address: r.address,
-                weight: r.weight,
-            })
-            .collect();
+        let registrations: Vec<Registration> =
+            loaded.registrations.iter().map(Into::into).collect();
         let truth = match self.truth(loaded.config.as_ref(), registrations.clone()) {
             Ok(truth) => truth,
             Err(e) => {
@@ -179,14 +172,7 @@ impl Store for EtcdStore {
             .as_ref()
             .map(|l| l.registrations.clone())
             .unwrap_or_default();
-        let next: Vec<trellis_fleet::Registration> = next
-            .iter()
-            .map(|r| trellis_fleet::Registration {
-                target_group: r.target_group.clone(),
-                address: r.address,
-                weight: r.weight,
-            })
-            .collect();
+        let next: Vec<trellis_fleet::Registration> = next.iter().map(Into::into).collect();
         if let Err(e) = self
             .runtime
             .block_on(self.fleet.set_registrations(&current, &next))
