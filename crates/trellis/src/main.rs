@@ -188,6 +188,17 @@ enum Command {
     },
 }
 
+/// Where the fleet's store is.
+#[derive(clap::Args)]
+struct FleetArgs {
+    /// etcd client URLs (separated by commas); any one reachable member is enough.
+    #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
+    endpoints: Vec<String>,
+    /// The fleet's key namespace.
+    #[arg(long, value_name = "PREFIX", default_value = "/trellis")]
+    prefix: String,
+}
+
 #[derive(Subcommand)]
 enum FleetCommand {
     /// Validate a configuration file as `check` does and make it the fleet's configuration
@@ -199,12 +210,8 @@ enum FleetCommand {
     Apply {
         /// The configuration file (TOML): services, target groups, scaling groups, auth policies.
         file: PathBuf,
-        /// etcd client URLs (separated by commas); any one reachable member is enough.
-        #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
-        endpoints: Vec<String>,
-        /// The fleet's key namespace.
-        #[arg(long, value_name = "PREFIX", default_value = "/trellis")]
-        prefix: String,
+        #[command(flatten)]
+        store: FleetArgs,
     },
     /// Write a single-file deployment (its file, and the targets registered in its state directory) into
     /// an empty fleet prefix
@@ -217,12 +224,8 @@ enum FleetCommand {
         /// The deployment's state directory: its registered targets come along.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
-        /// etcd client URLs (separated by commas); any one reachable member is enough.
-        #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
-        endpoints: Vec<String>,
-        /// The fleet's key namespace.
-        #[arg(long, value_name = "PREFIX", default_value = "/trellis")]
-        prefix: String,
+        #[command(flatten)]
+        store: FleetArgs,
     },
     /// Write the fleet's configuration back to a file, and its registered targets into a state directory
     Export {
@@ -232,23 +235,15 @@ enum FleetCommand {
         /// A state directory to write the registered targets into (registrations.json).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
-        /// etcd client URLs (separated by commas); any one reachable member is enough.
-        #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
-        endpoints: Vec<String>,
-        /// The fleet's key namespace.
-        #[arg(long, value_name = "PREFIX", default_value = "/trellis")]
-        prefix: String,
+        #[command(flatten)]
+        store: FleetArgs,
     },
     /// Show the fleet: its applied configuration, every live node and the revision it serves
     ///
     /// Nodes are listed while their lease lives: a node that stopped drops out within its lease_ttl.
     Status {
-        /// etcd client URLs (separated by commas); any one reachable member is enough.
-        #[arg(long, value_name = "URL,...", value_delimiter = ',', required = true)]
-        endpoints: Vec<String>,
-        /// The fleet's key namespace.
-        #[arg(long, value_name = "PREFIX", default_value = "/trellis")]
-        prefix: String,
+        #[command(flatten)]
+        store: FleetArgs,
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
@@ -279,40 +274,7 @@ fn main() -> ExitCode {
         } => return ctl::scale(&group, desired, &admin),
         Command::Instances { command } => return ctl::instances(&command),
         Command::Healthcheck { timeout, admin } => return ctl::healthcheck(&admin, timeout),
-        Command::Fleet {
-            command:
-                FleetCommand::Apply {
-                    file,
-                    endpoints,
-                    prefix,
-                },
-        } => return fleet::apply(&file, &endpoints, &prefix),
-        Command::Fleet {
-            command:
-                FleetCommand::Status {
-                    endpoints,
-                    prefix,
-                    json,
-                },
-        } => return fleet::status(&endpoints, &prefix, json),
-        Command::Fleet {
-            command:
-                FleetCommand::Import {
-                    file,
-                    state_dir,
-                    endpoints,
-                    prefix,
-                },
-        } => return fleet::import(&file, state_dir.as_deref(), &endpoints, &prefix),
-        Command::Fleet {
-            command:
-                FleetCommand::Export {
-                    out,
-                    state_dir,
-                    endpoints,
-                    prefix,
-                },
-        } => return fleet::export(out.as_deref(), state_dir.as_deref(), &endpoints, &prefix),
+        Command::Fleet { command } => return fleet_command(command),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -343,6 +305,30 @@ fn main() -> ExitCode {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+fn fleet_command(command: FleetCommand) -> ExitCode {
+    match command {
+        FleetCommand::Apply { file, store } => fleet::apply(&file, &store.endpoints, &store.prefix),
+        FleetCommand::Status { store, json } => {
+            fleet::status(&store.endpoints, &store.prefix, json)
+        }
+        FleetCommand::Import {
+            file,
+            state_dir,
+            store,
+        } => fleet::import(&file, state_dir.as_deref(), &store.endpoints, &store.prefix),
+        FleetCommand::Export {
+            out,
+            state_dir,
+            store,
+        } => fleet::export(
+            out.as_deref(),
+            state_dir.as_deref(),
+            &store.endpoints,
+            &store.prefix,
+        ),
+    }
 }
 
 /// `trellis man`: the page to stdout, or every page into a directory.
