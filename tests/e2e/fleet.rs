@@ -554,3 +554,47 @@ async fn a_single_file_deployment_is_imported_whole_and_exported_back() {
             .unwrap();
     assert_eq!(exported["targets"], registrations["targets"]);
 }
+
+#[tokio::test]
+async fn a_reload_reads_the_node_file_again() {
+    let Some(etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/node-file";
+    let port = free_port();
+    let a = Echo::start("a").await;
+    let file = node_file(&etcd, prefix, "node-a", "127.0.0.10");
+    let node = Trellis::start(&file, &[]).await;
+    apply_and_serve(
+        &etcd,
+        prefix,
+        dir.path(),
+        &shared(port, &[a.addr()]),
+        "127.0.0.10",
+        port,
+        "a",
+    )
+    .await;
+
+    // The node's own access log goes from off to a file: its own section, read at the reload.
+    let log = dir.path().join("access.log");
+    node.write_config(&file.replace(
+        "destination = \"off\"",
+        &format!("destination = {:?}", log.display().to_string()),
+    ));
+    let (status, body) = node.reload().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(served_by("127.0.0.10", port).await.as_deref(), Some("a"));
+    eventually(
+        Duration::from_secs(5),
+        "a line in the node's new access log",
+        || async {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|t| t.contains("\"responseCode\":200"))
+                .map(drop)
+        },
+    )
+    .await;
+}

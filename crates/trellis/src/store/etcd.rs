@@ -19,8 +19,9 @@ const DISK_COPY: &str = "fleet-snapshot.json";
 
 pub struct EtcdStore {
     fleet: trellis_fleet::Store,
-    /// The node file, validated: `[fleet]` and the node-local sections.
-    node: Config,
+    /// The node file as last read, validated: `[fleet]` and the node-local sections. Read again at every
+    /// load, so that a reload (SIGHUP) picks up its `[admin]`, `[access_log]` and `[limits]`.
+    node: Mutex<Config>,
     state_dir: StateDir,
     /// Requests to etcd are async; the store is called from blocking threads (changes run off the
     /// workers) and at start.
@@ -47,7 +48,7 @@ impl EtcdStore {
     ) -> EtcdStore {
         EtcdStore {
             fleet,
-            node,
+            node: Mutex::new(node),
             state_dir,
             runtime,
             last: Mutex::new(None),
@@ -72,7 +73,8 @@ impl EtcdStore {
                     )));
                 };
                 tracing::warn!(revision = copy.revision, "fleet: etcd cannot be reached ({why}); serving the disk copy of the last good configuration until it can");
-                let truth = self.truth(copy.config.as_ref(), copy.registrations)?;
+                let node = self.node_file();
+                let truth = self.truth(&node, copy.config.as_ref(), copy.registrations)?;
                 self.state.applied(copy.revision, true);
                 Ok(truth)
             }
@@ -87,12 +89,13 @@ impl EtcdStore {
     /// The node file joined with the shared configuration `applied` (none yet: the node file alone).
     fn truth(
         &self,
+        node: &Config,
         applied: Option<&Applied>,
         registrations: Vec<Registration>,
     ) -> Result<Truth, ChangeError> {
         let Some(applied) = applied else {
             return Ok(Truth {
-                file: self.node.clone(),
+                file: node.clone(),
                 // The fingerprint of an empty shared configuration.
                 sha256: hex(&Sha256::digest(b"")),
                 registrations,
@@ -100,22 +103,44 @@ impl EtcdStore {
         };
         // Named after the file it was applied from, in the node file's directory, where its relative
         // paths resolve.
-        let dir = self.node.source.parent().unwrap_or(Path::new(""));
+        let dir = node.source.parent().unwrap_or(Path::new(""));
         let name: PathBuf = dir.join(&applied.name);
         let file =
-            trellis_config::parse_shared(&applied.text, &name, &self.node).map_err(
-                |e| match e {
-                    trellis_config::ConfigError::Invalid(diags) => {
-                        ChangeError::Invalid(diags.iter().map(|d| d.to_string()).collect())
-                    }
-                    other => ChangeError::Invalid(vec![other.to_string()]),
-                },
-            )?;
+            trellis_config::parse_shared(&applied.text, &name, node).map_err(|e| match e {
+                trellis_config::ConfigError::Invalid(diags) => {
+                    ChangeError::Invalid(diags.iter().map(|d| d.to_string()).collect())
+                }
+                other => ChangeError::Invalid(vec![other.to_string()]),
+            })?;
         Ok(Truth {
             file,
             sha256: hex(&Sha256::digest(applied.text.as_bytes())),
             registrations,
         })
+    }
+
+    fn node_file(&self) -> Config {
+        self.node
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The node file read again; its `[fleet]` stays as trellis started with it (where the truth is
+    /// cannot change under a running node).
+    fn read_node_file(&self) -> Result<Config, ChangeError> {
+        let running = self.node_file();
+        let mut node = trellis_config::load(&running.source).map_err(|e| match e {
+            trellis_config::ConfigError::Invalid(diags) => {
+                ChangeError::Invalid(diags.iter().map(|d| d.to_string()).collect())
+            }
+            other => ChangeError::Invalid(vec![other.to_string()]),
+        })?;
+        if node.fleet != running.fleet {
+            tracing::warn!("the node file's [fleet] changed; it takes effect at the next restart");
+            node.fleet = running.fleet;
+        }
+        Ok(node)
     }
 
     fn read_disk_copy(&self) -> Option<DiskCopy> {
@@ -140,6 +165,7 @@ impl EtcdStore {
 
 impl Store for EtcdStore {
     fn load(&self) -> Result<Truth, ChangeError> {
+        let node = self.read_node_file()?;
         let loaded = match self.runtime.block_on(self.fleet.load()) {
             Ok(loaded) => {
                 self.state.connected();
@@ -152,7 +178,7 @@ impl Store for EtcdStore {
         };
         let registrations: Vec<Registration> =
             loaded.registrations.iter().map(Into::into).collect();
-        let truth = match self.truth(loaded.config.as_ref(), registrations.clone()) {
+        let truth = match self.truth(&node, loaded.config.as_ref(), registrations.clone()) {
             Ok(truth) => truth,
             Err(e) => {
                 // Written by hand, or by a trellis with other rules: every node keeps its last good one.
@@ -162,6 +188,7 @@ impl Store for EtcdStore {
         };
         self.state.applied(loaded.revision, false);
         self.write_disk_copy(&loaded, &registrations);
+        *self.node.lock().unwrap_or_else(PoisonError::into_inner) = node;
         *self.lock() = Some(loaded);
         Ok(truth)
     }
