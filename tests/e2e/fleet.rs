@@ -421,6 +421,31 @@ async fn one_of_three_etcd_members_down_changes_nothing() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
+
+    // A second member gone: no quorum. The node keeps serving; writes fail fast and change nothing.
+    etcd.kill(1);
+    let asked = Instant::now();
+    let (status, body) = node
+        .admin(
+            reqwest::Method::DELETE,
+            &format!("/v1/target-groups/web/targets/{}", b.addr()),
+            None,
+        )
+        .await;
+    eprintln!(
+        "admin write without quorum: {status} after {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(
+        served_by("127.0.0.7", port).await.is_some(),
+        "still serving"
+    );
 }
 
 #[tokio::test]
