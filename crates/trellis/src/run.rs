@@ -132,14 +132,15 @@ async fn follow(
     let mut behind = revision == 0;
     loop {
         if behind {
-            // Logged and counted by the reload. An invalid revision keeps the last good one and waits
-            // for the next; an unreachable store is tried again.
+            // Logged and counted by the reload. A revision that cannot be served (invalid, or a port
+            // that cannot be bound) keeps the last good one and waits for the next; an unreachable
+            // store is tried again.
             match daemon.reload().await {
-                Ok(_) | Err(ChangeError::Invalid(_)) => revision = revision.max(state.revision()),
-                Err(_) => {
+                Err(ChangeError::Unavailable(_)) => {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
+                _ => revision = revision.max(state.revision()),
             }
         }
         // Whatever the watch says next (a change, a compacted history, a broken stream), the truth is
