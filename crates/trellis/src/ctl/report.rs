@@ -146,6 +146,28 @@ fn header(status: &Value) -> String {
         }
         _ => {}
     }
+    let mut line = parts.join("  ");
+    if let Some(fleet) = status["fleet"].as_object() {
+        line.push('\n');
+        line.push_str(&fleet_line(fleet));
+    }
+    line
+}
+
+/// A fleet node's place: its name, the revision it serves, and the store's state.
+fn fleet_line(fleet: &serde_json::Map<String, Value>) -> String {
+    let mut parts = vec![
+        format!("fleet {}", text(&fleet["prefix"])),
+        format!("node {}", text(&fleet["node"])),
+        format!("revision {}", count(&fleet["revision"])),
+        format!("store {}", text(&fleet["store"])),
+    ];
+    if fleet["stale"] == true {
+        parts.push("STALE: serving the disk copy".into());
+    }
+    if let Some(refused) = fleet["refused_revision"].as_i64() {
+        parts.push(format!("refused revision {refused}"));
+    }
     parts.join("  ")
 }
 
@@ -489,6 +511,21 @@ launches failing: 3 in a row, next try in 7s
 no instances
   2026-11-23T19:40:52Z  launch_failed  instance batch-3 exited before it was healthy: exit status 127; next launch in 8s
 "
+        );
+    }
+
+    #[test]
+    fn a_fleet_node_says_where_it_stands() {
+        let mut status = sample();
+        status["fleet"] = json!({
+            "node": "edge-1", "prefix": "/trellis/prod", "revision": 42, "store": "unavailable",
+            "stale": true, "refused_revision": 43, "error": "x", "owners": {}
+        });
+        let text = render(&status);
+        let second = text.lines().nth(1).unwrap();
+        assert_eq!(
+            second,
+            "fleet /trellis/prod  node edge-1  revision 42  store unavailable  STALE: serving the disk copy  refused revision 43"
         );
     }
 
