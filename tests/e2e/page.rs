@@ -354,3 +354,34 @@ fn row_html<'a>(dom: &'a str, address: &str) -> &'a str {
     let row = &main[start..];
     row.split_once("</tr>").map_or(row, |(row, _)| row)
 }
+
+#[tokio::test]
+async fn a_fleet_node_shows_its_fleet_in_the_header() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let Some(etcd) = crate::support::etcd::Etcd::start(1).await else {
+        return;
+    };
+    let endpoints: Vec<String> = etcd.endpoints.iter().map(|e| format!("{e:?}")).collect();
+    let node_file = format!(
+        "[fleet]\nendpoints = [{}]\nprefix = \"/trellis/page\"\nnode = \"node-a\"\nbind = \"127.0.0.11\"\n",
+        endpoints.join(", ")
+    );
+    let trellis = Trellis::start(&node_file, &[]).await;
+    let url = format!("http://127.0.0.1:{}/", admin_port(&trellis));
+    let dom = render(&chromium, &url, None).await;
+    assert!(dom.contains("id=\"fleet-node\""), "{dom:.3000}");
+    let header = dom
+        .split("id=\"fleet-node\"")
+        .nth(1)
+        .expect("the fleet item");
+    assert!(
+        header.starts_with(" class=\"mono\">node-a<"),
+        "{header:.200}"
+    );
+    assert!(
+        dom.contains("id=\"fleet-store\" style=\"color:var(--green)\">connected<"),
+        "{dom:.3000}"
+    );
+}
