@@ -127,36 +127,25 @@ fn canonical_target<B>(req: &Request<B>) -> Result<Option<PathAndQuery>, Failure
         return Ok(uri.authority().map(|_| PathAndQuery::from_static("*")));
     }
     let normalised = path::normalize(uri.path()).map_err(|e| Failure::BadRequest(e.reason()))?;
-    // What goes on the wire is the target's own bytes, which are not always what `path()` reads:
-    // `http://a.test#x` and `#x` leave them empty, `?q` has no path; `as_str()` shows both `/`-less
-    // ones as `/`. So `/` is always sent as `/`, and anything not starting with `/` is rebuilt.
+    // An absolute URI's own bytes (what goes on the wire) are not always what `path()` reads:
+    // `http://a.test#x` leaves them empty, which `as_str()` shows as `/`. An origin-form target is sent
+    // as it came: hyper refuses the ones that start with `#` or `?` (tested in tests/e2e/request_head.rs).
     let sent = uri.path_and_query().map_or("", PathAndQuery::as_str);
     let absolute = uri.authority().is_some() || uri.scheme().is_some();
-    match normalised {
-        None if sent == "/" => Ok(Some(PathAndQuery::from_static("/"))),
-        None if sent.starts_with('/') => {
-            Ok(absolute.then(|| uri.path_and_query().cloned()).flatten())
-        }
-        None => {
-            let mut path = uri.path().to_string();
-            if let Some(query) = uri.query() {
-                path.push('?');
-                path.push_str(query);
-            }
-            PathAndQuery::from_maybe_shared(path)
-                .map(Some)
-                .map_err(|_| Failure::BadRequest("bad path"))
-        }
-        Some(mut path) => {
-            if let Some(query) = uri.query() {
-                path.push('?');
-                path.push_str(query);
-            }
-            PathAndQuery::from_maybe_shared(path)
-                .map(Some)
-                .map_err(|_| Failure::BadRequest("bad path"))
-        }
+    let mut path = match normalised {
+        Some(path) => path,
+        None if !absolute && sent.starts_with('/') => return Ok(None),
+        None if sent == "/" => return Ok(Some(PathAndQuery::from_static("/"))),
+        None if sent.starts_with('/') => return Ok(uri.path_and_query().cloned()),
+        None => uri.path().to_string(),
+    };
+    if let Some(query) = uri.query() {
+        path.push('?');
+        path.push_str(query);
     }
+    PathAndQuery::from_maybe_shared(path)
+        .map(Some)
+        .map_err(|_| Failure::BadRequest("bad path"))
 }
 
 #[cfg(test)]
