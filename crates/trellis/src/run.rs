@@ -10,7 +10,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::admin;
 use crate::daemon::{ChangeError, Daemon};
 use crate::state::StateDir;
-use crate::store::{EtcdStore, FileStore, FleetState, Store};
+use crate::store::{read_config, EtcdStore, FileStore, FleetState, Store};
 use crate::systemd;
 
 pub fn run(
@@ -26,17 +26,13 @@ pub fn run(
         ChangeError::Invalid(errors) => anyhow::anyhow!("{}", errors.join("\n")),
         other => anyhow::anyhow!("{other}"),
     };
-    let node = trellis_config::load(path).map_err(|e| match e {
-        trellis_config::ConfigError::Invalid(diags) => invalid(ChangeError::Invalid(
-            diags.iter().map(|d| d.to_string()).collect(),
-        )),
-        other => anyhow::anyhow!("{other}"),
-    })?;
+    // Read and validated once: a node file of fleet mode, or the whole truth of a single file.
+    let (node, sha256) = read_config(path).map_err(invalid)?;
     // A node file (with `[fleet]`) takes the shared truth from etcd; any other file is the whole truth.
-    let (store, truth, fleet): (Box<dyn Store>, _, _) = match &node.fleet {
+    let (store, truth, fleet): (Box<dyn Store>, _, _) = match node.fleet.clone() {
         None => {
             let store = FileStore::open(path, state_dir);
-            let truth = store.load().map_err(invalid)?;
+            let truth = store.truth(node, sha256);
             (Box::new(store), truth, None)
         }
         Some(settings) => {
@@ -49,7 +45,7 @@ pub fn run(
             let state = Arc::new(FleetState::new(&settings.node, &settings.prefix)?);
             let store = EtcdStore::new(
                 fleet.clone(),
-                node.clone(),
+                node,
                 state_dir,
                 runtime.handle().clone(),
                 state.clone(),
@@ -65,7 +61,8 @@ pub fn run(
             })?;
             let truth = truth.map_err(invalid)?;
             let revision = store.revision();
-            (Box::new(store), truth, Some((fleet, state, revision)))
+            let following = (fleet, state, revision, settings.lease_ttl);
+            (Box::new(store), truth, Some(following))
         }
     };
     runtime.block_on(async {
@@ -77,8 +74,7 @@ pub fn run(
         let mut usr1 = signal(SignalKind::user_defined1())?;
         tracing::info!(state_dir = %state_path.display(), "{}", truth.file.summary());
         let daemon = Daemon::start(store, truth)?;
-        if let Some((fleet, state, revision)) = fleet {
-            let ttl = node.fleet.as_ref().map_or(Duration::from_secs(15), |f| f.lease_ttl);
+        if let Some((fleet, state, revision, ttl)) = fleet {
             tokio::spawn(heartbeat(fleet.clone(), state.clone(), ttl));
             tokio::spawn(follow(daemon.clone(), fleet, state, revision));
         }

@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use trellis_config::Config;
 use trellis_fleet::{Applied, FleetError, Loaded};
 
-use super::{FleetState, Store, Truth};
+use super::{fingerprint, invalid, FleetState, Store, Truth};
 use crate::daemon::ChangeError;
 use crate::state::{Registration, StateDir};
 
@@ -97,7 +96,7 @@ impl EtcdStore {
             return Ok(Truth {
                 file: node.clone(),
                 // The fingerprint of an empty shared configuration.
-                sha256: hex(&Sha256::digest(b"")),
+                sha256: fingerprint(b""),
                 registrations,
             });
         };
@@ -105,16 +104,10 @@ impl EtcdStore {
         // paths resolve.
         let dir = node.source.parent().unwrap_or(Path::new(""));
         let name: PathBuf = dir.join(&applied.name);
-        let file =
-            trellis_config::parse_shared(&applied.text, &name, node).map_err(|e| match e {
-                trellis_config::ConfigError::Invalid(diags) => {
-                    ChangeError::Invalid(diags.iter().map(|d| d.to_string()).collect())
-                }
-                other => ChangeError::Invalid(vec![other.to_string()]),
-            })?;
+        let file = trellis_config::parse_shared(&applied.text, &name, node).map_err(invalid)?;
         Ok(Truth {
             file,
-            sha256: hex(&Sha256::digest(applied.text.as_bytes())),
+            sha256: fingerprint(applied.text.as_bytes()),
             registrations,
         })
     }
@@ -130,12 +123,7 @@ impl EtcdStore {
     /// cannot change under a running node).
     fn read_node_file(&self) -> Result<Config, ChangeError> {
         let running = self.node_file();
-        let mut node = trellis_config::load(&running.source).map_err(|e| match e {
-            trellis_config::ConfigError::Invalid(diags) => {
-                ChangeError::Invalid(diags.iter().map(|d| d.to_string()).collect())
-            }
-            other => ChangeError::Invalid(vec![other.to_string()]),
-        })?;
+        let mut node = trellis_config::load(&running.source).map_err(invalid)?;
         if node.fleet != running.fleet {
             tracing::warn!("the node file's [fleet] changed; it takes effect at the next restart");
             node.fleet = running.fleet;
@@ -235,8 +223,4 @@ fn unavailable(e: FleetError) -> ChangeError {
         FleetError::Unavailable(_) => ChangeError::Unavailable(e.to_string()),
         other => ChangeError::Failed(other.to_string()),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

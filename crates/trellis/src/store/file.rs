@@ -3,10 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use sha2::{Digest, Sha256};
 use trellis_config::Config;
 
-use super::{Store, Truth};
+use super::{fingerprint, invalid, Store, Truth};
 use crate::daemon::ChangeError;
 use crate::state::{self, Registration, StateDir};
 
@@ -40,14 +39,21 @@ impl FileStore {
     }
 }
 
-impl Store for FileStore {
-    fn load(&self) -> Result<Truth, ChangeError> {
-        let (file, sha256) = read_config(&self.path)?;
-        Ok(Truth {
+impl FileStore {
+    /// The truth of `file` (already read, with its fingerprint) and the registrations.
+    pub fn truth(&self, file: Config, sha256: String) -> Truth {
+        Truth {
             file,
             sha256,
             registrations: self.lock().clone(),
-        })
+        }
+    }
+}
+
+impl Store for FileStore {
+    fn load(&self) -> Result<Truth, ChangeError> {
+        let (file, sha256) = read_config(&self.path)?;
+        Ok(self.truth(file, sha256))
     }
 
     fn save_registrations(&self, next: &[Registration]) -> Result<(), ChangeError> {
@@ -71,23 +77,14 @@ impl Store for FileStore {
 }
 
 /// The configuration file read once: its text for parsing, its bytes for the fingerprint.
-fn read_config(path: &Path) -> Result<(Config, String), ChangeError> {
+pub fn read_config(path: &Path) -> Result<(Config, String), ChangeError> {
     let bytes = std::fs::read(path)
         .map_err(|e| ChangeError::Invalid(vec![format!("{}: {e}", path.display())]))?;
-    let sha256 = hex(&Sha256::digest(&bytes));
+    let sha256 = fingerprint(&bytes);
     let text = String::from_utf8(bytes)
         .map_err(|_| ChangeError::Invalid(vec![format!("{}: not UTF-8 text", path.display())]))?;
-    let config = trellis_config::parse(&text, path).map_err(|e| match e {
-        trellis_config::ConfigError::Invalid(diags) => {
-            ChangeError::Invalid(diags.iter().map(|d| d.to_string()).collect())
-        }
-        other => ChangeError::Invalid(vec![other.to_string()]),
-    })?;
+    let config = trellis_config::parse(&text, path).map_err(invalid)?;
     Ok((config, sha256))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -12,15 +12,34 @@ mod file;
 mod fleet_state;
 
 pub use etcd::EtcdStore;
-pub use file::FileStore;
+pub use file::{read_config, FileStore};
 pub use fleet_state::FleetState;
 
 use std::path::Path;
 
-use trellis_config::Config;
+use sha2::{Digest, Sha256};
+use trellis_config::{Config, ConfigError};
 
 use crate::daemon::ChangeError;
 use crate::state::Registration;
+
+/// A configuration's errors as a change's: every one, `FILE:LINE: key: message`.
+pub fn invalid(e: ConfigError) -> ChangeError {
+    match e {
+        ConfigError::Invalid(diags) => {
+            ChangeError::Invalid(diags.iter().map(|d| d.to_string()).collect())
+        }
+        other => ChangeError::Invalid(vec![other.to_string()]),
+    }
+}
+
+/// A configuration's fingerprint: the SHA-256 of its bytes, in hex.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// The truth as of one moment: the configuration and the registered targets.
 pub struct Truth {
