@@ -9,7 +9,7 @@ use crate::support::trellis::bin;
 use crate::support::{eventually, free_port, Echo, Trellis};
 
 /// A node file: `[fleet]` with the cluster, the prefix, this node's name and address.
-fn node_file(etcd: &Etcd, prefix: &str, node: &str, bind: &str) -> String {
+pub(crate) fn node_file(etcd: &Etcd, prefix: &str, node: &str, bind: &str) -> String {
     let endpoints: Vec<String> = etcd.endpoints.iter().map(|e| format!("{e:?}")).collect();
     format!(
         "[fleet]\nendpoints = [{}]\nprefix = {prefix:?}\nnode = {node:?}\nbind = {bind:?}\nlease_ttl = \"2s\"\n\n\
@@ -31,7 +31,7 @@ fn shared(port: u16, targets: &[String]) -> String {
     )
 }
 
-fn apply(
+pub(crate) fn apply(
     etcd: &Etcd,
     prefix: &str,
     dir: &std::path::Path,
@@ -73,7 +73,7 @@ async fn apply_and_serve(
 }
 
 /// Who answers `GET /` on `ip:port` (`x-served-by`), if anything does.
-async fn served_by(ip: &str, port: u16) -> Option<String> {
+pub(crate) async fn served_by(ip: &str, port: u16) -> Option<String> {
     let resp = reqwest::Client::new()
         .get(format!("http://{ip}:{port}/"))
         .timeout(Duration::from_secs(2))
@@ -211,7 +211,7 @@ async fn nodes_serve_what_is_applied_and_a_registration_on_one_is_served_by_all(
 }
 
 /// The `fleet` part of a node's status.
-async fn fleet_status(node: &Trellis) -> serde_json::Value {
+pub(crate) async fn fleet_status(node: &Trellis) -> serde_json::Value {
     let (status, body) = node.admin(reqwest::Method::GET, "/v1/status", None).await;
     assert_eq!(status, 200);
     body["fleet"].clone()

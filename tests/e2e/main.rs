@@ -15,6 +15,7 @@ mod ctl;
 mod deploy;
 mod failures;
 mod fleet;
+mod fleet_scaling;
 mod forwarding;
 mod health;
 mod https;

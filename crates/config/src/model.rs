@@ -528,7 +528,7 @@ pub enum Launch {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessLaunch {
-    /// argv; placeholders `{self}`, `{port}`, `{id}`, `{group}`; non-empty.
+    /// argv; placeholders `{self}`, `{host}`, `{port}`, `{id}`, `{group}`; non-empty.
     pub command: Vec<String>,
     /// Inclusive port range for `{port}` (required when a `{port}` placeholder is used).
     pub ports: Option<(u16, u16)>,

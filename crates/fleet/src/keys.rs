@@ -30,6 +30,23 @@ pub fn node(prefix: &str, node: &str) -> String {
     format!("{prefix}/nodes/{node}")
 }
 
+/// The scaling groups' keys: ownership, state, instance records, and what nodes report about them.
+pub fn scaling(prefix: &str) -> String {
+    format!("{prefix}/scaling/")
+}
+
+/// One scaling group's range: `owner`, `state`, `instances/{id}`, `reports/{id}`, `load/{node}`,
+/// `requests/...`.
+pub fn group(prefix: &str, group: &str) -> String {
+    format!("{prefix}/scaling/{group}/")
+}
+
+/// Whether `key` is part of what a node serves (the configuration and the registrations); nodes' leases
+/// and the scaling groups' working keys change far more often and are read by their own tasks.
+pub fn is_truth(prefix: &str, key: &[u8]) -> bool {
+    key == config(prefix).as_bytes() || key.starts_with(registrations(prefix).as_bytes())
+}
+
 /// Everything of a fleet: the range that one read and one watch cover.
 pub fn all(prefix: &str) -> String {
     format!("{prefix}/")
@@ -55,5 +72,14 @@ mod tests {
             parse_registration("/t", "/t/registrations/web/nonsense"),
             None
         );
+    }
+
+    #[test]
+    fn only_the_configuration_and_registrations_are_the_truth() {
+        assert!(is_truth("/t", b"/t/config"));
+        assert!(is_truth("/t", b"/t/registrations/web/127.0.0.1:1"));
+        assert!(!is_truth("/t", b"/t/config2"));
+        assert!(!is_truth("/t", b"/t/nodes/a"));
+        assert!(!is_truth("/t", b"/t/scaling/web/owner"));
     }
 }

@@ -2,7 +2,8 @@
 //! revision it serves and when it last made contact. A node that stops (or loses etcd for longer than
 //! its lease) disappears from the list by itself.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{GetOptions, PutOptions};
 use serde::{Deserialize, Serialize};
@@ -21,25 +22,53 @@ pub struct NodeInfo {
     pub contact: u64,
     /// Serving its disk copy (etcd could not be read when it started).
     pub stale: bool,
+    /// The address its scaling groups' instances listen on (its `bind`, else 127.0.0.1).
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
-/// A node's lease, renewed by [`Store::heartbeat`].
-#[derive(Default)]
+/// A node's lease, renewed by [`Store::heartbeat`]; shared with what holds keys under it (scaling group
+/// ownership), which must know whether it is still safely alive.
+#[derive(Clone, Default)]
 pub struct Lease {
+    inner: Arc<Mutex<LeaseInner>>,
+}
+
+#[derive(Default)]
+struct LeaseInner {
     id: Option<i64>,
+    /// When the last renewal that succeeded was sent: the lease lives at least its TTL from then.
+    renewed: Option<Instant>,
+}
+
+impl Lease {
+    /// The lease's id if it was renewed within `max_age`. An owner acts only while this answers, and
+    /// `max_age` is well under the TTL, so it stops before its lease can expire and another node can
+    /// take over.
+    pub fn fresh(&self, max_age: Duration) -> Option<i64> {
+        let inner = self.lock();
+        let renewed = inner.renewed?;
+        (renewed.elapsed() < max_age).then_some(inner.id?)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LeaseInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Store {
     /// Renews this node's lease (or takes a new one when it expired) and writes its key under it.
     pub async fn heartbeat(
         &self,
-        lease: &mut Lease,
+        lease: &Lease,
         ttl: Duration,
         info: &NodeInfo,
     ) -> Result<(), FleetError> {
+        let sent = Instant::now();
+        let current = lease.lock().id;
         // A keep-alive is a stream: bounded here, as unary requests are by the client's timeout. A lease
         // that cannot be renewed in time is replaced (the old one expires by itself).
-        let alive = match lease.id {
+        let alive = match current {
             Some(id) => tokio::time::timeout(ttl / 3, self.keep_alive(id))
                 .await
                 .unwrap_or(Ok(false))?,
@@ -50,9 +79,14 @@ impl Store {
             let granted = self
                 .on_a_member(|mut client| async move { client.lease_grant(ttl, None).await })
                 .await?;
-            lease.id = Some(granted.id());
+            *lease.lock() = LeaseInner {
+                id: Some(granted.id()),
+                renewed: Some(sent),
+            };
+        } else {
+            lease.lock().renewed = Some(sent);
         }
-        let id = lease.id.unwrap_or_default();
+        let id = lease.lock().id.unwrap_or_default();
         let key = keys::node(self.prefix(), &info.node);
         let value = serde_json::to_vec(info).unwrap_or_default();
         self.on_a_member(|mut client| {

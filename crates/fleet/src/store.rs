@@ -142,7 +142,7 @@ impl Store {
                 key: key.clone(),
                 message,
             };
-            if !key.starts_with(&keys::nodes(&self.prefix)) {
+            if keys::is_truth(&self.prefix, kv.key()) {
                 loaded.truth_revision = loaded.truth_revision.max(kv.mod_revision());
             }
             if key == config_key {
@@ -296,13 +296,13 @@ impl Store {
             if resp.compact_revision() > 0 || resp.canceled() {
                 return Ok(resp.compact_revision().max(revision + 1));
             }
-            // The nodes' heartbeats are not the truth: they change nothing a node serves.
-            let nodes = keys::nodes(&self.prefix);
+            // Heartbeats and the scaling groups' working keys are not the truth: they change nothing a
+            // node serves through a reload (each group's task reads its own keys).
             let changed = resp
                 .events()
                 .iter()
                 .filter_map(|e| e.kv())
-                .any(|kv| !kv.key().starts_with(nodes.as_bytes()));
+                .any(|kv| keys::is_truth(&self.prefix, kv.key()));
             if changed {
                 return Ok(resp.header().map_or(revision + 1, |h| h.revision()));
             }

@@ -68,6 +68,30 @@ impl Decider {
         }
     }
 
+    /// Continues where another decider stopped (a fleet's previous owner of the group): its desired
+    /// capacity and bounds, and when it last changed capacity (so its cooldown still holds).
+    pub fn resume(
+        group: &ScalingGroup,
+        desired: u32,
+        (min, max): (u32, u32),
+        last_activity: Option<Instant>,
+    ) -> Self {
+        let max = max.max(min);
+        Decider {
+            min,
+            max,
+            desired: desired.clamp(min, max),
+            cooldown: group.cooldown,
+            last_activity,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// When capacity last changed.
+    pub fn last_activity(&self) -> Option<Instant> {
+        self.last_activity
+    }
+
     /// Takes a reloaded group's timings (bounds go through [`Self::set_bounds`]).
     pub fn reconfigure(&mut self, group: &ScalingGroup) {
         self.cooldown = group.cooldown;

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -20,15 +20,16 @@ use crate::ScalerError;
 /// A running child.
 pub struct ProcessInstance {
     pub id: String,
+    pub host: IpAddr,
     pub port: u16,
     child: Child,
     pid: i32,
 }
 
 impl ProcessInstance {
-    /// Where the instance serves: the loopback address on its port.
+    /// Where the instance serves: its host (loopback unless a fleet node says otherwise) on its port.
     pub fn address(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((self.host, self.port))
     }
 
     pub fn pid(&self) -> i32 {
@@ -80,6 +81,8 @@ pub struct ProcessProvider {
     group: String,
     /// The trellis binary, for `{self}`.
     self_exe: PathBuf,
+    /// The address instances listen on, for `{host}`: loopback, or a fleet node's own address.
+    host: IpAddr,
 }
 
 impl ProcessProvider {
@@ -88,7 +91,20 @@ impl ProcessProvider {
             launch,
             group: group.to_string(),
             self_exe,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
+    }
+
+    /// Instances listen on `host` (`{host}`) instead of loopback.
+    pub fn with_host(mut self, host: IpAddr) -> Self {
+        self.host = host;
+        self
+    }
+
+    /// Starts instance `id` on `port`, chosen by someone else (a fleet's group owner, which knows the
+    /// ports the group's other instances hold).
+    pub fn launch_on(&self, id: &str, port: u16) -> Result<ProcessInstance, ScalerError> {
+        self.spawn(id, port)
     }
 
     /// Starts instance `id` on a free port of the range that no other instance holds. Must be called
@@ -96,10 +112,15 @@ impl ProcessProvider {
     /// forked, and blocking-pool threads come and go.
     pub fn launch(&self, id: &str, taken: &HashSet<u16>) -> Result<ProcessInstance, ScalerError> {
         let port = self.free_port(taken)?;
+        self.spawn(id, port)
+    }
+
+    fn spawn(&self, id: &str, port: u16) -> Result<ProcessInstance, ScalerError> {
         // The placeholders mean the same in the command and in the environment (`PORT = "{port}"`).
         let fill = |a: &String| {
             a.replace("{self}", &self.self_exe.display().to_string())
                 .replace("{port}", &port.to_string())
+                .replace("{host}", &self.host.to_string())
                 .replace("{id}", id)
                 .replace("{group}", &self.group)
         };
@@ -142,6 +163,7 @@ impl ProcessProvider {
         }
         Ok(ProcessInstance {
             id: id.to_string(),
+            host: self.host,
             port,
             child,
             pid,
@@ -153,7 +175,7 @@ impl ProcessProvider {
         (lo..=hi)
             .filter(|p| !taken.contains(p))
             // Something else on the machine may hold it: it must be bindable now.
-            .find(|&p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
+            .find(|&p| TcpListener::bind((self.host, p)).is_ok())
             .ok_or(ScalerError::PortsExhausted { lo, hi })
     }
 }

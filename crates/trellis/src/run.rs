@@ -61,7 +61,10 @@ pub fn run(
             })?;
             let truth = truth.map_err(invalid)?;
             let revision = store.revision();
-            let following = (fleet, state, revision, settings.lease_ttl);
+            let host = settings
+                .bind
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+            let following = (fleet, state, revision, settings.lease_ttl, host);
             (Box::new(store), truth, Some(following))
         }
     };
@@ -74,8 +77,17 @@ pub fn run(
         let mut usr1 = signal(SignalKind::user_defined1())?;
         tracing::info!(state_dir = %state_path.display(), "{}", truth.file.summary());
         let daemon = Daemon::start(store, truth)?;
-        if let Some((fleet, state, revision, ttl)) = fleet {
-            tokio::spawn(heartbeat(fleet.clone(), state.clone(), ttl));
+        if let Some((fleet, state, revision, ttl, host)) = fleet {
+            let lease = trellis_fleet::Lease::default();
+            let _ = daemon.fleet.set(crate::scaling::FleetScaling {
+                store: fleet.clone(),
+                node: state.node().to_string(),
+                host,
+                lease: lease.clone(),
+                ttl,
+                state: state.clone(),
+            });
+            tokio::spawn(heartbeat(fleet.clone(), state.clone(), ttl, lease, host));
             tokio::spawn(follow(daemon.clone(), fleet, state, revision));
         }
         let scaling = crate::scaling::start(&daemon, &daemon.scaling_metrics);
@@ -156,8 +168,13 @@ async fn follow(
 
 /// Fleet mode: this node's key under its lease, renewed at a third of the lease's time to live, saying
 /// which revision it serves. Missing a beat or two (etcd away) is fine; the lease outlives them.
-async fn heartbeat(fleet: trellis_fleet::Store, state: Arc<FleetState>, ttl: Duration) {
-    let mut lease = trellis_fleet::Lease::default();
+async fn heartbeat(
+    fleet: trellis_fleet::Store,
+    state: Arc<FleetState>,
+    ttl: Duration,
+    lease: trellis_fleet::Lease,
+    host: std::net::IpAddr,
+) {
     let mut tick = tokio::time::interval(ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -168,8 +185,9 @@ async fn heartbeat(fleet: trellis_fleet::Store, state: Arc<FleetState>, ttl: Dur
             revision,
             contact: trellis_fleet::now(),
             stale,
+            host: Some(host.to_string()),
         };
-        if let Err(e) = fleet.heartbeat(&mut lease, ttl, &info).await {
+        if let Err(e) = fleet.heartbeat(&lease, ttl, &info).await {
             tracing::debug!(error = %e, "fleet: heartbeat failed");
         }
     }

@@ -65,12 +65,20 @@ pub(crate) fn validate(
             (admin, fleet, access_log, limits)
         }
         Some(node) => {
-            if !doc.scaling_groups.is_empty() {
-                d.err(
-                    "scaling_group",
-                    "scaling groups are not supported in fleet mode yet (one owner per group is being \
-                     built): run them on a single-file deployment",
-                );
+            // Command hooks create machines outside trellis; running them from whichever node owns the
+            // group needs their records in etcd too, which is not built yet.
+            for (i, raw) in doc.scaling_groups.iter().enumerate() {
+                let provider = raw
+                    .as_ref()
+                    .and_then(|g| g.launch.as_ref())
+                    .and_then(|l| l.provider.as_deref());
+                if provider == Some("command") {
+                    d.err(
+                        &format!("scaling_group[{i}].launch.provider"),
+                        "the command provider is not supported in fleet mode yet: use the process \
+                         provider, or run this group on a single-file deployment",
+                    );
+                }
             }
             for section in fleet::present(&doc, fleet::NODE_LOCAL) {
                 d.err(

@@ -198,14 +198,11 @@ async fn set_desired(daemon: &Arc<Daemon>, name: &str, req: Request<Incoming>) -
         );
     };
     match group.set_desired(desired).await {
-        Some((min, desired, max)) => json_reply(
+        Ok((min, desired, max)) => json_reply(
             StatusCode::OK,
             &json!({"scaling_group": name, "desired": desired, "min": min, "max": max}),
         ),
-        None => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the scaling group has stopped",
-        ),
+        Err(refused) => refused_reply(refused),
     }
 }
 
@@ -225,18 +222,29 @@ async fn protect(daemon: &Arc<Daemon>, name: &str, id: &str, req: Request<Incomi
         );
     };
     match group.protect(id, protected).await {
-        Some(true) => json_reply(
+        Ok(true) => json_reply(
             StatusCode::OK,
             &json!({"scaling_group": name, "instance": id, "protected": protected}),
         ),
-        Some(false) => error(
+        Ok(false) => error(
             StatusCode::NOT_FOUND,
             &format!("scaling group {name:?} has no instance {id:?}"),
         ),
-        None => error(
+        Err(refused) => refused_reply(refused),
+    }
+}
+
+/// A request the group could not take: stopped (a bug or a race with a reload), or, in fleet mode, the
+/// store cannot be written (503, as for registrations).
+fn refused_reply(refused: crate::scaling::Refused) -> Reply {
+    match refused {
+        crate::scaling::Refused::Stopped => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the scaling group has stopped",
         ),
+        crate::scaling::Refused::Unavailable(message) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &message)
+        }
     }
 }
 

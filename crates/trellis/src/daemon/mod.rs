@@ -133,6 +133,8 @@ pub struct Daemon {
     /// What each running scaling group shows in status.
     pub scaling: Mutex<Vec<Arc<crate::scaling::GroupHandle>>>,
     pub scaling_metrics: crate::scaling::ScalingMetrics,
+    /// Fleet mode: what the scaling groups need to run across the fleet (set before they start).
+    pub fleet: std::sync::OnceLock<crate::scaling::FleetScaling>,
     gauges: gauges::Gauges,
     /// When the daemon started, for status.
     pub started: SystemTime,
@@ -217,6 +219,7 @@ impl Daemon {
             draining: drain::Draining::default(),
             scaling: Mutex::new(Vec::new()),
             scaling_metrics,
+            fleet: std::sync::OnceLock::new(),
             gauges,
             started: SystemTime::now(),
             change: tokio::sync::Mutex::new(()),

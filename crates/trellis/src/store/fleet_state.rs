@@ -2,10 +2,11 @@
 //! refused, whether it serves a disk copy. Shared by the etcd store (loads and writes) and the watch
 //! that follows the prefix; read by status and metrics.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use prometheus::{IntCounter, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, IntGaugeVec, Opts, Registry};
 use serde_json::{json, Value};
 
 pub struct FleetState {
@@ -19,7 +20,10 @@ pub struct FleetState {
     /// Serving the disk copy because etcd could not be read at start.
     stale: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Each scaling group's owner, as this node last read it.
+    owners: Mutex<BTreeMap<String, String>>,
     store_up: IntGauge,
+    owned: IntGaugeVec,
     applied_revision: IntGauge,
     refused_total: IntCounter,
     watch_restarts: IntCounter,
@@ -37,6 +41,14 @@ impl FleetState {
             refused: AtomicI64::new(0),
             stale: AtomicBool::new(false),
             last_error: Mutex::new(None),
+            owners: Mutex::new(BTreeMap::new()),
+            owned: IntGaugeVec::new(
+                Opts::new(
+                    "trellis_fleet_scaling_group_owner",
+                    "1 for each scaling group this node owns (decides capacity for), else 0",
+                ),
+                &["scaling_group"],
+            )?,
             store_up: gauge(
                 "trellis_fleet_store_up",
                 "1 while the fleet's etcd answers, else 0",
@@ -58,6 +70,7 @@ impl FleetState {
 
     pub fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         registry.register(Box::new(self.store_up.clone()))?;
+        registry.register(Box::new(self.owned.clone()))?;
         registry.register(Box::new(self.applied_revision.clone()))?;
         registry.register(Box::new(self.refused_total.clone()))?;
         registry.register(Box::new(self.watch_restarts.clone()))
@@ -105,6 +118,22 @@ impl FleetState {
         self.refused_total.inc();
     }
 
+    /// `group`'s owner as last read (`None`: nobody, or the group is gone).
+    pub fn set_owner(&self, group: &str, owner: Option<&str>) {
+        let mut owners = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        match owner {
+            Some(node) => {
+                owners.insert(group.to_string(), node.to_string());
+            }
+            None => {
+                owners.remove(group);
+            }
+        }
+        self.owned
+            .with_label_values(&[group])
+            .set(i64::from(owner == Some(self.node.as_str())));
+    }
+
     pub fn watch_restarted(&self) {
         self.watch_restarts.inc();
     }
@@ -119,8 +148,7 @@ impl FleetState {
             "stale": self.stale.load(Ordering::Relaxed),
             "refused_revision": (refused != 0).then_some(refused),
             "error": *self.lock(),
-            // Scaling groups are not run in fleet mode yet: no group has an owner.
-            "owners": {},
+            "owners": self.owners.lock().unwrap_or_else(PoisonError::into_inner).clone(),
         })
     }
 

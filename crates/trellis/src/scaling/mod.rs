@@ -22,6 +22,9 @@ use trellis_scaler::{
 use crate::daemon::Daemon;
 use crate::state::StateDir;
 
+mod fleet;
+pub use fleet::FleetScaling;
+
 /// How often instances are looked at (exits, health, draining), between evaluations too.
 const TICK: Duration = Duration::from_millis(200);
 /// `/proc` CPU times are in clock ticks; Linux reports 100 per second (`getconf CLK_TCK`) everywhere
@@ -40,10 +43,18 @@ pub struct GroupHandle {
     commands: mpsc::UnboundedSender<Command>,
 }
 
+/// Why an operator's request was not taken.
+pub enum Refused {
+    /// The group's controller has stopped.
+    Stopped,
+    /// Fleet mode: the store cannot be written now.
+    Unavailable(String),
+}
+
 /// Operator requests, answered by the controller between two of its ticks.
 enum Command {
-    SetDesired(u32, oneshot::Sender<(u32, u32, u32)>),
-    Protect(String, bool, oneshot::Sender<bool>),
+    SetDesired(u32, oneshot::Sender<Result<(u32, u32, u32), Refused>>),
+    Protect(String, bool, oneshot::Sender<Result<bool, Refused>>),
     /// New settings from a reload.
     Reconfigure(Box<ScalingGroup>),
     /// Gone from the configuration: terminate every instance, then stop.
@@ -62,21 +73,22 @@ impl GroupHandle {
         *self.view.lock().unwrap_or_else(PoisonError::into_inner) = v;
     }
 
-    /// Sets desired (clamped); returns (min, desired, max) as they are now, or `None` if the group
-    /// has stopped.
-    pub async fn set_desired(&self, desired: u32) -> Option<(u32, u32, u32)> {
+    /// Sets desired (clamped); returns (min, desired, max) as they are now.
+    pub async fn set_desired(&self, desired: u32) -> Result<(u32, u32, u32), Refused> {
         let (tx, rx) = oneshot::channel();
-        self.commands.send(Command::SetDesired(desired, tx)).ok()?;
-        rx.await.ok()
+        self.commands
+            .send(Command::SetDesired(desired, tx))
+            .map_err(|_| Refused::Stopped)?;
+        rx.await.map_err(|_| Refused::Stopped)?
     }
 
-    /// Protects (or not) an instance from scale-in; `Some(false)` when there is no such instance.
-    pub async fn protect(&self, instance: &str, protected: bool) -> Option<bool> {
+    /// Protects (or not) an instance from scale-in; `Ok(false)` when there is no such instance.
+    pub async fn protect(&self, instance: &str, protected: bool) -> Result<bool, Refused> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Protect(instance.to_string(), protected, tx))
-            .ok()?;
-        rx.await.ok()
+            .map_err(|_| Refused::Stopped)?;
+        rx.await.map_err(|_| Refused::Stopped)?
     }
 }
 
@@ -203,6 +215,10 @@ fn spawn_group(
         view: Mutex::new(Value::Null),
         commands,
     });
+    if let Some(fleet) = daemon.fleet.get() {
+        fleet::spawn(daemon, fleet, metrics, group, status.clone(), inbox);
+        return status;
+    }
     let controller = Controller {
         inbox,
         metrics: metrics.clone(),
@@ -232,7 +248,7 @@ enum Provider {
 
 /// What stops an instance: the child process, or the id the launch hook gave it.
 enum Handle {
-    Process(ProcessInstance),
+    Process(Box<ProcessInstance>),
     Vm(String),
 }
 
@@ -335,7 +351,7 @@ impl Controller {
                         );
                     }
                     let (min, max) = self.decider.bounds();
-                    let _ = reply.send((min, self.decider.desired(), max));
+                    let _ = reply.send(Ok((min, self.decider.desired(), max)));
                 }
                 Command::Reconfigure(group) => {
                     if let Some(d) = self.decider.set_bounds(group.min, group.max, now) {
@@ -374,7 +390,7 @@ impl Controller {
                     if let Some(live) = found {
                         live.meta.protected = protected;
                     }
-                    let _ = reply.send(ok);
+                    let _ = reply.send(Ok(ok));
                 }
             }
         }
@@ -629,7 +645,7 @@ impl Controller {
             Provider::Process(p) => {
                 let taken: HashSet<u16> = self.instances.iter().map(|i| i.address.port()).collect();
                 let process = p.launch(name, &taken).map_err(|e| e.to_string())?;
-                Ok((process.address(), Handle::Process(process)))
+                Ok((process.address(), Handle::Process(Box::new(process))))
             }
             Provider::Command(c) => {
                 let vm = c.launch(name).await?;

@@ -1,0 +1,408 @@
+//! Scaling groups in fleet mode: one task per group on every node. Each reads the group's keys every
+//! round; the node that wins the group's election (the owner) decides capacity and places instances;
+//! every node runs the instances placed on it, reports on them, publishes its request counters, and
+//! routes to every instance of the fleet that is not leaving.
+//!
+//! The owner acts only while its lease was renewed within two thirds of its TTL, so it stops before the
+//! lease can expire and another node can take over; and every one of its writes is a transaction on its
+//! ownership, so an owner that lost the group cannot write what the next one does not expect.
+
+mod owner;
+mod runner;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use trellis_config::ScalingGroup;
+use trellis_fleet::{GroupView, InstanceRecord};
+
+use super::{Command, GroupHandle, Refused, ScalingMetrics};
+use crate::daemon::Daemon;
+use crate::store::FleetState;
+use owner::Owner;
+use runner::Runner;
+
+/// How often a group's keys are read and acted on.
+const ROUND: Duration = Duration::from_millis(300);
+/// How often each node publishes its request counters.
+const LOAD_EVERY: Duration = Duration::from_secs(1);
+
+/// What the scaling groups of a fleet node share: the store, who this node is, its lease.
+#[derive(Clone)]
+pub struct FleetScaling {
+    pub store: trellis_fleet::Store,
+    pub node: String,
+    /// Where this node's instances listen (its `bind`, else loopback).
+    pub host: IpAddr,
+    pub lease: trellis_fleet::Lease,
+    pub ttl: Duration,
+    pub state: Arc<FleetState>,
+}
+
+pub(super) fn spawn(
+    daemon: &Arc<Daemon>,
+    fleet: &FleetScaling,
+    metrics: &ScalingMetrics,
+    group: &ScalingGroup,
+    status: Arc<GroupHandle>,
+    inbox: mpsc::UnboundedReceiver<Command>,
+) {
+    let task = FleetGroup {
+        runner: Runner::new(group, &fleet.node, fleet.host),
+        fleet: fleet.clone(),
+        daemon: Arc::downgrade(daemon),
+        group: group.clone(),
+        inbox,
+        status,
+        metrics: metrics.clone(),
+        owner: None,
+        view: GroupView::default(),
+        read: false,
+        routed: None,
+        load_at: None,
+        retiring: false,
+    };
+    tokio::spawn(task.run());
+}
+
+struct FleetGroup {
+    fleet: FleetScaling,
+    daemon: Weak<Daemon>,
+    group: ScalingGroup,
+    inbox: mpsc::UnboundedReceiver<Command>,
+    status: Arc<GroupHandle>,
+    metrics: ScalingMetrics,
+    runner: Runner,
+    /// While this node owns the group.
+    owner: Option<Owner>,
+    /// The group's keys as last read.
+    view: GroupView,
+    /// Whether they could be read at all yet.
+    read: bool,
+    /// The members last given to the target group.
+    routed: Option<Vec<SocketAddr>>,
+    load_at: Option<Instant>,
+    /// Removed from the configuration: every instance stops, then the task.
+    retiring: bool,
+}
+
+impl FleetGroup {
+    async fn run(mut self) {
+        loop {
+            let Some(daemon) = self.daemon.upgrade() else {
+                return;
+            };
+            self.answer().await;
+            match self.fleet.store.group(&self.group.name).await {
+                Ok(view) => {
+                    self.view = view;
+                    self.read = true;
+                }
+                Err(e) => {
+                    tracing::debug!(scaling_group = %self.group.name, error = %e, "fleet: cannot read the group");
+                }
+            }
+            self.ownership().await;
+            self.own().await;
+            let records = self.records();
+            if self.read {
+                self.runner
+                    .step(&self.group, &records, self.retiring, &daemon);
+                self.report(&records, &daemon).await;
+            }
+            self.route(&records, &daemon).await;
+            self.publish(&records, &daemon);
+            if self.retiring && self.runner.is_empty() {
+                if let Some(owner) = &self.owner {
+                    let _ = self
+                        .fleet
+                        .store
+                        .retire_group(&self.group.name, owner.since)
+                        .await;
+                }
+                self.fleet.state.set_owner(&self.group.name, None);
+                tracing::info!(scaling_group = %self.group.name, "removed from the configuration: this node's instances stopped");
+                return;
+            }
+            drop(daemon);
+            tokio::time::sleep(ROUND).await;
+        }
+    }
+
+    /// The instance records as the owner has them (when this node is the owner), else as read.
+    fn records(&self) -> Vec<InstanceRecord> {
+        match &self.owner {
+            Some(owner) => owner.records().to_vec(),
+            None => self.view.instances.clone(),
+        }
+    }
+
+    /// Operators' requests go to the store, for the owner to apply (wherever it runs); settings from a
+    /// reload apply here.
+    async fn answer(&mut self) {
+        while let Ok(command) = self.inbox.try_recv() {
+            match command {
+                Command::SetDesired(desired, reply) => {
+                    let (min, max) = (self.group.min, self.group.max);
+                    let outcome = self
+                        .fleet
+                        .store
+                        .request_desired(&self.group.name, desired)
+                        .await
+                        .map(|()| (min, desired.clamp(min, max.max(min)), max))
+                        .map_err(|e| Refused::Unavailable(e.to_string()));
+                    let _ = reply.send(outcome);
+                }
+                Command::Protect(id, protected, reply) => {
+                    let known = self.records().iter().any(|r| r.id == id);
+                    let outcome = if known {
+                        self.fleet
+                            .store
+                            .request_protect(&self.group.name, &id, protected)
+                            .await
+                            .map(|()| true)
+                            .map_err(|e| Refused::Unavailable(e.to_string()))
+                    } else {
+                        Ok(false)
+                    };
+                    let _ = reply.send(outcome);
+                }
+                Command::Reconfigure(group) => {
+                    if let Some(owner) = self.owner.as_mut() {
+                        owner.reconfigure(&self.group, &group, &self.metrics);
+                    }
+                    if group.launch != self.group.launch {
+                        self.runner.reconfigure(&group);
+                    }
+                    self.group = *group;
+                }
+                Command::Retire => self.retiring = true,
+            }
+        }
+    }
+
+    /// Campaigns when the group has no owner; takes over (from the stored state) once it is the owner;
+    /// lets go when another node owns it or its own lease is not fresh.
+    async fn ownership(&mut self) {
+        let lease = self.fleet.lease.fresh(self.fleet.ttl * 2 / 3);
+        let name = self.group.name.clone();
+        match (&self.view.owner, lease) {
+            (_, None) => self.let_go("this node's lease is not renewed"),
+            (None, Some(lease)) if self.read && !self.retiring => {
+                match self.fleet.store.campaign(&name, &self.fleet.node, lease).await {
+                    Ok(Some(since)) => {
+                        self.owner = Some(Owner::take_over(
+                            &self.group,
+                            since,
+                            &self.fleet.node,
+                            &self.view,
+                            &self.metrics,
+                        ));
+                        self.view.owner = Some(trellis_fleet::Owner {
+                            node: self.fleet.node.clone(),
+                            since,
+                            lease,
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(scaling_group = %name, error = %e, "fleet: campaign failed"),
+                }
+            }
+            (Some(o), Some(lease)) if o.node == self.fleet.node && o.lease == lease => {
+                if self.owner.as_ref().is_none_or(|own| own.since != o.since) {
+                    self.owner = Some(Owner::take_over(
+                        &self.group,
+                        o.since,
+                        &self.fleet.node,
+                        &self.view,
+                        &self.metrics,
+                    ));
+                }
+            }
+            (Some(o), _) => {
+                let other = o.node.clone();
+                if self.owner.is_some() {
+                    self.let_go(&format!("node {other} owns the group now"));
+                }
+            }
+            (None, _) => {}
+        }
+        let owner = self.view.owner.as_ref().map(|o| o.node.as_str());
+        self.fleet.state.set_owner(&name, owner);
+    }
+
+    fn let_go(&mut self, why: &str) {
+        if self.owner.take().is_some() {
+            tracing::warn!(scaling_group = %self.group.name, "fleet: no longer acting as the group's owner: {why}");
+        }
+    }
+
+    /// The owner's round, written with one fenced transaction.
+    async fn own(&mut self) {
+        if self.retiring || !self.read {
+            return;
+        }
+        let Some(owner) = self.owner.as_mut() else {
+            return;
+        };
+        let nodes = match self.fleet.store.nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::debug!(scaling_group = %self.group.name, error = %e, "fleet: cannot list nodes");
+                return;
+            }
+        };
+        owner.step(&self.group, &self.view, &nodes, &self.metrics);
+        let write = owner.write();
+        if write.is_empty() {
+            return;
+        }
+        match self
+            .fleet
+            .store
+            .owner_write(&self.group.name, owner.since, &write)
+            .await
+        {
+            Ok(true) => owner.written(write),
+            Ok(false) => self.let_go("its ownership was lost (the fenced write was refused)"),
+            // Kept and written with the next round, while the lease holds.
+            Err(e) => {
+                tracing::debug!(scaling_group = %self.group.name, error = %e, "fleet: owner write failed")
+            }
+        }
+    }
+
+    /// This node's reports on its instances, and its request counters, under its lease.
+    async fn report(&mut self, records: &[InstanceRecord], daemon: &Daemon) {
+        let Some(lease) = self.fleet.lease.fresh(self.fleet.ttl) else {
+            return;
+        };
+        let load_due = self.load_at.is_none_or(|at| at.elapsed() >= LOAD_EVERY);
+        for (id, report) in self.runner.reports(load_due) {
+            match self
+                .fleet
+                .store
+                .report(&self.group.name, &id, &report, lease)
+                .await
+            {
+                Ok(()) => self.runner.published(&id, report),
+                Err(_) => return,
+            }
+        }
+        if load_due {
+            let load = Runner::load(&self.group, records, daemon);
+            let published = self
+                .fleet
+                .store
+                .publish_load(&self.group.name, &self.fleet.node, &load, lease)
+                .await;
+            if published.is_ok() {
+                self.load_at = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Every instance of the fleet that is not leaving is a member of the target group here.
+    async fn route(&mut self, records: &[InstanceRecord], daemon: &Arc<Daemon>) {
+        if !self.read {
+            return;
+        }
+        let members: Vec<SocketAddr> = if self.retiring {
+            Vec::new()
+        } else {
+            records
+                .iter()
+                .filter(|r| !r.terminating)
+                .map(|r| r.address)
+                .collect()
+        };
+        if self.routed.as_ref() == Some(&members) {
+            return;
+        }
+        match daemon.set_scaled(&self.group.target_group, members.clone()).await {
+            Ok(()) => self.routed = Some(members),
+            Err(e) => {
+                tracing::error!(scaling_group = %self.group.name, error = %e, "cannot update the target group")
+            }
+        }
+    }
+
+    /// What `/v1/status` shows of the group on this node, and the capacity gauges.
+    fn publish(&self, records: &[InstanceRecord], daemon: &Daemon) {
+        let state = self.view.state.as_ref();
+        let (min, desired, max) = match &self.owner {
+            Some(owner) => owner.desired(),
+            None => state.map_or(
+                (self.group.min, self.group.desired, self.group.max),
+                |s| (s.min, s.desired, s.max),
+            ),
+        };
+        let lifecycle = |r: &InstanceRecord| {
+            if r.terminating {
+                "terminating"
+            } else if r.in_service_at_ms.is_some() {
+                "in_service"
+            } else {
+                "pending"
+            }
+        };
+        let count = |s: &str| records.iter().filter(|r| lifecycle(r) == s).count();
+        let gauge = |state: &str, n: usize| {
+            self.metrics
+                .capacity
+                .with_label_values(&[&self.group.name, state])
+                .set(n as i64)
+        };
+        gauge("desired", desired as usize);
+        gauge("in_service", count("in_service"));
+        gauge("pending", count("pending"));
+        gauge("terminating", count("terminating"));
+        let now_ms = owner::now_ms();
+        let activities = match &self.owner {
+            Some(owner) => owner.activities().to_vec(),
+            None => state.map(|s| s.activities.clone()).unwrap_or_default(),
+        };
+        let backoff = self.owner.as_ref().map(|o| o.backoff());
+        self.status.set(json!({
+            "name": self.group.name,
+            "target_group": self.group.target_group,
+            "owner": self.view.owner.as_ref().map(|o| o.node.clone()),
+            "min": min,
+            "desired": desired,
+            "max": max,
+            "in_service": count("in_service"),
+            "pending": count("pending"),
+            "terminating": count("terminating"),
+            "scheduled": Vec::<Value>::new(),
+            "launch_backoff": {
+                "failures": backoff.map_or(0, |b| b.failures()),
+                "next_launch_in_seconds": backoff.and_then(|b| b.until()).map(|u| u.saturating_duration_since(Instant::now()).as_secs_f64()),
+            },
+            "instances": records.iter().map(|r| json!({
+                "id": r.id,
+                "node": r.node,
+                "address": r.address.to_string(),
+                "lifecycle": lifecycle(r),
+                "health": daemon
+                    .targets
+                    .get(&self.group.target_group, r.address)
+                    .map(|t| t.view().health.state.as_str()),
+                "pid": self.runner.pid(&r.id),
+                "provider_id": Value::Null,
+                "age_seconds": now_ms.saturating_sub(r.launched_at_ms) as f64 / 1000.0,
+                "warming": r.in_service_at_ms.is_none_or(|at| now_ms.saturating_sub(at) < self.group.instance_warmup.as_millis() as u64),
+                "protected": r.protected,
+            })).collect::<Vec<_>>(),
+            // Newest first, as on a single node.
+            "activities": activities.iter().rev().map(|a| json!({
+                "at": humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(a.at)).to_string(),
+                "kind": a.kind,
+                "description": a.description,
+                "node": a.node,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+}

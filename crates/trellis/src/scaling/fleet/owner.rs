@@ -1,0 +1,604 @@
+//! What the owner of a scaling group does in a fleet: the same decisions as a single node's controller
+//! (trellis-scaler's decider, lifecycle and back-off), taken from the fleet's reports and request
+//! counters, and written to etcd as instance records that each node runs.
+//!
+//! Everything a next owner needs is in what [`Owner::write`] hands out: desired, the cooldown's start,
+//! the next instance number, the requests applied, the activities and the records.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use trellis_config::{Launch, ScalingGroup, TerminationPolicy};
+use trellis_fleet::{
+    ActivityRecord, GroupState, GroupView, InstanceRecord, NodeInfo, OwnerWrite, Report,
+};
+use trellis_scaler::{Backoff, Decider, Instance, Lifecycle, Replace, Sample, Scheduler};
+use trellis_targets::TargetState;
+
+use super::super::{scheduler, ScalingMetrics, ACTIVITIES, CLOCK_TICKS};
+
+/// An instance that never reports (its node took the record but nothing came back) is replaced after
+/// its grace period, and never sooner than this.
+const REPORT_DEADLINE: Duration = Duration::from_secs(30);
+
+pub(super) struct Owner {
+    /// The ownership's fence (the owner key's create revision).
+    pub since: i64,
+    node: String,
+    decider: Decider,
+    backoff: Backoff,
+    scheduler: Option<Scheduler>,
+    next_id: u64,
+    requests_applied: i64,
+    activities: Vec<ActivityRecord>,
+    records: Vec<InstanceRecord>,
+    /// Records changed or removed since the last write that went through.
+    changed: BTreeSet<String>,
+    removed: BTreeSet<String>,
+    written: Option<GroupState>,
+    /// Each node's completed-request counter per instance address at the last evaluation.
+    last_completed: HashMap<(String, String), u64>,
+    /// Each instance's CPU ticks at the last evaluation.
+    last_cpu: HashMap<String, u64>,
+    next_evaluation: Instant,
+    last_evaluation: Instant,
+    protection_noted: bool,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The monotonic instant a wall-clock time in milliseconds corresponds to.
+fn instant_at(ms: u64, now_ms: u64, now: Instant) -> Instant {
+    now.checked_sub(Duration::from_millis(now_ms.saturating_sub(ms)))
+        .unwrap_or(now)
+}
+
+fn ms_at(at: Instant, now_ms: u64, now: Instant) -> u64 {
+    now_ms.saturating_sub(now.saturating_duration_since(at).as_millis() as u64)
+}
+
+fn health(report: Option<&Report>) -> Option<TargetState> {
+    match report?.health.as_deref()? {
+        "healthy" => Some(TargetState::Healthy),
+        "unhealthy" => Some(TargetState::Unhealthy),
+        "unavailable" => Some(TargetState::Unavailable),
+        "initial" => Some(TargetState::Initial),
+        _ => None,
+    }
+}
+
+impl Owner {
+    /// Becomes the owner of `group` from what the store holds (nothing, the first time).
+    pub fn take_over(
+        group: &ScalingGroup,
+        since: i64,
+        node: &str,
+        view: &GroupView,
+        metrics: &ScalingMetrics,
+    ) -> Owner {
+        let (now, now_ms) = (Instant::now(), now_ms());
+        let (decider, next_id, requests_applied, activities) = match &view.state {
+            // Bounds are the configuration's: a reload while another node owned the group reached
+            // every node, this one included.
+            Some(state) => (
+                Decider::resume(
+                    group,
+                    state.desired,
+                    (group.min, group.max),
+                    state.last_activity_ms.map(|ms| instant_at(ms, now_ms, now)),
+                ),
+                state.next_id,
+                state.requests_applied,
+                state.activities.clone(),
+            ),
+            None => (Decider::new(group), 1, 0, Vec::new()),
+        };
+        let mut owner = Owner {
+            since,
+            node: node.to_string(),
+            decider,
+            backoff: Backoff::default(),
+            scheduler: scheduler(group),
+            next_id,
+            requests_applied,
+            activities,
+            records: view.instances.clone(),
+            changed: BTreeSet::new(),
+            removed: BTreeSet::new(),
+            written: view.state.clone(),
+            last_completed: HashMap::new(),
+            last_cpu: HashMap::new(),
+            next_evaluation: now + group.evaluation_period,
+            last_evaluation: now,
+            protection_noted: false,
+        };
+        let previous = match &view.state {
+            Some(_) => "continuing from the stored state",
+            None => "a new group",
+        };
+        owner.activity(
+            group,
+            metrics,
+            "owner",
+            format!(
+                "node {node} owns the group ({previous}: desired {})",
+                owner.decider.desired()
+            ),
+        );
+        owner
+    }
+
+    pub fn records(&self) -> &[InstanceRecord] {
+        &self.records
+    }
+
+    pub fn desired(&self) -> (u32, u32, u32) {
+        let (min, max) = self.decider.bounds();
+        (min, self.decider.desired(), max)
+    }
+
+    pub fn activities(&self) -> &[ActivityRecord] {
+        &self.activities
+    }
+
+    pub fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    /// A reload's new settings for the group.
+    pub fn reconfigure(&mut self, old: &ScalingGroup, group: &ScalingGroup, metrics: &ScalingMetrics) {
+        let now = Instant::now();
+        if let Some(d) = self.decider.set_bounds(group.min, group.max, now) {
+            let text = format!("desired {} → {}: {}", d.from, d.to, d.cause);
+            self.activity(group, metrics, "scale", text);
+        }
+        self.decider.reconfigure(group);
+        if group.policies != old.policies {
+            self.scheduler = scheduler(group);
+        }
+    }
+
+    /// One round: the operators' requests, the instances' lifecycle from their nodes' reports, the
+    /// scheduled actions, an evaluation when one is due, and launches or terminations toward desired.
+    pub fn step(
+        &mut self,
+        group: &ScalingGroup,
+        view: &GroupView,
+        nodes: &[NodeInfo],
+        metrics: &ScalingMetrics,
+    ) {
+        let (now, now_ms) = (Instant::now(), now_ms());
+        self.requests(group, view, now, metrics);
+        self.lifecycle(group, view, nodes, now, now_ms, metrics);
+        self.scheduled(group, now, metrics);
+        if now >= self.next_evaluation {
+            self.evaluate(group, view, now, now_ms, metrics);
+            self.last_evaluation = now;
+            self.next_evaluation = now + group.evaluation_period;
+        }
+        self.converge(group, nodes, now, now_ms, metrics);
+    }
+
+    /// What must be written now (nothing when etcd already holds it all).
+    pub fn write(&self) -> OwnerWrite {
+        let state = self.state();
+        OwnerWrite {
+            state: (self.written.as_ref() != Some(&state)).then_some(state),
+            instances: self
+                .records
+                .iter()
+                .filter(|r| self.changed.contains(&r.id))
+                .cloned()
+                .collect(),
+            removed: self.removed.iter().cloned().collect(),
+        }
+    }
+
+    /// `write` went through.
+    pub fn written(&mut self, write: OwnerWrite) {
+        if let Some(state) = write.state {
+            self.written = Some(state);
+        }
+        for r in write.instances {
+            self.changed.remove(&r.id);
+        }
+        for id in write.removed {
+            self.removed.remove(&id);
+        }
+    }
+
+    fn state(&self) -> GroupState {
+        let (min, max) = self.decider.bounds();
+        let (now, now_ms) = (Instant::now(), now_ms());
+        GroupState {
+            desired: self.decider.desired(),
+            min,
+            max,
+            next_id: self.next_id,
+            last_activity_ms: self
+                .decider
+                .last_activity()
+                .map(|at| ms_at(at, now_ms, now)),
+            requests_applied: self.requests_applied,
+            activities: self.activities.clone(),
+        }
+    }
+
+    fn activity(
+        &mut self,
+        group: &ScalingGroup,
+        metrics: &ScalingMetrics,
+        kind: &'static str,
+        text: String,
+    ) {
+        tracing::info!(scaling_group = %group.name, activity = kind, owner = %self.node, "{text}");
+        metrics
+            .activities
+            .with_label_values(&[&group.name, kind])
+            .inc();
+        self.activities.push(ActivityRecord {
+            at: trellis_fleet::now(),
+            kind: kind.to_string(),
+            description: text,
+            node: self.node.clone(),
+        });
+        let excess = self.activities.len().saturating_sub(ACTIVITIES);
+        self.activities.drain(..excess);
+    }
+
+    fn requests(
+        &mut self,
+        group: &ScalingGroup,
+        view: &GroupView,
+        now: Instant,
+        metrics: &ScalingMetrics,
+    ) {
+        let mut newest = self.requests_applied;
+        if let Some((desired, revision)) = view.desired_request {
+            if revision > self.requests_applied {
+                newest = newest.max(revision);
+                if let Some(d) = self.decider.set_desired(desired, now, "set by an operator") {
+                    let text = format!("desired {} → {}: {}", d.from, d.to, d.cause);
+                    self.activity(group, metrics, "scale", text);
+                }
+            }
+        }
+        for (id, protected, revision) in &view.protect_requests {
+            if *revision <= self.requests_applied {
+                continue;
+            }
+            newest = newest.max(*revision);
+            if let Some(r) = self.records.iter_mut().find(|r| &r.id == id) {
+                r.protected = *protected;
+                self.changed.insert(id.clone());
+            }
+        }
+        self.requests_applied = newest;
+    }
+
+    fn remove(&mut self, id: &str) {
+        self.records.retain(|r| r.id != id);
+        self.changed.remove(id);
+        self.removed.insert(id.to_string());
+    }
+
+    /// Follows each instance through its node's reports: in service on its first healthy check,
+    /// replaced when it exits, stays unhealthy past the grace period, or its node is gone; a terminating
+    /// one is forgotten once its node has stopped it.
+    fn lifecycle(
+        &mut self,
+        group: &ScalingGroup,
+        view: &GroupView,
+        nodes: &[NodeInfo],
+        now: Instant,
+        now_ms: u64,
+        metrics: &ScalingMetrics,
+    ) {
+        let alive = |node: &str| nodes.iter().any(|n| n.node == node);
+        let grace = group.health_check_grace_period;
+        let mut events = Vec::new();
+        for record in &mut self.records {
+            let report = view.reports.get(&record.id);
+            let launched = instant_at(record.launched_at_ms, now_ms, now);
+            if record.terminating {
+                let gone = !alive(&record.node)
+                    || report.is_some_and(|r| r.stopped || r.exited.is_some());
+                if gone {
+                    events.push((record.id.clone(), "terminated", "stopped".to_string(), false));
+                }
+                continue;
+            }
+            if !alive(&record.node) {
+                events.push((
+                    record.id.clone(),
+                    "replace",
+                    format!("its node {} is gone; replacing it", record.node),
+                    false,
+                ));
+                continue;
+            }
+            if let Some(how) = report.and_then(|r| r.exited.as_deref()) {
+                let pending = record.in_service_at_ms.is_none();
+                events.push((record.id.clone(), "exited", how.to_string(), pending));
+                continue;
+            }
+            if report.is_none()
+                && now.saturating_duration_since(launched) >= grace.max(REPORT_DEADLINE)
+            {
+                events.push((
+                    record.id.clone(),
+                    "replace",
+                    format!("node {} never reported it; replacing it", record.node),
+                    true,
+                ));
+                continue;
+            }
+            let Some(state) = health(report) else {
+                continue;
+            };
+            let mut instance = Instance {
+                id: record.id.clone(),
+                launched_at: launched,
+                state: if record.in_service_at_ms.is_some() {
+                    Lifecycle::InService
+                } else {
+                    Lifecycle::Pending
+                },
+                in_service_at: None,
+                protected: record.protected,
+            };
+            let reason = format!("reported {} by node {}", state.as_str(), record.node);
+            let replace = instance.on_health(state, &reason, grace, now);
+            if instance.state == Lifecycle::InService && record.in_service_at_ms.is_none() {
+                record.in_service_at_ms = Some(now_ms);
+                self.changed.insert(record.id.clone());
+                self.backoff.succeeded();
+            }
+            if let Some(Replace::Unhealthy(reason) | Replace::Exited(reason)) = replace {
+                record.terminating = true;
+                self.changed.insert(record.id.clone());
+                events.push((
+                    record.id.clone(),
+                    "replace",
+                    format!("unhealthy ({reason}); replacing it"),
+                    false,
+                ));
+            }
+        }
+        for (id, kind, text, failed_launch) in events {
+            match kind {
+                "terminated" => {
+                    self.remove(&id);
+                    self.activity(group, metrics, "terminated", format!("instance {id} {text}"));
+                }
+                "exited" if failed_launch => {
+                    self.remove(&id);
+                    let wait = self.backoff.failed(now);
+                    let text = format!(
+                        "instance {id} {text} before going in service; next launch in {wait:?}"
+                    );
+                    self.activity(group, metrics, "launch_failed", text);
+                }
+                "exited" => {
+                    self.remove(&id);
+                    let text = format!("instance {id} {text}; replacing it");
+                    self.activity(group, metrics, "replace", text);
+                }
+                _ => {
+                    // Unhealthy ones were marked terminating above and drain first; the others are
+                    // gone already.
+                    let terminating = self.records.iter().any(|r| r.id == id && r.terminating);
+                    if !terminating {
+                        self.remove(&id);
+                    }
+                    if failed_launch {
+                        self.backoff.failed(now);
+                    }
+                    self.activity(group, metrics, "replace", format!("instance {id} {text}"));
+                }
+            }
+        }
+    }
+
+    fn scheduled(&mut self, group: &ScalingGroup, now: Instant, metrics: &ScalingMetrics) {
+        let Some(scheduler) = self.scheduler.as_mut() else {
+            return;
+        };
+        for action in scheduler.due(SystemTime::now()) {
+            let (min, max) = self.decider.bounds();
+            let cause = format!("scheduled policy {}", action.policy);
+            let mut changes = Vec::new();
+            if action.min.is_some() || action.max.is_some() {
+                let (new_min, new_max) = (action.min.unwrap_or(min), action.max.unwrap_or(max));
+                self.decider.set_bounds(new_min, new_max, now);
+                changes.push(format!("bounds {min}..={max} → {new_min}..={new_max}"));
+            }
+            let before = self.decider.desired();
+            if let Some(d) = action.desired {
+                self.decider.set_desired(d, now, &cause);
+            }
+            if self.decider.desired() != before {
+                changes.push(format!("desired {before} → {}", self.decider.desired()));
+            }
+            if !changes.is_empty() {
+                let text = format!("{}: {cause}", changes.join(", "));
+                self.activity(group, metrics, "scheduled", text);
+            }
+        }
+    }
+
+    /// One sample of the fleet's requests to the group over the last period: every node's counters for
+    /// each in-service instance past its warm-up, summed. Load that arrives only at another node counts
+    /// as much as load here.
+    fn evaluate(
+        &mut self,
+        group: &ScalingGroup,
+        view: &GroupView,
+        now: Instant,
+        now_ms: u64,
+        metrics: &ScalingMetrics,
+    ) {
+        let period = now.saturating_duration_since(self.last_evaluation);
+        let (mut requests, mut in_flight, mut measured, mut warming) = (0u64, 0u64, 0u32, 0u32);
+        let (mut cpu_percent, mut cpu_measured) = (0.0, 0u32);
+        for record in self.records.iter().filter(|r| !r.terminating) {
+            let address = record.address.to_string();
+            let mut delta = 0;
+            for (node, load) in &view.loads {
+                let completed = load.completed.get(&address).copied().unwrap_or(0);
+                let key = (node.clone(), address.clone());
+                // A counter seen for the first time is a baseline; one that went down is a node
+                // that restarted.
+                let last = self.last_completed.insert(key, completed);
+                delta += last.map_or(0, |l| completed.saturating_sub(l));
+                in_flight += load.in_flight.get(&address).copied().unwrap_or(0);
+            }
+            let cpu = view.reports.get(&record.id).and_then(|r| r.cpu_ticks);
+            let cpu_delta = cpu
+                .zip(self.last_cpu.get(&record.id).copied())
+                .map(|(now, then)| now.saturating_sub(then));
+            if let Some(ticks) = cpu {
+                self.last_cpu.insert(record.id.clone(), ticks);
+            }
+            let instance = Instance {
+                id: record.id.clone(),
+                launched_at: instant_at(record.launched_at_ms, now_ms, now),
+                state: if record.in_service_at_ms.is_some() {
+                    Lifecycle::InService
+                } else {
+                    Lifecycle::Pending
+                },
+                in_service_at: record
+                    .in_service_at_ms
+                    .map(|ms| instant_at(ms, now_ms, now)),
+                protected: record.protected,
+            };
+            if instance.warming(group.instance_warmup, now) {
+                warming += 1;
+                continue;
+            }
+            if let Some(ticks) = cpu_delta {
+                cpu_percent += ticks as f64 / CLOCK_TICKS / period.as_secs_f64().max(0.001) * 100.0;
+                cpu_measured += 1;
+            }
+            requests += delta;
+            measured += 1;
+        }
+        let sample = Sample {
+            requests_per_second: requests as f64 / period.as_secs_f64().max(0.001),
+            in_flight: in_flight as f64,
+            cpu_percent: (cpu_measured > 0).then(|| cpu_percent / f64::from(cpu_measured)),
+            measured,
+        };
+        if let Some(d) = self.decider.decide(group, now, &sample, warming) {
+            let text = format!("desired {} → {}: {}", d.from, d.to, d.cause);
+            self.activity(group, metrics, "scale", text);
+        }
+    }
+
+    /// Launches toward desired (each new instance on the live node that runs the fewest of the group,
+    /// as an Auto Scaling group balances its zones) or terminates the excess.
+    fn converge(
+        &mut self,
+        group: &ScalingGroup,
+        nodes: &[NodeInfo],
+        now: Instant,
+        now_ms: u64,
+        metrics: &ScalingMetrics,
+    ) {
+        let live = self.records.iter().filter(|r| !r.terminating).count() as u32;
+        let desired = self.decider.desired();
+        if live <= desired {
+            self.protection_noted = false;
+        }
+        if live < desired && self.backoff.ready(now) && !nodes.is_empty() {
+            for _ in live..desired {
+                let id = format!("{}-{}", group.name, self.next_id);
+                let Some((node, address)) = self.place(group, nodes) else {
+                    let wait = self.backoff.failed(now);
+                    let text =
+                        format!("cannot launch {id}: no free port left; next try in {wait:?}");
+                    self.activity(group, metrics, "launch_failed", text);
+                    break;
+                };
+                self.next_id += 1;
+                self.records.push(InstanceRecord {
+                    id: id.clone(),
+                    node: node.clone(),
+                    address,
+                    launched_at_ms: now_ms,
+                    in_service_at_ms: None,
+                    protected: false,
+                    terminating: false,
+                });
+                self.changed.insert(id.clone());
+                let text = format!("instance {id} placed on node {node} at {address}");
+                self.activity(group, metrics, "launch", text);
+            }
+        } else if live > desired {
+            let mut candidates: Vec<usize> = (0..self.records.len())
+                .filter(|&i| !self.records[i].terminating && !self.records[i].protected)
+                .collect();
+            candidates.sort_by_key(|&i| self.records[i].launched_at_ms);
+            if group.termination_policy == TerminationPolicy::Newest {
+                candidates.reverse();
+            }
+            let excess = (live - desired) as usize;
+            if candidates.len() < excess && !self.protection_noted {
+                self.protection_noted = true;
+                let text = format!(
+                    "{} instance(s) over desired {desired} are protected from scale-in; they stay until unprotected",
+                    excess - candidates.len()
+                );
+                self.activity(group, metrics, "scale_in_blocked", text);
+            }
+            let mut terminated = Vec::new();
+            for &i in candidates.iter().take(excess) {
+                self.records[i].terminating = true;
+                terminated.push(self.records[i].id.clone());
+            }
+            for id in terminated {
+                self.changed.insert(id.clone());
+                let text = format!("instance {id} terminating (scale-in): draining");
+                self.activity(group, metrics, "terminate", text);
+            }
+        }
+    }
+
+    /// The node for the next instance (fewest of the group's live instances, then by name) and its
+    /// address there: the node's host and the lowest port of the range that no instance of the group
+    /// on that host holds.
+    fn place(&self, group: &ScalingGroup, nodes: &[NodeInfo]) -> Option<(String, SocketAddr)> {
+        let Launch::Process(launch) = &group.launch else {
+            return None;
+        };
+        let (lo, hi) = launch.ports.unwrap_or((0, 0));
+        let mut running: BTreeMap<&str, usize> = nodes.iter().map(|n| (n.node.as_str(), 0)).collect();
+        for r in self.records.iter().filter(|r| !r.terminating) {
+            if let Some(n) = running.get_mut(r.node.as_str()) {
+                *n += 1;
+            }
+        }
+        let (node, _) = running.iter().min_by_key(|(name, n)| (**n, **name))?;
+        let info = nodes.iter().find(|n| n.node == *node)?;
+        let host: IpAddr = info
+            .host
+            .as_deref()
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let taken: BTreeSet<u16> = self
+            .records
+            .iter()
+            .filter(|r| r.address.ip() == host)
+            .map(|r| r.address.port())
+            .collect();
+        let port = (lo..=hi).find(|p| *p != 0 && !taken.contains(p))?;
+        Some((node.to_string(), SocketAddr::new(host, port)))
+    }
+}

@@ -1,0 +1,217 @@
+//! Scaling groups in fleet mode: one owner per group, elected in a real etcd; instances placed on the
+//! nodes, run by them, served by all; the owner's state survives it.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::fleet::{apply, fleet_status, node_file, served_by};
+use crate::support::etcd::Etcd;
+use crate::support::{eventually, free_port, instance_ports, Trellis};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// The fleet's configuration: a service on `port` in front of a scaling group of `trellis echo`
+/// instances, each listening on its node's address.
+fn shared(port: u16, (lo, hi): (u16, u16), min: u32, max: u32) -> String {
+    format!(
+        "[[service]]\nname = \"shop\"\nhosts = [\"*\"]\n\
+         [[service.listener]]\nname = \"web\"\nprotocol = \"http\"\nport = {port}\n\
+         default_action = {{ forward = [{{ target_group = \"pool\" }}] }}\n\n\
+         [[target_group]]\nname = \"pool\"\ntargets = []\nderegistration_delay = \"1s\"\n\
+         [target_group.health_check]\npath = \"/healthz\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\
+         healthy_threshold = 1\nunhealthy_threshold = 2\n\n\
+         [[scaling_group]]\nname = \"web\"\ntarget_group = \"pool\"\nmin = {min}\nmax = {max}\ndesired = {min}\n\
+         evaluation_period = \"500ms\"\ncooldown = \"1s\"\ninstance_warmup = \"500ms\"\nhealth_check_grace_period = \"10s\"\n\
+         [scaling_group.launch]\nprovider = \"process\"\n\
+         command = [\"{{self}}\", \"echo\", \"--listen\", \"{{host}}:{{port}}\", \"--name\", \"{{id}}\", \"--workers\", \"1\"]\n\
+         ports = \"{lo}-{hi}\"\nstop_timeout = \"2s\"\n\
+         [[scaling_group.policy]]\nname = \"rps\"\ntype = \"target_tracking\"\nmetric = \"request_count_per_target\"\ntarget = 40.0\n"
+    )
+}
+
+/// The group as `node` shows it.
+async fn group(node: &Trellis) -> Value {
+    node.status().await["scaling_groups"][0].clone()
+}
+
+/// The `trellis echo` instances of this test running on the machine now, by the address they listen
+/// on: what is really there, whatever any node says.
+fn running((lo, hi): (u16, u16)) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat.contains(") Z ") || !args.iter().any(|a| a == "echo") {
+            continue;
+        }
+        let listen = args
+            .iter()
+            .position(|a| a == "--listen")
+            .and_then(|i| args.get(i + 1));
+        if let Some(listen) = listen {
+            let port = listen.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            if port.is_some_and(|p| (lo..=hi).contains(&p)) {
+                found.push(listen.clone());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Waits until `node` shows `n` instances in service (none pending or leaving) and exactly those run.
+async fn settled(node: &Trellis, ports: (u16, u16), n: usize, what: &str) -> Value {
+    eventually(WAIT, what, || async {
+        let g = group(node).await;
+        let instances = g["instances"].as_array()?;
+        let in_service: BTreeSet<String> = instances
+            .iter()
+            .filter(|i| i["lifecycle"] == "in_service" && i["health"] == "healthy")
+            .filter_map(|i| i["address"].as_str().map(str::to_string))
+            .collect();
+        let running: BTreeSet<String> = running(ports).into_iter().collect();
+        (instances.len() == n && in_service.len() == n && running == in_service).then_some(g)
+    })
+    .await
+}
+
+fn nodes_of(g: &Value) -> BTreeSet<String> {
+    g["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["node"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_runs_exactly_desired_instances_scales_on_load_at_a_non_owner_and_survives_its_owner()
+{
+    let Some(etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/scaling";
+    let port = free_port();
+    let ports = instance_ports();
+    let ips = ["127.0.0.5", "127.0.0.6"];
+    let file = |name: &str, ip: &str| node_file(&etcd, prefix, name, ip);
+    let mut nodes = vec![
+        Some(Trellis::start(&file("node-a", ips[0]), &[]).await),
+        Some(Trellis::start(&file("node-b", ips[1]), &[]).await),
+    ];
+    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &shared(port, ports, 2, 5));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Two instances, one per node (spread like zones), each listening on its node's address.
+    let a = nodes[0].as_ref().unwrap();
+    let g = settled(a, ports, 2, "two instances in service").await;
+    assert_eq!(nodes_of(&g).len(), 2, "spread over both nodes: {g}");
+    for i in g["instances"].as_array().unwrap() {
+        let ip = if i["node"] == "node-a" { ips[0] } else { ips[1] };
+        assert!(i["address"].as_str().unwrap().starts_with(ip), "{i}");
+    }
+    let owner = g["owner"].as_str().expect("an owner").to_string();
+    let (owner_i, other_i) = if owner == "node-a" { (0, 1) } else { (1, 0) };
+    let fleet = fleet_status(a).await;
+    assert_eq!(fleet["owners"]["web"], owner.as_str(), "{fleet}");
+    // Every node routes to every instance of the fleet.
+    for ip in ips {
+        let mut seen = BTreeSet::new();
+        for _ in 0..20 {
+            seen.extend(served_by(ip, port).await);
+        }
+        assert_eq!(seen.len(), 2, "{ip} serves both instances: {seen:?}");
+    }
+
+    // Desired set through the node that does not own the group: the owner applies it.
+    let other = nodes[other_i].as_ref().unwrap();
+    let (status, reply) = other
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/scaling-groups/web/desired",
+            Some(json!({"desired": 3})),
+        )
+        .await;
+    assert_eq!((status, reply["desired"].as_u64()), (200, Some(3)), "{reply}");
+    settled(other, ports, 3, "three instances in service").await;
+
+    // Load that arrives only at the node that does not own the group scales it out.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..8 {
+        let (stop, ip) = (stop.clone(), ips[other_i]);
+        load.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                let _ = client.get(format!("http://{ip}:{port}/")).send().await;
+            }
+        }));
+    }
+    let owner_node = nodes[owner_i].as_ref().unwrap();
+    eventually(WAIT, "the owner to scale out on the other node's load", || async {
+        (group(owner_node).await["desired"].as_u64()? > 3).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        let _ = task.await;
+    }
+    // Back in, to the minimum, once the load is gone: exactly as many running as in service.
+    let g = settled(owner_node, ports, 2, "scale-in back to two").await;
+    assert_eq!(g["desired"], 2);
+
+    // kill -9 of the owner: the survivor takes the group over within the lease, replaces the dead
+    // node's instances on itself, and serves them.
+    let killed_at = Instant::now();
+    nodes[owner_i].as_ref().unwrap().signal(libc::SIGKILL);
+    nodes[owner_i] = None;
+    let survivor = nodes[other_i].as_ref().unwrap();
+    let survivor_name = if other_i == 0 { "node-a" } else { "node-b" };
+    let g = eventually(WAIT, "the survivor to own and run the group", || async {
+        let g = group(survivor).await;
+        let ok = g["owner"] == survivor_name
+            && nodes_of(&g) == BTreeSet::from([survivor_name.to_string()])
+            && g["in_service"] == 2
+            && running(ports).len() == 2;
+        ok.then_some(g)
+    })
+    .await;
+    let took = killed_at.elapsed();
+    let mut seen = BTreeSet::new();
+    for _ in 0..20 {
+        seen.extend(served_by(ips[other_i], port).await);
+    }
+    assert_eq!(seen.len(), 2, "both replacements served: {seen:?} {g}");
+    eprintln!("owner kill -9 to the survivor owning and serving the group: {took:?} (lease_ttl 2s)");
+    let activities = g["activities"].to_string();
+    assert!(activities.contains("is gone; replacing it"), "{activities}");
+
+    // The dead node comes back: it joins, runs what it is given, and desired is what it was.
+    let restarted_name = if owner_i == 0 { "node-a" } else { "node-b" };
+    nodes[owner_i] = Some(Trellis::start(&file(restarted_name, ips[owner_i]), &[]).await);
+    let back = nodes[owner_i].as_ref().unwrap();
+    let g = settled(back, ports, 2, "the restarted node to see the group").await;
+    assert_eq!(g["desired"], 2);
+    assert_eq!(g["owner"], survivor_name, "ownership does not flap back");
+    let (status, _) = back
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/scaling-groups/web/desired",
+            Some(json!({"desired": 4})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let g = settled(back, ports, 4, "four instances over both nodes").await;
+    assert_eq!(nodes_of(&g).len(), 2, "new instances go to the emptier node: {g}");
+}
