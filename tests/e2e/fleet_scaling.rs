@@ -215,3 +215,77 @@ async fn a_fleet_runs_exactly_desired_instances_scales_on_load_at_a_non_owner_an
     let g = settled(back, ports, 4, "four instances over both nodes").await;
     assert_eq!(nodes_of(&g).len(), 2, "new instances go to the emptier node: {g}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_etcd_outage_longer_than_the_lease_replaces_nothing_and_scaling_resumes_after_it() {
+    let Some(mut etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/scaling-outage";
+    let port = free_port();
+    let ports = instance_ports();
+    let ips = ["127.0.0.7", "127.0.0.8"];
+    let a = Trellis::start(&node_file(&etcd, prefix, "node-a", ips[0]), &[]).await;
+    let b = Trellis::start(&node_file(&etcd, prefix, "node-b", ips[1]), &[]).await;
+    let mut text = shared(port, ports, 2, 4);
+    // No policy: only the operator moves desired.
+    text.truncate(text.find("[[scaling_group.policy]]").unwrap());
+    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    settled(&a, ports, 2, "two instances in service").await;
+    let before = running(ports);
+
+    // Longer than the lease: every node's lease expires, the owner's too.
+    etcd.stop();
+    let started = Instant::now();
+    let (status, reply) = b
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/scaling-groups/web/desired",
+            Some(json!({"desired": 3})),
+        )
+        .await;
+    assert_eq!(status, 503, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap_or("").starts_with("fleet store unavailable"),
+        "{reply}"
+    );
+    eprintln!("PUT desired without etcd: 503 in {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Both nodes still serve both instances, and nothing was started or stopped.
+    for ip in ips {
+        let mut seen = BTreeSet::new();
+        for _ in 0..20 {
+            seen.extend(served_by(ip, port).await);
+        }
+        assert_eq!(seen.len(), 2, "{ip} during the outage: {seen:?}");
+    }
+    assert_eq!(running(ports), before);
+
+    etcd.restart().await;
+    // Leases were all lost: a new election, the same instances (none taken for dead), then scaling
+    // goes on.
+    eventually(WAIT, "an owner again", || async {
+        group(&a).await["owner"].as_str().map(str::to_string)
+    })
+    .await;
+    let (status, reply) = b
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/scaling-groups/web/desired",
+            Some(json!({"desired": 3})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let g = settled(&a, ports, 3, "three instances after the outage").await;
+    let after = running(ports);
+    assert!(
+        before.iter().all(|addr| after.contains(addr)),
+        "the instances from before the outage were kept: {before:?} → {after:?}"
+    );
+    assert!(
+        !g["activities"].to_string().contains("replacing it"),
+        "nothing replaced: {g}"
+    );
+}

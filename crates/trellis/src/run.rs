@@ -166,6 +166,9 @@ async fn follow(
     }
 }
 
+/// How soon a failed heartbeat is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
 /// Fleet mode: this node's key under its lease, renewed at a third of the lease's time to live, saying
 /// which revision it serves. Missing a beat or two (etcd away) is fine; the lease outlives them.
 async fn heartbeat(
@@ -189,6 +192,9 @@ async fn heartbeat(
         };
         if let Err(e) = fleet.heartbeat(&lease, ttl, &info).await {
             tracing::debug!(error = %e, "fleet: heartbeat failed");
+            // Tried again soon rather than a third of the TTL later: after an outage, the groups'
+            // owners wait for the nodes to be back before they take an absent one for dead.
+            tick.reset_after(RETRY.min(ttl / 3));
         }
     }
 }

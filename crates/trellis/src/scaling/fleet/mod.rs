@@ -196,7 +196,7 @@ impl FleetGroup {
                     Ok(Some(since)) => {
                         self.owner = Some(Owner::take_over(
                             &self.group,
-                            since,
+                            (since, self.settle()),
                             &self.fleet.node,
                             &self.view,
                             &self.metrics,
@@ -215,7 +215,7 @@ impl FleetGroup {
                 if self.owner.as_ref().is_none_or(|own| own.since != o.since) {
                     self.owner = Some(Owner::take_over(
                         &self.group,
-                        o.since,
+                        (o.since, self.settle()),
                         &self.fleet.node,
                         &self.view,
                         &self.metrics,
@@ -232,6 +232,12 @@ impl FleetGroup {
         }
         let owner = self.view.owner.as_ref().map(|o| o.node.as_str());
         self.fleet.state.set_owner(&name, owner);
+    }
+
+    /// How long a new owner waits before it takes an absent node for dead: the other nodes retry a
+    /// failed heartbeat every second, so after an etcd outage they are all back well within this.
+    fn settle(&self) -> Duration {
+        (self.fleet.ttl / 2).min(Duration::from_secs(3))
     }
 
     fn let_go(&mut self, why: &str) {

@@ -26,6 +26,14 @@ pub(super) struct Owner {
     /// The ownership's fence (the owner key's create revision).
     pub since: i64,
     node: String,
+    /// When this node took the group over, and how long after that an absent node is taken for
+    /// dead: after an etcd outage every lease expired together, and the other nodes need a moment to
+    /// put their keys back.
+    took_over: Instant,
+    settle: Duration,
+    /// Since when each instance without a report has been seen without one (reports live under their
+    /// node's lease, so they vanish for a moment when it is renewed late).
+    unreported: HashMap<String, Instant>,
     decider: Decider,
     backoff: Backoff,
     scheduler: Option<Scheduler>,
@@ -77,7 +85,7 @@ impl Owner {
     /// Becomes the owner of `group` from what the store holds (nothing, the first time).
     pub fn take_over(
         group: &ScalingGroup,
-        since: i64,
+        (since, settle): (i64, Duration),
         node: &str,
         view: &GroupView,
         metrics: &ScalingMetrics,
@@ -102,6 +110,9 @@ impl Owner {
         let mut owner = Owner {
             since,
             node: node.to_string(),
+            took_over: now,
+            settle,
+            unreported: HashMap::new(),
             decider,
             backoff: Backoff::default(),
             scheduler: scheduler(group),
@@ -300,11 +311,20 @@ impl Owner {
         now_ms: u64,
         metrics: &ScalingMetrics,
     ) {
-        let alive = |node: &str| nodes.iter().any(|n| n.node == node);
+        let settled = now.saturating_duration_since(self.took_over) >= self.settle;
+        let alive = |node: &str| !settled || nodes.iter().any(|n| n.node == node);
         let grace = group.health_check_grace_period;
         let mut events = Vec::new();
+        self.unreported
+            .retain(|id, _| self.records.iter().any(|r| &r.id == id) && !view.reports.contains_key(id));
         for record in &mut self.records {
             let report = view.reports.get(&record.id);
+            let unreported_for = match report {
+                Some(_) => Duration::ZERO,
+                None => now.saturating_duration_since(
+                    *self.unreported.entry(record.id.clone()).or_insert(now),
+                ),
+            };
             let launched = instant_at(record.launched_at_ms, now_ms, now);
             if record.terminating {
                 let gone = !alive(&record.node)
@@ -328,9 +348,7 @@ impl Owner {
                 events.push((record.id.clone(), "exited", how.to_string(), pending));
                 continue;
             }
-            if report.is_none()
-                && now.saturating_duration_since(launched) >= grace.max(REPORT_DEADLINE)
-            {
+            if unreported_for >= grace.max(REPORT_DEADLINE) {
                 events.push((
                     record.id.clone(),
                     "replace",
