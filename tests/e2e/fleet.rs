@@ -494,7 +494,7 @@ async fn a_node_that_fell_behind_a_compacted_history_loses_no_change() {
     .await;
 }
 
-fn fleet_cli(etcd: &Etcd, prefix: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn fleet_cli(etcd: &Etcd, prefix: &str, args: &[&str]) -> std::process::Output {
     Command::new(bin())
         .arg("fleet")
         .args(args)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::fleet::{apply, fleet_status, node_file, served_by};
+use crate::fleet::{apply, fleet_cli, fleet_status, node_file, served_by};
 use crate::support::etcd::Etcd;
 use crate::support::{eventually, free_port, instance_ports, Trellis};
 
@@ -125,6 +125,15 @@ async fn a_fleet_runs_exactly_desired_instances_scales_on_load_at_a_non_owner_an
     let (owner_i, other_i) = if owner == "node-a" { (0, 1) } else { (1, 0) };
     let fleet = fleet_status(a).await;
     assert_eq!(fleet["owners"]["web"], owner.as_str(), "{fleet}");
+    let out = fleet_cli(&etcd, prefix, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["web", owner.as_str()]),
+        "{text}"
+    );
+    let out = fleet_cli(&etcd, prefix, &["status", "--json"]);
+    let json: Value = serde_json::from_slice(&out.stdout).expect("fleet status --json");
+    assert_eq!(json["owners"]["web"], owner.as_str(), "{json}");
     // Every node routes to every instance of the fleet.
     for ip in ips {
         let mut seen = BTreeSet::new();

@@ -35,9 +35,13 @@ pub fn apply(file: &Path, endpoints: &[String], prefix: &str) -> ExitCode {
 /// its last contact, and each scaling group's owner.
 pub fn status(endpoints: &[String], prefix: &str, json: bool) -> ExitCode {
     let result = with_store(endpoints, prefix, async |store| {
-        Ok((store.load().await?, store.nodes().await?))
+        Ok((
+            store.load().await?,
+            store.nodes().await?,
+            store.owners().await?,
+        ))
     });
-    let (loaded, nodes) = match result {
+    let (loaded, nodes, owners) = match result {
         Ok(found) => found,
         Err(e) => {
             eprintln!("trellis: {e}");
@@ -61,8 +65,7 @@ pub fn status(endpoints: &[String], prefix: &str, json: bool) -> ExitCode {
                 "stale": n.stale,
                 "last_contact_seconds": now.saturating_sub(n.contact),
             })).collect::<Vec<_>>(),
-            // Scaling groups are not run in fleet mode yet.
-            "owners": {},
+            "owners": owners,
         });
         println!(
             "{}",
@@ -109,7 +112,21 @@ pub fn status(endpoints: &[String], prefix: &str, json: bool) -> ExitCode {
     if nodes.is_empty() {
         println!("(no node is running)");
     }
-    println!("\nscaling groups: none (not run in fleet mode yet)");
+    let groups = loaded
+        .config
+        .as_ref()
+        .and_then(|c| trellis_config::parse(&c.text, Path::new(&c.name)).ok())
+        .map(|config| config.scaling_groups)
+        .unwrap_or_default();
+    if groups.is_empty() {
+        println!("\nscaling groups: none");
+    } else {
+        println!("\n{:<24} OWNER", "SCALING GROUP");
+        for g in &groups {
+            let owner = owners.get(&g.name).map_or("(none: electing)", String::as_str);
+            println!("{:<24} {owner}", g.name);
+        }
+    }
     ExitCode::SUCCESS
 }
 
