@@ -59,7 +59,10 @@ fn running((lo, hi): (u16, u16)) -> Vec<String> {
             .position(|a| a == "--listen")
             .and_then(|i| args.get(i + 1));
         if let Some(listen) = listen {
-            let port = listen.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            let port = listen
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok());
             if port.is_some_and(|p| (lo..=hi).contains(&p)) {
                 found.push(listen.clone());
             }
@@ -95,8 +98,8 @@ fn nodes_of(g: &Value) -> BTreeSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_fleet_runs_exactly_desired_instances_scales_on_load_at_a_non_owner_and_survives_its_owner()
-{
+async fn a_fleet_runs_exactly_desired_instances_scales_on_load_at_a_non_owner_and_survives_its_owner(
+) {
     let Some(etcd) = Etcd::start(1).await else {
         return;
     };
@@ -110,15 +113,29 @@ async fn a_fleet_runs_exactly_desired_instances_scales_on_load_at_a_non_owner_an
         Some(Trellis::start(&file("node-a", ips[0]), &[]).await),
         Some(Trellis::start(&file("node-b", ips[1]), &[]).await),
     ];
-    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &shared(port, ports, 2, 5));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = apply(
+        &etcd,
+        prefix,
+        dir.path(),
+        "shop.toml",
+        &shared(port, ports, 2, 5),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Two instances, one per node (spread like zones), each listening on its node's address.
     let a = nodes[0].as_ref().unwrap();
     let g = settled(a, ports, 2, "two instances in service").await;
     assert_eq!(nodes_of(&g).len(), 2, "spread over both nodes: {g}");
     for i in g["instances"].as_array().unwrap() {
-        let ip = if i["node"] == "node-a" { ips[0] } else { ips[1] };
+        let ip = if i["node"] == "node-a" {
+            ips[0]
+        } else {
+            ips[1]
+        };
         assert!(i["address"].as_str().unwrap().starts_with(ip), "{i}");
     }
     let owner = g["owner"].as_str().expect("an owner").to_string();
@@ -128,7 +145,8 @@ async fn a_fleet_runs_exactly_desired_instances_scales_on_load_at_a_non_owner_an
     let out = fleet_cli(&etcd, prefix, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["web", owner.as_str()]),
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["web", owner.as_str()]),
         "{text}"
     );
     let out = fleet_cli(&etcd, prefix, &["status", "--json"]);
@@ -152,7 +170,11 @@ async fn a_fleet_runs_exactly_desired_instances_scales_on_load_at_a_non_owner_an
             Some(json!({"desired": 3})),
         )
         .await;
-    assert_eq!((status, reply["desired"].as_u64()), (200, Some(3)), "{reply}");
+    assert_eq!(
+        (status, reply["desired"].as_u64()),
+        (200, Some(3)),
+        "{reply}"
+    );
     settled(other, ports, 3, "three instances in service").await;
 
     // Load that arrives only at the node that does not own the group scales it out.
@@ -168,9 +190,11 @@ async fn a_fleet_runs_exactly_desired_instances_scales_on_load_at_a_non_owner_an
         }));
     }
     let owner_node = nodes[owner_i].as_ref().unwrap();
-    eventually(WAIT, "the owner to scale out on the other node's load", || async {
-        (group(owner_node).await["desired"].as_u64()? > 3).then_some(())
-    })
+    eventually(
+        WAIT,
+        "the owner to scale out on the other node's load",
+        || async { (group(owner_node).await["desired"].as_u64()? > 3).then_some(()) },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     for task in load {
@@ -202,7 +226,9 @@ async fn a_fleet_runs_exactly_desired_instances_scales_on_load_at_a_non_owner_an
         seen.extend(served_by(ips[other_i], port).await);
     }
     assert_eq!(seen.len(), 2, "both replacements served: {seen:?} {g}");
-    eprintln!("owner kill -9 to the survivor owning and serving the group: {took:?} (lease_ttl 2s)");
+    eprintln!(
+        "owner kill -9 to the survivor owning and serving the group: {took:?} (lease_ttl 2s)"
+    );
     let activities = g["activities"].to_string();
     assert!(activities.contains("is gone; replacing it"), "{activities}");
 
@@ -222,7 +248,11 @@ async fn a_fleet_runs_exactly_desired_instances_scales_on_load_at_a_non_owner_an
         .await;
     assert_eq!(status, 200);
     let g = settled(back, ports, 4, "four instances over both nodes").await;
-    assert_eq!(nodes_of(&g).len(), 2, "new instances go to the emptier node: {g}");
+    assert_eq!(
+        nodes_of(&g).len(),
+        2,
+        "new instances go to the emptier node: {g}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -241,7 +271,11 @@ async fn an_etcd_outage_longer_than_the_lease_replaces_nothing_and_scaling_resum
     // No policy: only the operator moves desired.
     text.truncate(text.find("[[scaling_group.policy]]").unwrap());
     let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     settled(&a, ports, 2, "two instances in service").await;
     let before = running(ports);
 
@@ -257,7 +291,10 @@ async fn an_etcd_outage_longer_than_the_lease_replaces_nothing_and_scaling_resum
         .await;
     assert_eq!(status, 503, "{reply}");
     assert!(
-        reply["error"].as_str().unwrap_or("").starts_with("fleet store unavailable"),
+        reply["error"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("fleet store unavailable"),
         "{reply}"
     );
     eprintln!("PUT desired without etcd: 503 in {:?}", started.elapsed());

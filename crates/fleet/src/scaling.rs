@@ -244,8 +244,11 @@ impl Store {
                 Some(("requests", protect)) => {
                     if let Some(id) = protect.strip_prefix("protect/") {
                         let p: ProtectValue = serde_json::from_slice(value).map_err(corrupt)?;
-                        view.protect_requests
-                            .push((id.to_string(), p.protected, kv.mod_revision()));
+                        view.protect_requests.push((
+                            id.to_string(),
+                            p.protected,
+                            kv.mod_revision(),
+                        ));
                     }
                 }
                 _ => {}

@@ -123,7 +123,9 @@ pub fn status(endpoints: &[String], prefix: &str, json: bool) -> ExitCode {
     } else {
         println!("\n{:<24} OWNER", "SCALING GROUP");
         for g in &groups {
-            let owner = owners.get(&g.name).map_or("(none: electing)", String::as_str);
+            let owner = owners
+                .get(&g.name)
+                .map_or("(none: electing)", String::as_str);
             println!("{:<24} {owner}", g.name);
         }
     }

@@ -112,7 +112,7 @@ impl ScalingMetrics {
             Opts::new(
                 "trellis_scaling_activities_total",
                 "Scaling activities by kind (scale, scheduled, scale_in_blocked, reconfigure, launch, launch_failed, \
-                 replace, terminate, terminate_failed, terminated, adopt, adopt_failed, retire, retired)",
+                 replace, terminate, terminate_failed, terminated, adopt, adopt_failed, retire, retired; fleet: owner)",
             ),
             &["scaling_group", "kind"],
         )?;

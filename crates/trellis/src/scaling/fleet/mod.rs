@@ -192,7 +192,12 @@ impl FleetGroup {
         match (&self.view.owner, lease) {
             (_, None) => self.let_go("this node's lease is not renewed"),
             (None, Some(lease)) if self.read && !self.retiring => {
-                match self.fleet.store.campaign(&name, &self.fleet.node, lease).await {
+                match self
+                    .fleet
+                    .store
+                    .campaign(&name, &self.fleet.node, lease)
+                    .await
+                {
                     Ok(Some(since)) => {
                         self.owner = Some(Owner::take_over(
                             &self.group,
@@ -208,7 +213,9 @@ impl FleetGroup {
                         });
                     }
                     Ok(None) => {}
-                    Err(e) => tracing::debug!(scaling_group = %name, error = %e, "fleet: campaign failed"),
+                    Err(e) => {
+                        tracing::debug!(scaling_group = %name, error = %e, "fleet: campaign failed")
+                    }
                 }
             }
             (Some(o), Some(lease)) if o.node == self.fleet.node && o.lease == lease => {
@@ -328,7 +335,10 @@ impl FleetGroup {
         if self.routed.as_ref() == Some(&members) {
             return;
         }
-        match daemon.set_scaled(&self.group.target_group, members.clone()).await {
+        match daemon
+            .set_scaled(&self.group.target_group, members.clone())
+            .await
+        {
             Ok(()) => self.routed = Some(members),
             Err(e) => {
                 tracing::error!(scaling_group = %self.group.name, error = %e, "cannot update the target group")
@@ -341,10 +351,9 @@ impl FleetGroup {
         let state = self.view.state.as_ref();
         let (min, desired, max) = match &self.owner {
             Some(owner) => owner.desired(),
-            None => state.map_or(
-                (self.group.min, self.group.desired, self.group.max),
-                |s| (s.min, s.desired, s.max),
-            ),
+            None => state.map_or((self.group.min, self.group.desired, self.group.max), |s| {
+                (s.min, s.desired, s.max)
+            }),
         };
         let lifecycle = |r: &InstanceRecord| {
             if r.terminating {

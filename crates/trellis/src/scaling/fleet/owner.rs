@@ -163,7 +163,12 @@ impl Owner {
     }
 
     /// A reload's new settings for the group.
-    pub fn reconfigure(&mut self, old: &ScalingGroup, group: &ScalingGroup, metrics: &ScalingMetrics) {
+    pub fn reconfigure(
+        &mut self,
+        old: &ScalingGroup,
+        group: &ScalingGroup,
+        metrics: &ScalingMetrics,
+    ) {
         let now = Instant::now();
         if let Some(d) = self.decider.set_bounds(group.min, group.max, now) {
             let text = format!("desired {} → {}: {}", d.from, d.to, d.cause);
@@ -315,8 +320,9 @@ impl Owner {
         let alive = |node: &str| !settled || nodes.iter().any(|n| n.node == node);
         let grace = group.health_check_grace_period;
         let mut events = Vec::new();
-        self.unreported
-            .retain(|id, _| self.records.iter().any(|r| &r.id == id) && !view.reports.contains_key(id));
+        self.unreported.retain(|id, _| {
+            self.records.iter().any(|r| &r.id == id) && !view.reports.contains_key(id)
+        });
         for record in &mut self.records {
             let report = view.reports.get(&record.id);
             let unreported_for = match report {
@@ -327,10 +333,15 @@ impl Owner {
             };
             let launched = instant_at(record.launched_at_ms, now_ms, now);
             if record.terminating {
-                let gone = !alive(&record.node)
-                    || report.is_some_and(|r| r.stopped || r.exited.is_some());
+                let gone =
+                    !alive(&record.node) || report.is_some_and(|r| r.stopped || r.exited.is_some());
                 if gone {
-                    events.push((record.id.clone(), "terminated", "stopped".to_string(), false));
+                    events.push((
+                        record.id.clone(),
+                        "terminated",
+                        "stopped".to_string(),
+                        false,
+                    ));
                 }
                 continue;
             }
@@ -393,7 +404,12 @@ impl Owner {
             match kind {
                 "terminated" => {
                     self.remove(&id);
-                    self.activity(group, metrics, "terminated", format!("instance {id} {text}"));
+                    self.activity(
+                        group,
+                        metrics,
+                        "terminated",
+                        format!("instance {id} {text}"),
+                    );
                 }
                 "exited" if failed_launch => {
                     self.remove(&id);
@@ -597,7 +613,8 @@ impl Owner {
             return None;
         };
         let (lo, hi) = launch.ports.unwrap_or((0, 0));
-        let mut running: BTreeMap<&str, usize> = nodes.iter().map(|n| (n.node.as_str(), 0)).collect();
+        let mut running: BTreeMap<&str, usize> =
+            nodes.iter().map(|n| (n.node.as_str(), 0)).collect();
         for r in self.records.iter().filter(|r| !r.terminating) {
             if let Some(n) = running.get_mut(r.node.as_str()) {
                 *n += 1;
@@ -618,5 +635,137 @@ impl Owner {
             .collect();
         let port = (lo..=hi).find(|p| *p != 0 && !taken.contains(p))?;
         Some((node.to_string(), SocketAddr::new(host, port)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trellis_fleet::GroupState;
+
+    fn group() -> ScalingGroup {
+        let text = r#"
+[[service]]
+name = "s"
+hosts = ["*"]
+  [[service.listener]]
+  name = "l"
+  protocol = "http"
+  port = 8080
+  default_action = { forward = [{ target_group = "web" }] }
+[[target_group]]
+name = "web"
+targets = []
+[[scaling_group]]
+name = "pool"
+target_group = "web"
+min = 1
+max = 6
+desired = 3
+  [scaling_group.launch]
+  provider = "process"
+  command = ["{self}", "echo", "--listen", "{host}:{port}"]
+  ports = "20000-20009"
+"#;
+        let config = trellis_config::parse(text, std::path::Path::new("t.toml")).expect("valid");
+        config.scaling_groups[0].clone()
+    }
+
+    fn node(name: &str, host: &str) -> NodeInfo {
+        NodeInfo {
+            node: name.into(),
+            revision: 1,
+            contact: 0,
+            stale: false,
+            host: Some(host.into()),
+        }
+    }
+
+    fn metrics() -> ScalingMetrics {
+        ScalingMetrics::new(&prometheus::Registry::new()).expect("metrics")
+    }
+
+    #[test]
+    fn instances_are_spread_over_the_nodes_at_their_own_addresses() {
+        let (g, m) = (group(), metrics());
+        let nodes = [node("a", "127.0.0.2"), node("b", "127.0.0.3")];
+        let mut owner = Owner::take_over(&g, (7, Duration::ZERO), "a", &GroupView::default(), &m);
+        owner.step(&g, &GroupView::default(), &nodes, &m);
+        let placed: Vec<(String, String)> = owner
+            .records()
+            .iter()
+            .map(|r| (r.node.clone(), r.address.to_string()))
+            .collect();
+        // Fewest first, then by name: a, b, a; ports are per host.
+        assert_eq!(
+            placed,
+            [
+                ("a".into(), "127.0.0.2:20000".into()),
+                ("b".into(), "127.0.0.3:20000".into()),
+                ("a".into(), "127.0.0.2:20001".into()),
+            ]
+        );
+        // Everything is in the first write: the records and the state a next owner continues from.
+        let write = owner.write();
+        assert_eq!(write.instances.len(), 3);
+        let state = write.state.clone().expect("state");
+        assert_eq!((state.desired, state.next_id), (3, 4));
+        owner.written(write);
+        assert!(owner.write().is_empty(), "nothing left to write");
+    }
+
+    #[test]
+    fn a_new_owner_continues_from_the_state_and_replaces_a_dead_node_s_instances_after_settling() {
+        let (g, m) = (group(), metrics());
+        let nodes = [node("a", "127.0.0.2"), node("b", "127.0.0.3")];
+        let mut first = Owner::take_over(&g, (7, Duration::ZERO), "a", &GroupView::default(), &m);
+        first.step(&g, &GroupView::default(), &nodes, &m);
+        let view = GroupView {
+            state: Some(first.state()),
+            instances: first.records().to_vec(),
+            ..GroupView::default()
+        };
+        // Node a died; b takes over. It does not take a for dead while it settles...
+        let survivors = [node("b", "127.0.0.3")];
+        let mut second = Owner::take_over(&g, (9, Duration::from_secs(3600)), "b", &view, &m);
+        second.step(&g, &view, &survivors, &m);
+        assert_eq!(second.records(), first.records(), "nothing replaced yet");
+        assert_eq!(second.state().next_id, 4, "continues the numbering");
+        // ...and once settled, a's two instances are replaced on b, with new ids.
+        let mut third = Owner::take_over(&g, (9, Duration::ZERO), "b", &view, &m);
+        third.step(&g, &view, &survivors, &m);
+        let ids: Vec<(&str, &str)> = third
+            .records()
+            .iter()
+            .map(|r| (r.id.as_str(), r.node.as_str()))
+            .collect();
+        assert_eq!(ids, [("pool-2", "b"), ("pool-4", "b"), ("pool-5", "b")]);
+        let write = third.write();
+        assert_eq!(write.removed, ["pool-1", "pool-3"]);
+        let GroupState { activities, .. } = write.state.expect("state");
+        assert!(
+            activities
+                .iter()
+                .any(|a| a.description.contains("its node a is gone")),
+            "{activities:?}"
+        );
+    }
+
+    #[test]
+    fn an_operator_request_is_applied_once() {
+        let (g, m) = (group(), metrics());
+        let nodes = [node("a", "127.0.0.2")];
+        let mut owner = Owner::take_over(&g, (7, Duration::ZERO), "a", &GroupView::default(), &m);
+        let view = GroupView {
+            desired_request: Some((5, 40)),
+            ..GroupView::default()
+        };
+        owner.step(&g, &view, &nodes, &m);
+        assert_eq!(owner.desired(), (1, 5, 6));
+        // Someone set it back by another way; the same request read again changes nothing.
+        owner.decider.set_desired(2, Instant::now(), "test");
+        owner.step(&g, &view, &nodes, &m);
+        assert_eq!(owner.desired().1, 2);
+        assert_eq!(owner.state().requests_applied, 40);
     }
 }

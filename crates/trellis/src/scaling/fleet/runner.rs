@@ -217,8 +217,7 @@ impl Runner {
             if let Some(stats) = daemon.targets.get(&group.target_group, record.address) {
                 let address = record.address.to_string();
                 load.completed.insert(address.clone(), stats.completed());
-                load.in_flight
-                    .insert(address, u64::from(stats.in_flight()));
+                load.in_flight.insert(address, u64::from(stats.in_flight()));
             }
         }
         load
