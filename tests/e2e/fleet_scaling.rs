@@ -109,7 +109,7 @@ async fn a_fleet_runs_exactly_desired_instances_scales_on_load_at_a_non_owner_an
     let ports = instance_ports();
     let ips = ["127.0.0.5", "127.0.0.6"];
     let file = |name: &str, ip: &str| node_file(&etcd, prefix, name, ip);
-    let mut nodes = vec![
+    let mut nodes = [
         Some(Trellis::start(&file("node-a", ips[0]), &[]).await),
         Some(Trellis::start(&file("node-b", ips[1]), &[]).await),
     ];
