@@ -623,3 +623,91 @@ async fn a_reload_reads_the_node_file_again() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_fleet_reaches_etcd_over_tls_with_client_certificates() {
+    use crate::support::certs::TestCa;
+    use crate::support::etcd::EtcdTls;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("etcd test CA");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let server = ca.issue(&["127.0.0.1"]);
+    let client = ca.issue(&["node-a"]);
+    let ca_file = ca.write(dir.path(), "ca.pem");
+    let tls = EtcdTls {
+        cert: write("server.pem", &server.cert_pem),
+        key: write("server-key.pem", &server.key_pem),
+        client_ca: ca_file.clone(),
+    };
+    write("client.pem", &client.cert_pem);
+    write("client-key.pem", &client.key_pem);
+    let Some(etcd) = Etcd::start_with(1, Some(&tls)).await else {
+        return;
+    };
+    assert!(etcd.endpoints[0].starts_with("https://"));
+    let prefix = "/trellis/tls";
+    let port = free_port();
+    let a = Echo::start("a").await;
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let node = format!(
+        "[fleet]\nendpoints = [{:?}]\nprefix = {prefix:?}\nnode = \"node-a\"\nbind = \"127.0.0.12\"\n\
+         lease_ttl = \"2s\"\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n[access_log]\ndestination = \"off\"\n",
+        etcd.endpoints[0],
+        path("ca.pem"),
+        path("client.pem"),
+        path("client-key.pem"),
+    );
+    let node_a = Trellis::start(&node, &[]).await;
+
+    let file = dir.path().join("shop.toml");
+    std::fs::write(&file, shared(port, &[a.addr()])).unwrap();
+    let tls_args = |with_client: bool| {
+        let mut args = vec!["--ca".to_string(), ca_file.display().to_string()];
+        if with_client {
+            args.extend([
+                "--cert".to_string(),
+                dir.path().join("client.pem").display().to_string(),
+                "--key".to_string(),
+                dir.path().join("client-key.pem").display().to_string(),
+            ]);
+        }
+        args
+    };
+    // Without a client certificate, etcd turns the CLI away.
+    let out = Command::new(bin())
+        .args(["fleet", "apply"])
+        .arg(&file)
+        .args(["--endpoints", &etcd.endpoints_arg(), "--prefix", prefix])
+        .args(tls_args(false))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = Command::new(bin())
+        .args(["fleet", "apply"])
+        .arg(&file)
+        .args(["--endpoints", &etcd.endpoints_arg(), "--prefix", prefix])
+        .args(tls_args(true))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the node to serve over a TLS store",
+        || async { (served_by("127.0.0.12", port).await.as_deref() == Some("a")).then_some(()) },
+    )
+    .await;
+    assert_eq!(fleet_status(&node_a).await["store"], "connected");
+}

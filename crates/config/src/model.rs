@@ -156,6 +156,17 @@ pub struct Fleet {
     pub bind: Option<IpAddr>,
     /// Ownership and liveness lease, 2s..=120s (default 15s).
     pub lease_ttl: Duration,
+    /// TLS to etcd (`https://` endpoints), read and checked when the file is loaded.
+    pub tls: Option<FleetTls>,
+}
+
+/// PEM bytes for TLS to etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetTls {
+    /// The CA that signed the members' certificates.
+    pub ca: Vec<u8>,
+    /// This node's client certificate and key, for etcd's `--client-cert-auth`.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -25,6 +25,9 @@ pub(crate) struct RawFleet {
     pub node: Option<String>,
     pub bind: Option<String>,
     pub lease_ttl: Option<String>,
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -64,10 +64,22 @@ fn a_node_file_holds_only_node_local_sections() {
 }
 
 #[test]
-fn the_shared_configuration_holds_no_node_local_section_and_no_scaling_group() {
+fn the_shared_configuration_holds_no_node_local_section_and_no_command_provider() {
     let node = parse(NODE, Path::new("node.toml")).unwrap();
-    let text =
-        format!("[admin]\nlisten = \"127.0.0.1:1\"\n\n{SHARED}\n[[scaling_group]]\nname = \"p\"\n");
+    let group = |provider: &str| {
+        let launch = match provider {
+            "process" => "command = [\"{self}\", \"echo\", \"--listen\", \"{host}:{port}\"]\nports = \"21000-21009\"\n",
+            _ => "launch = [\"/bin/launch\"]\nterminate = [\"/bin/terminate\"]\n",
+        };
+        format!(
+            "\n[[scaling_group]]\nname = \"p\"\ntarget_group = \"g\"\nmin = 1\nmax = 2\n\
+             [scaling_group.launch]\nprovider = \"{provider}\"\n{launch}"
+        )
+    };
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:1\"\n\n{SHARED}{}",
+        group("command")
+    );
     let errors = errors(parse_shared(&text, Path::new("shop.toml"), &node));
     assert!(
         errors
@@ -78,8 +90,69 @@ fn the_shared_configuration_holds_no_node_local_section_and_no_scaling_group() {
     assert!(
         errors
             .iter()
-            .any(|e| e.contains("scaling_group") && e.contains("fleet mode")),
+            .any(|e| e.contains("scaling_group[0].launch.provider")
+                && e.contains("command provider is not supported in fleet mode")),
         "{errors:?}"
+    );
+    // The process provider runs in fleet mode: instances on the nodes the group's owner picks.
+    let text = format!("{SHARED}{}", group("process"));
+    let config = parse_shared(&text, Path::new("shop.toml"), &node).expect("valid");
+    assert_eq!(config.scaling_groups[0].name, "p");
+}
+
+#[test]
+fn tls_to_etcd_is_checked_when_the_node_file_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nMAo=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let node = |endpoint: &str, tls: &str| {
+        format!("[fleet]\nendpoints = [\"{endpoint}\"]\nnode = \"a\"\n{tls}")
+    };
+    let file = dir.path().join("node.toml");
+    // https needs a CA; a relative path is beside the node file.
+    let e = errors(parse(&node("https://127.0.0.1:2379", ""), &file));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("fleet.ca") && e.contains("need `ca`")),
+        "{e:?}"
+    );
+    let ok = parse(&node("https://127.0.0.1:2379", "ca = \"ca.pem\"\n"), &file).expect("valid");
+    let tls = ok.fleet.unwrap().tls.expect("tls");
+    assert!(tls.ca.starts_with(b"-----BEGIN CERTIFICATE") && tls.identity.is_none());
+    // TLS keys with plain endpoints, a cert without its key, a file that is not there.
+    let e = errors(parse(
+        &node("http://127.0.0.1:2379", "ca = \"ca.pem\"\n"),
+        &file,
+    ));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("fleet.ca") && e.contains("https://")),
+        "{e:?}"
+    );
+    let e = errors(parse(
+        &node(
+            "https://127.0.0.1:2379",
+            "ca = \"ca.pem\"\ncert = \"c.pem\"\n",
+        ),
+        &file,
+    ));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("fleet.cert") && e.contains("needs `key`")),
+        "{e:?}"
+    );
+    let e = errors(parse(
+        &node("https://127.0.0.1:2379", "ca = \"nope.pem\"\n"),
+        &file,
+    ));
+    assert!(
+        e.iter()
+            .any(|e| e.contains("node.toml:4: fleet.ca") && e.contains("cannot read")),
+        "{e:?}"
     );
 }
 

@@ -8,9 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
+    TxnOp, WatchOptions,
 };
 use serde::{Deserialize, Serialize};
+use trellis_config::FleetTls;
 
 use crate::error::FleetError;
 use crate::keys;
@@ -65,12 +67,23 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects to whichever of `endpoints` answers.
-    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Store, FleetError> {
-        let options = ConnectOptions::new()
+    /// Connects to whichever of `endpoints` answers (over TLS with `tls`, for https:// endpoints).
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        tls: Option<&FleetTls>,
+    ) -> Result<Store, FleetError> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        if let Some(tls) = tls {
+            let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca));
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(config);
+        }
         let mut clients = Vec::new();
         for endpoint in endpoints {
             // Connections are made lazily: a member that is down now is no error yet.

@@ -6,12 +6,13 @@ use std::process::ExitCode;
 /// `trellis fleet apply FILE`: validates FILE as `trellis check` does (and refuses node-local sections,
 /// which belong in each node's file), then writes it as the fleet's configuration with one
 /// compare-and-swap on the revision it read. Prints the new revision.
-pub fn apply(file: &Path, endpoints: &[String], prefix: &str) -> ExitCode {
+pub fn apply(file: &Path, store: &Connection) -> ExitCode {
+    let prefix = &store.prefix;
     let (applied, config) = match validated(file) {
         Ok(found) => found,
         Err(code) => return code,
     };
-    let result = with_store(endpoints, prefix, async |store| {
+    let result = with_store(store, async |store| {
         let current = store.load().await?;
         store.apply(&applied, current.config_revision).await
     });
@@ -33,8 +34,9 @@ pub fn apply(file: &Path, endpoints: &[String], prefix: &str) -> ExitCode {
 
 /// `trellis fleet status`: the applied configuration, every live node with the revision it serves and
 /// its last contact, and each scaling group's owner.
-pub fn status(endpoints: &[String], prefix: &str, json: bool) -> ExitCode {
-    let result = with_store(endpoints, prefix, async |store| {
+pub fn status(store: &Connection, json: bool) -> ExitCode {
+    let prefix = &store.prefix;
+    let result = with_store(store, async |store| {
         Ok((
             store.load().await?,
             store.nodes().await?,
@@ -154,15 +156,26 @@ fn validated(file: &Path) -> Result<(trellis_fleet::Applied, trellis_config::Con
     Ok((trellis_fleet::Applied { name, text }, config))
 }
 
+/// Where the fleet's store is, and how to reach it.
+pub struct Connection {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub tls: Option<trellis_config::FleetTls>,
+}
+
 /// Runs `op` against the fleet's store on a runtime of its own; the error as text.
 fn with_store<T>(
-    endpoints: &[String],
-    prefix: &str,
+    connection: &Connection,
     op: impl AsyncFnOnce(trellis_fleet::Store) -> Result<T, trellis_fleet::FleetError>,
 ) -> Result<T, String> {
     let rt = crate::runtime(Some(1)).map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let store = trellis_fleet::Store::connect(endpoints, prefix).await?;
+        let store = trellis_fleet::Store::connect(
+            &connection.endpoints,
+            &connection.prefix,
+            connection.tls.as_ref(),
+        )
+        .await?;
         op(store).await
     })
     .map_err(|e| e.to_string())
@@ -170,12 +183,8 @@ fn with_store<T>(
 
 /// `trellis fleet import FILE`: a single-file deployment — its file and the targets registered in its
 /// state directory — into an empty prefix, in one transaction.
-pub fn import(
-    file: &Path,
-    state_dir: Option<&Path>,
-    endpoints: &[String],
-    prefix: &str,
-) -> ExitCode {
+pub fn import(file: &Path, state_dir: Option<&Path>, store: &Connection) -> ExitCode {
+    let prefix = &store.prefix;
     let (applied, config) = match validated(file) {
         Ok(found) => found,
         Err(code) => return code,
@@ -194,9 +203,7 @@ pub fn import(
         }
     };
     let to_fleet: Vec<trellis_fleet::Registration> = registrations.iter().map(Into::into).collect();
-    match with_store(endpoints, prefix, async |store| {
-        store.import(&applied, &to_fleet).await
-    }) {
+    match with_store(store, async |store| store.import(&applied, &to_fleet).await) {
         Ok(revision) => {
             println!(
                 "imported {} and {} registered target{} into {prefix} at revision {revision}: {}",
@@ -216,13 +223,9 @@ pub fn import(
 
 /// `trellis fleet export`: the fleet's configuration back to a file (stdout without `--out`), and its
 /// registrations into a state directory, for a single-file deployment.
-pub fn export(
-    out: Option<&Path>,
-    state_dir: Option<&Path>,
-    endpoints: &[String],
-    prefix: &str,
-) -> ExitCode {
-    let loaded = match with_store(endpoints, prefix, async |store| store.load().await) {
+pub fn export(out: Option<&Path>, state_dir: Option<&Path>, store: &Connection) -> ExitCode {
+    let prefix = &store.prefix;
+    let loaded = match with_store(store, async |store| store.load().await) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("trellis: {e}");

@@ -197,6 +197,37 @@ struct FleetArgs {
     /// The fleet's key namespace.
     #[arg(long, value_name = "PREFIX", default_value = "/trellis")]
     prefix: String,
+    /// TLS to etcd (https endpoints): the PEM file of the CA that signed the members' certificates.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd's --client-cert-auth; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM); needs --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    key: Option<PathBuf>,
+}
+
+impl FleetArgs {
+    /// The store to connect to, its TLS files read.
+    fn connection(&self) -> Result<fleet::Connection, String> {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let tls = match &self.ca {
+            None => None,
+            Some(ca) => Some(trellis_config::FleetTls {
+                ca: read(ca)?,
+                identity: match (&self.cert, &self.key) {
+                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                    _ => None,
+                },
+            }),
+        };
+        Ok(fleet::Connection {
+            endpoints: self.endpoints.clone(),
+            prefix: self.prefix.clone(),
+            tls,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -308,26 +339,28 @@ pub enum LogFormat {
 }
 
 fn fleet_command(command: FleetCommand) -> ExitCode {
-    match command {
-        FleetCommand::Apply { file, store } => fleet::apply(&file, &store.endpoints, &store.prefix),
-        FleetCommand::Status { store, json } => {
-            fleet::status(&store.endpoints, &store.prefix, json)
+    let store = match &command {
+        FleetCommand::Apply { store, .. }
+        | FleetCommand::Status { store, .. }
+        | FleetCommand::Import { store, .. }
+        | FleetCommand::Export { store, .. } => store.connection(),
+    };
+    let store = match store {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("trellis: {e}");
+            return ExitCode::FAILURE;
         }
+    };
+    match command {
+        FleetCommand::Apply { file, .. } => fleet::apply(&file, &store),
+        FleetCommand::Status { json, .. } => fleet::status(&store, json),
         FleetCommand::Import {
-            file,
-            state_dir,
-            store,
-        } => fleet::import(&file, state_dir.as_deref(), &store.endpoints, &store.prefix),
-        FleetCommand::Export {
-            out,
-            state_dir,
-            store,
-        } => fleet::export(
-            out.as_deref(),
-            state_dir.as_deref(),
-            &store.endpoints,
-            &store.prefix,
-        ),
+            file, state_dir, ..
+        } => fleet::import(&file, state_dir.as_deref(), &store),
+        FleetCommand::Export { out, state_dir, .. } => {
+            fleet::export(out.as_deref(), state_dir.as_deref(), &store)
+        }
     }
 }
 

@@ -40,6 +40,7 @@ pub fn run(
                 .block_on(trellis_fleet::Store::connect(
                     &settings.endpoints,
                     &settings.prefix,
+                    settings.tls.as_ref(),
                 ))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let state = Arc::new(FleetState::new(&settings.node, &settings.prefix)?);

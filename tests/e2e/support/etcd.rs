@@ -8,9 +8,18 @@ use std::time::Duration;
 use super::process::ChildGuard;
 use super::{eventually, free_port, tools};
 
+/// TLS for the members' client URLs: their certificate and key, and the CA clients must be signed by.
+pub struct EtcdTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
 pub struct Etcd {
     /// Client URLs, one per member.
     pub endpoints: Vec<String>,
+    /// Plain-HTTP `/health` of each member (its metrics listener), also when clients need TLS.
+    health: Vec<String>,
     /// The command line of each member, to start it again on its data directory.
     commands: Vec<Vec<std::ffi::OsString>>,
     binary: PathBuf,
@@ -22,16 +31,24 @@ impl Etcd {
     /// Starts a cluster of `members` and waits until it answers. `None` (the test is skipped) when etcd
     /// is not installed, except under CI, where that fails.
     pub async fn start(members: usize) -> Option<Etcd> {
+        Etcd::start_with(members, None).await
+    }
+
+    /// As [`Self::start`], with clients served over TLS and required to present a certificate.
+    pub async fn start_with(members: usize, tls: Option<&EtcdTls>) -> Option<Etcd> {
         let etcd = tools::required(&["etcd"], "etcd-server", "fleet mode")?;
         let dir = tempfile::tempdir().expect("tempdir");
-        let ports: Vec<(u16, u16)> = (0..members).map(|_| (free_port(), free_port())).collect();
+        let ports: Vec<(u16, u16, u16)> = (0..members)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let cluster: Vec<String> = ports
             .iter()
             .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .map(|(i, (_, peer, _))| format!("m{i}=http://127.0.0.1:{peer}"))
             .collect();
         let mut commands = Vec::new();
-        for (i, (client, peer)) in ports.iter().enumerate() {
+        for (i, (client, peer, metrics)) in ports.iter().enumerate() {
             let data: PathBuf = dir.path().join(format!("m{i}"));
             let mut cmd = Command::new(&etcd);
             cmd.arg("--name")
@@ -39,9 +56,11 @@ impl Etcd {
                 .arg("--data-dir")
                 .arg(&data)
                 .arg("--listen-client-urls")
-                .arg(format!("http://127.0.0.1:{client}"))
+                .arg(format!("{scheme}://127.0.0.1:{client}"))
                 .arg("--advertise-client-urls")
-                .arg(format!("http://127.0.0.1:{client}"))
+                .arg(format!("{scheme}://127.0.0.1:{client}"))
+                .arg("--listen-metrics-urls")
+                .arg(format!("http://127.0.0.1:{metrics}"))
                 .arg("--listen-peer-urls")
                 .arg(format!("http://127.0.0.1:{peer}"))
                 .arg("--initial-advertise-peer-urls")
@@ -52,14 +71,28 @@ impl Etcd {
                 .arg("new")
                 .arg("--log-level")
                 .arg("error");
+            if let Some(tls) = tls {
+                cmd.arg("--cert-file")
+                    .arg(&tls.cert)
+                    .arg("--key-file")
+                    .arg(&tls.key)
+                    .arg("--trusted-ca-file")
+                    .arg(&tls.client_ca)
+                    .arg("--client-cert-auth");
+            }
             commands.push(cmd.get_args().map(ToOwned::to_owned).collect());
         }
         let endpoints: Vec<String> = ports
             .iter()
-            .map(|(client, _)| format!("http://127.0.0.1:{client}"))
+            .map(|(client, _, _)| format!("{scheme}://127.0.0.1:{client}"))
+            .collect();
+        let health = ports
+            .iter()
+            .map(|(_, _, metrics)| format!("http://127.0.0.1:{metrics}/health"))
             .collect();
         let mut cluster = Etcd {
             endpoints,
+            health,
             commands,
             binary: etcd,
             members: (0..members).map(|_| None).collect(),
@@ -80,7 +113,7 @@ impl Etcd {
 
     /// Waits until the cluster answers `/health` (a quorum is up).
     pub async fn wait_healthy(&self) {
-        let health = format!("{}/health", self.endpoints[0]);
+        let health = self.health[0].clone();
         eventually(Duration::from_secs(20), "etcd to answer /health", || {
             let health = health.clone();
             async move {

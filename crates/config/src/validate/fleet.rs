@@ -2,11 +2,12 @@
 //! (`[fleet]`, `[admin]`, `[access_log]`, `[limits]`); everything shared comes from the fleet's
 //! configuration in etcd, which in turn holds nothing node-local.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::fields;
 use crate::diag::Diags;
-use crate::model::Fleet;
+use crate::model::{Fleet, FleetTls};
 use crate::raw::RawFleet;
 use crate::sections::RawDoc;
 
@@ -25,7 +26,8 @@ pub(crate) const NODE_LOCAL: &[&str] = &["fleet", "admin", "access_log", "limits
 
 const DEFAULT_PREFIX: &str = "/trellis";
 
-pub(crate) fn fleet(d: &mut Diags, raw: RawFleet) -> Fleet {
+pub(crate) fn fleet(d: &mut Diags, raw: RawFleet, base: &Path) -> Fleet {
+    let tls_raw = (raw.ca.clone(), raw.cert.clone(), raw.key.clone());
     let endpoints = match raw.endpoints {
         None => {
             fields::missing(d, "fleet.endpoints");
@@ -90,13 +92,96 @@ pub(crate) fn fleet(d: &mut Diags, raw: RawFleet) -> Fleet {
         Duration::from_secs(2),
         Duration::from_secs(120),
     );
+    let tls = tls(d, tls_raw, &endpoints, base);
     Fleet {
         endpoints,
         prefix,
         node,
         bind,
         lease_ttl,
+        tls,
     }
+}
+
+/// `ca` (and, for etcd's `--client-cert-auth`, `cert` and `key`): read and checked now, so a wrong path
+/// is a `FILE:LINE` error and not a node that cannot reach its store.
+fn tls(
+    d: &mut Diags,
+    (ca, cert, key): (Option<String>, Option<String>, Option<String>),
+    endpoints: &[String],
+    base: &Path,
+) -> Option<FleetTls> {
+    let https = endpoints.iter().any(|e| e.starts_with("https://"));
+    let any = ca.is_some() || cert.is_some() || key.is_some();
+    if !https {
+        if any {
+            let key = ["ca", "cert", "key"]
+                .into_iter()
+                .zip([&ca, &cert, &key])
+                .find_map(|(k, v)| v.as_ref().map(|_| k))
+                .unwrap_or("ca");
+            d.err(
+                &format!("fleet.{key}"),
+                "TLS to etcd needs https:// endpoints",
+            );
+        }
+        return None;
+    }
+    if endpoints.iter().any(|e| e.starts_with("http://")) {
+        d.err(
+            "fleet.endpoints",
+            "mixes http:// and https:// members: use https:// for every member",
+        );
+    }
+    let read = |d: &mut Diags, key: &str, path: &str| -> Option<Vec<u8>> {
+        let full = fields::resolve(base, path);
+        match std::fs::read(&full) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                d.err(
+                    &format!("fleet.{key}"),
+                    format!("cannot read {}: {e}", full.display()),
+                );
+                None
+            }
+        }
+    };
+    let ca = match &ca {
+        None => {
+            d.err(
+                "fleet.ca",
+                "https:// endpoints need `ca`: the PEM file of the CA that signed etcd's certificates",
+            );
+            None
+        }
+        Some(path) => read(d, "ca", path).filter(|bytes| {
+            let ok = crate::tls::certificates(bytes, Path::new(path)).is_ok();
+            if !ok {
+                d.err("fleet.ca", format!("{path} holds no PEM certificate"));
+            }
+            ok
+        }),
+    };
+    let identity = match (&cert, &key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let cert = read(d, "cert", cert);
+            let key = read(d, "key", key);
+            cert.zip(key)
+        }
+        (Some(_), None) => {
+            d.err(
+                "fleet.cert",
+                "`cert` needs `key` (the client certificate's private key)",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            d.err("fleet.key", "`key` needs `cert` (the client certificate)");
+            None
+        }
+    };
+    Some(FleetTls { ca: ca?, identity })
 }
 
 /// The sections `doc` has, of `names`.

@@ -42,7 +42,7 @@ pub(crate) fn validate(
     let base = source.parent().unwrap_or(Path::new(""));
     let (admin, fleet, access_log, limits) = match node {
         None => {
-            let fleet = doc.fleet.take().map(|f| fleet::fleet(d, f));
+            let fleet = doc.fleet.take().map(|f| fleet::fleet(d, f, base));
             if fleet.is_some() {
                 for section in fleet::present(&doc, fleet::SHARED) {
                     d.err(
