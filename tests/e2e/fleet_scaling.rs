@@ -335,3 +335,92 @@ async fn an_etcd_outage_longer_than_the_lease_replaces_nothing_and_scaling_resum
         "nothing replaced: {g}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn command_hooks_run_on_the_owner_and_a_new_owner_keeps_the_machines() {
+    use crate::scaling::{hooks, vm_pids, KillVms};
+    let Some(etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = KillVms(dir.path().to_path_buf());
+    let (launch, terminate, list) = hooks(dir.path(), instance_ports().0);
+    let prefix = "/trellis/scaling-hooks";
+    let port = free_port();
+    let ips = ["127.0.0.9", "127.0.0.10"];
+    let mut nodes = [
+        Some(Trellis::start(&node_file(&etcd, prefix, "node-a", ips[0]), &[]).await),
+        Some(Trellis::start(&node_file(&etcd, prefix, "node-b", ips[1]), &[]).await),
+    ];
+    let mut text = shared(port, (1, 1), 1, 3).replace("desired = 1", "desired = 2");
+    text.truncate(text.find("[scaling_group.launch]").unwrap());
+    text.push_str(&format!(
+        "[scaling_group.launch]\nprovider = \"command\"\nlaunch = [\"sh\", \"{launch}\", \"{{id}}\"]\n\
+         terminate = [\"sh\", \"{terminate}\"]\nlist = [\"sh\", \"{list}\"]\nhook_timeout = \"10s\"\n"
+    ));
+    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let a = nodes[0].as_ref().unwrap();
+    let g = eventually(WAIT, "two machines in service", || async {
+        let g = group(a).await;
+        (g["in_service"] == 2 && g["instances"].as_array()?.len() == 2).then_some(g)
+    })
+    .await;
+    assert_eq!(vm_pids(dir.path()).len(), 2, "{g:#}");
+    let machines: BTreeSet<String> = g["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["provider_id"].as_str().unwrap().to_string())
+        .collect();
+    let owner = g["owner"].as_str().unwrap().to_string();
+    let (owner_i, other_i) = if owner == "node-a" { (0, 1) } else { (1, 0) };
+    for ip in ips {
+        assert!(
+            served_by(ip, port).await.is_some(),
+            "{ip} serves the machines"
+        );
+    }
+
+    // The owner dies; the machines do not (they are not its children). The new owner takes them over
+    // from their records: nothing launched, nothing replaced.
+    nodes[owner_i].as_ref().unwrap().signal(libc::SIGKILL);
+    nodes[owner_i] = None;
+    let survivor = nodes[other_i].as_ref().unwrap();
+    let survivor_name = if other_i == 0 { "node-a" } else { "node-b" };
+    let g = eventually(WAIT, "the survivor to own the group", || async {
+        let g = group(survivor).await;
+        (g["owner"] == survivor_name && g["in_service"] == 2).then_some(g)
+    })
+    .await;
+    let now: BTreeSet<String> = g["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["provider_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(now, machines, "{g:#}");
+    assert_eq!(vm_pids(dir.path()).len(), 2);
+
+    // Scale-in on the new owner: its terminate hook stops one machine once it has drained.
+    let (status, _) = survivor
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/scaling-groups/web/desired",
+            Some(json!({"desired": 1})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    eventually(WAIT, "one machine left", || async {
+        let g = group(survivor).await;
+        let n = vm_pids(dir.path()).len();
+        (n == 1 && g["instances"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    assert!(served_by(ips[other_i], port).await.is_some());
+}

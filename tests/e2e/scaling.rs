@@ -244,7 +244,7 @@ async fn desired_set_by_hand_is_clamped_and_scale_in_spares_a_protected_instance
 
 /// Hook scripts standing in for a VM API: each "VM" is a detached `trellis echo` in its own session, with
 /// a pid file in `dir/vms`.
-fn hooks(dir: &std::path::Path, base_port: u16) -> (String, String, String) {
+pub(crate) fn hooks(dir: &std::path::Path, base_port: u16) -> (String, String, String) {
     let vms = dir.join("vms");
     std::fs::create_dir_all(&vms).unwrap();
     let launch = format!(
@@ -280,7 +280,7 @@ fn hooks(dir: &std::path::Path, base_port: u16) -> (String, String, String) {
 }
 
 /// The pids of the "VMs" still running.
-fn vm_pids(dir: &std::path::Path) -> Vec<i32> {
+pub(crate) fn vm_pids(dir: &std::path::Path) -> Vec<i32> {
     std::fs::read_dir(dir.join("vms"))
         .map(|entries| {
             entries
@@ -296,7 +296,7 @@ fn vm_pids(dir: &std::path::Path) -> Vec<i32> {
 }
 
 /// Kills the stand-in VMs whatever happens to the test.
-struct KillVms(std::path::PathBuf);
+pub(crate) struct KillVms(pub std::path::PathBuf);
 
 impl Drop for KillVms {
     fn drop(&mut self) {

@@ -64,7 +64,7 @@ fn a_node_file_holds_only_node_local_sections() {
 }
 
 #[test]
-fn the_shared_configuration_holds_no_node_local_section_and_no_command_provider() {
+fn the_shared_configuration_holds_no_node_local_section_and_any_scaling_group() {
     let node = parse(NODE, Path::new("node.toml")).unwrap();
     let group = |provider: &str| {
         let launch = match provider {
@@ -76,10 +76,7 @@ fn the_shared_configuration_holds_no_node_local_section_and_no_command_provider(
              [scaling_group.launch]\nprovider = \"{provider}\"\n{launch}"
         )
     };
-    let text = format!(
-        "[admin]\nlisten = \"127.0.0.1:1\"\n\n{SHARED}{}",
-        group("command")
-    );
+    let text = format!("[admin]\nlisten = \"127.0.0.1:1\"\n\n{SHARED}");
     let errors = errors(parse_shared(&text, Path::new("shop.toml"), &node));
     assert!(
         errors
@@ -87,17 +84,12 @@ fn the_shared_configuration_holds_no_node_local_section_and_no_command_provider(
             .any(|e| e.starts_with("shop.toml:1: admin:") && e.contains("node-local")),
         "{errors:?}"
     );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("scaling_group[0].launch.provider")
-                && e.contains("command provider is not supported in fleet mode")),
-        "{errors:?}"
-    );
-    // The process provider runs in fleet mode: instances on the nodes the group's owner picks.
-    let text = format!("{SHARED}{}", group("process"));
-    let config = parse_shared(&text, Path::new("shop.toml"), &node).expect("valid");
-    assert_eq!(config.scaling_groups[0].name, "p");
+    // Both providers run in fleet mode: processes on the nodes the group's owner picks, hooks on the owner.
+    for provider in ["process", "command"] {
+        let text = format!("{SHARED}{}", group(provider));
+        let config = parse_shared(&text, Path::new("shop.toml"), &node).expect(provider);
+        assert_eq!(config.scaling_groups[0].name, "p");
+    }
 }
 
 #[test]

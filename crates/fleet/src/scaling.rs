@@ -55,8 +55,12 @@ pub struct ActivityRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceRecord {
     pub id: String,
-    /// The node that runs it.
+    /// The node that runs it (the process provider); for the command provider, the owner that launched
+    /// it, which is nothing more (a machine outlives the node that asked for it).
     pub node: String,
+    /// The command provider's id of the machine (its launch hook's answer); `None` for a process.
+    #[serde(default)]
+    pub provider_id: Option<String>,
     pub address: SocketAddr,
     /// Milliseconds since the Unix epoch.
     pub launched_at_ms: u64,

@@ -65,21 +65,6 @@ pub(crate) fn validate(
             (admin, fleet, access_log, limits)
         }
         Some(node) => {
-            // Command hooks create machines outside trellis; running them from whichever node owns the
-            // group needs their records in etcd too, which is not built yet.
-            for (i, raw) in doc.scaling_groups.iter().enumerate() {
-                let provider = raw
-                    .as_ref()
-                    .and_then(|g| g.launch.as_ref())
-                    .and_then(|l| l.provider.as_deref());
-                if provider == Some("command") {
-                    d.err(
-                        &format!("scaling_group[{i}].launch.provider"),
-                        "the command provider is not supported in fleet mode yet: use the process \
-                         provider, or run this group on a single-file deployment",
-                    );
-                }
-            }
             for section in fleet::present(&doc, fleet::NODE_LOCAL) {
                 d.err(
                     section,

@@ -10,14 +10,16 @@
 mod owner;
 mod runner;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use trellis_config::ScalingGroup;
-use trellis_fleet::{GroupView, InstanceRecord};
+use trellis_config::{Launch, ScalingGroup};
+use trellis_fleet::{GroupView, InstanceRecord, Report};
+use trellis_scaler::CommandProvider;
 
 use super::{Command, GroupHandle, Refused, ScalingMetrics};
 use crate::daemon::Daemon;
@@ -52,6 +54,8 @@ pub(super) fn spawn(
 ) {
     let task = FleetGroup {
         runner: Runner::new(group, &fleet.node, fleet.host),
+        hooks: hooks(group),
+        retry_terminate: HashMap::new(),
         fleet: fleet.clone(),
         daemon: Arc::downgrade(daemon),
         group: group.clone(),
@@ -68,8 +72,19 @@ pub(super) fn spawn(
     tokio::spawn(task.run());
 }
 
+/// The command provider's hooks: run by the owner, whichever node that is.
+fn hooks(group: &ScalingGroup) -> Option<CommandProvider> {
+    match &group.launch {
+        Launch::Command(hooks) => Some(CommandProvider::new(hooks.clone(), &group.name)),
+        Launch::Process(_) => None,
+    }
+}
+
 struct FleetGroup {
     fleet: FleetScaling,
+    hooks: Option<CommandProvider>,
+    /// Machines whose terminate hook failed, and when to try again.
+    retry_terminate: HashMap<String, Instant>,
     daemon: Weak<Daemon>,
     group: ScalingGroup,
     inbox: mpsc::UnboundedReceiver<Command>,
@@ -106,7 +121,7 @@ impl FleetGroup {
                 }
             }
             self.ownership().await;
-            self.own().await;
+            self.own(&daemon).await;
             let records = self.records();
             if self.read {
                 self.runner
@@ -115,7 +130,8 @@ impl FleetGroup {
             }
             self.route(&records, &daemon).await;
             self.publish(&records, &daemon);
-            if self.retiring && self.runner.is_empty() {
+            let machines_left = self.owner.as_ref().is_some_and(|o| !o.records().is_empty());
+            if self.retiring && self.runner.is_empty() && !machines_left {
                 if let Some(owner) = &self.owner {
                     let _ = self
                         .fleet
@@ -176,6 +192,7 @@ impl FleetGroup {
                     }
                     if group.launch != self.group.launch {
                         self.runner.reconfigure(&group);
+                        self.hooks = hooks(&group);
                     }
                     self.group = *group;
                 }
@@ -254,21 +271,57 @@ impl FleetGroup {
     }
 
     /// The owner's round, written with one fenced transaction.
-    async fn own(&mut self) {
-        if self.retiring || !self.read {
+    async fn own(&mut self, daemon: &Daemon) {
+        if !self.read {
             return;
         }
         let Some(owner) = self.owner.as_mut() else {
             return;
         };
-        let nodes = match self.fleet.store.nodes().await {
-            Ok(nodes) => nodes,
-            Err(e) => {
-                tracing::debug!(scaling_group = %self.group.name, error = %e, "fleet: cannot list nodes");
-                return;
+        if self.retiring {
+            owner.terminate_all();
+        } else {
+            let nodes = match self.fleet.store.nodes().await {
+                Ok(nodes) => nodes,
+                Err(e) => {
+                    tracing::debug!(scaling_group = %self.group.name, error = %e, "fleet: cannot list nodes");
+                    return;
+                }
+            };
+            let view = with_own_reports(
+                &self.view,
+                owner.records(),
+                &self.group,
+                daemon,
+                &self.fleet.node,
+            );
+            owner.step(&self.group, &view, &nodes, &self.metrics);
+        }
+        if let Some(hooks) = &self.hooks {
+            for id in owner.take_launches() {
+                match hooks.launch(&id).await {
+                    Ok(machine) => owner.launched_machine(
+                        &self.group,
+                        &id,
+                        (machine.id, machine.address),
+                        &self.metrics,
+                    ),
+                    Err(e) => {
+                        owner.launch_failed(&self.group, &id, &e, &self.metrics);
+                        break;
+                    }
+                }
             }
-        };
-        owner.step(&self.group, &self.view, &nodes, &self.metrics);
+            terminate_machines(
+                owner,
+                hooks,
+                &self.group,
+                daemon,
+                &mut self.retry_terminate,
+                &self.metrics,
+            )
+            .await;
+        }
         let write = owner.write();
         if write.is_empty() {
             return;
@@ -406,7 +459,7 @@ impl FleetGroup {
                     .get(&self.group.target_group, r.address)
                     .map(|t| t.view().health.state.as_str()),
                 "pid": self.runner.pid(&r.id),
-                "provider_id": Value::Null,
+                "provider_id": r.provider_id,
                 "age_seconds": now_ms.saturating_sub(r.launched_at_ms) as f64 / 1000.0,
                 "warming": r.in_service_at_ms.is_none_or(|at| now_ms.saturating_sub(at) < self.group.instance_warmup.as_millis() as u64),
                 "protected": r.protected,
@@ -419,5 +472,79 @@ impl FleetGroup {
                 "node": a.node,
             })).collect::<Vec<_>>(),
         }));
+    }
+}
+
+/// The command provider's machines run on no node, so no node reports on them: the owner reports their
+/// health itself, as its own checks see it (every node checks every target).
+fn with_own_reports(
+    view: &GroupView,
+    records: &[InstanceRecord],
+    group: &ScalingGroup,
+    daemon: &Daemon,
+    node: &str,
+) -> GroupView {
+    let mut view = view.clone();
+    for r in records.iter().filter(|r| r.provider_id.is_some()) {
+        let health = daemon
+            .targets
+            .get(&group.target_group, r.address)
+            .map(|t| t.view().health.state.as_str().to_string());
+        view.reports.insert(
+            r.id.clone(),
+            Report {
+                node: node.to_string(),
+                pid: None,
+                health,
+                exited: None,
+                stopped: false,
+                cpu_ticks: None,
+            },
+        );
+    }
+    view
+}
+
+/// The owner stops each leaving machine with the terminate hook once it has drained here.
+async fn terminate_machines(
+    owner: &mut Owner,
+    hooks: &CommandProvider,
+    group: &ScalingGroup,
+    daemon: &Daemon,
+    retry: &mut HashMap<String, Instant>,
+    metrics: &ScalingMetrics,
+) {
+    let leaving: Vec<(String, String, SocketAddr)> = owner
+        .records()
+        .iter()
+        .filter(|r| r.terminating)
+        .filter_map(|r| Some((r.id.clone(), r.provider_id.clone()?, r.address)))
+        .collect();
+    let now = Instant::now();
+    for (id, machine, address) in leaving {
+        if retry.get(&id).is_some_and(|at| now < *at) {
+            continue;
+        }
+        let key = (group.target_group.clone(), address);
+        let served = daemon
+            .current()
+            .effective
+            .target_groups
+            .iter()
+            .any(|g| g.name == key.0 && g.targets.iter().any(|t| t.address == key.1));
+        if served || daemon.draining.lock().contains(&key) {
+            continue;
+        }
+        match hooks.terminate(&machine).await {
+            Ok(()) => {
+                retry.remove(&id);
+                let how = format!("terminate hook done for {machine}");
+                owner.machine_terminated(group, &id, how, metrics);
+            }
+            Err(e) => {
+                retry.insert(id.clone(), now + Duration::from_secs(5));
+                owner.machine_terminate_failed(group, &id, &e, metrics);
+            }
+        }
     }
 }

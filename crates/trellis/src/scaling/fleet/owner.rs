@@ -52,6 +52,9 @@ pub(super) struct Owner {
     next_evaluation: Instant,
     last_evaluation: Instant,
     protection_noted: bool,
+    /// Command provider: instance ids to launch with the hook, taken by the group's task (hooks are
+    /// slow and asynchronous; the decisions here are not).
+    to_launch: Vec<String>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -128,6 +131,7 @@ impl Owner {
             next_evaluation: now + group.evaluation_period,
             last_evaluation: now,
             protection_noted: false,
+            to_launch: Vec::new(),
         };
         let previous = match &view.state {
             Some(_) => "continuing from the stored state",
@@ -199,6 +203,86 @@ impl Owner {
             self.next_evaluation = now + group.evaluation_period;
         }
         self.converge(group, nodes, now, now_ms, metrics);
+    }
+
+    /// Command provider: the instances to launch now, by id.
+    pub fn take_launches(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.to_launch)
+    }
+
+    /// Command provider: the launch hook made instance `id`.
+    pub fn launched_machine(
+        &mut self,
+        group: &ScalingGroup,
+        id: &str,
+        (provider_id, address): (String, SocketAddr),
+        metrics: &ScalingMetrics,
+    ) {
+        self.records.push(InstanceRecord {
+            id: id.to_string(),
+            node: self.node.clone(),
+            provider_id: Some(provider_id.clone()),
+            address,
+            launched_at_ms: now_ms(),
+            in_service_at_ms: None,
+            protected: false,
+            terminating: false,
+        });
+        self.changed.insert(id.to_string());
+        let text = format!("instance {id} launched at {address} (id {provider_id})");
+        self.activity(group, metrics, "launch", text);
+    }
+
+    /// Command provider: the launch hook failed; the next launch waits (back-off).
+    pub fn launch_failed(
+        &mut self,
+        group: &ScalingGroup,
+        id: &str,
+        error: &str,
+        metrics: &ScalingMetrics,
+    ) {
+        let wait = self.backoff.failed(Instant::now());
+        let text = format!("cannot launch {id}: {error}; next try in {wait:?}");
+        self.activity(group, metrics, "launch_failed", text);
+    }
+
+    /// Command provider: the terminate hook stopped instance `id`; its record goes.
+    pub fn machine_terminated(
+        &mut self,
+        group: &ScalingGroup,
+        id: &str,
+        how: String,
+        metrics: &ScalingMetrics,
+    ) {
+        self.remove(id);
+        self.activity(
+            group,
+            metrics,
+            "terminated",
+            format!("instance {id} stopped: {how}"),
+        );
+    }
+
+    pub fn machine_terminate_failed(
+        &mut self,
+        group: &ScalingGroup,
+        id: &str,
+        error: &str,
+        metrics: &ScalingMetrics,
+    ) {
+        let text = format!("instance {id}: {error}; retrying in 5s");
+        self.activity(group, metrics, "terminate_failed", text);
+    }
+
+    /// The group left the configuration: every instance leaves (drains, then stops).
+    pub fn terminate_all(&mut self) {
+        for r in &mut self.records {
+            if !r.terminating {
+                r.terminating = true;
+                r.protected = false;
+                self.changed.insert(r.id.clone());
+            }
+        }
     }
 
     /// What must be written now (nothing when etcd already holds it all).
@@ -332,6 +416,12 @@ impl Owner {
                 ),
             };
             let launched = instant_at(record.launched_at_ms, now_ms, now);
+            // A machine of the command provider lives apart from the nodes; it is stopped by the owner's
+            // terminate hook (see `vm_terminated`).
+            let machine = record.provider_id.is_some();
+            if record.terminating && machine {
+                continue;
+            }
             if record.terminating {
                 let gone =
                     !alive(&record.node) || report.is_some_and(|r| r.stopped || r.exited.is_some());
@@ -345,7 +435,7 @@ impl Owner {
                 }
                 continue;
             }
-            if !alive(&record.node) {
+            if !machine && !alive(&record.node) {
                 events.push((
                     record.id.clone(),
                     "replace",
@@ -551,7 +641,13 @@ impl Owner {
         if live <= desired {
             self.protection_noted = false;
         }
-        if live < desired && self.backoff.ready(now) && !nodes.is_empty() {
+        if live < desired && self.backoff.ready(now) && matches!(group.launch, Launch::Command(_)) {
+            for _ in live..desired {
+                self.to_launch
+                    .push(format!("{}-{}", group.name, self.next_id));
+                self.next_id += 1;
+            }
+        } else if live < desired && self.backoff.ready(now) && !nodes.is_empty() {
             for _ in live..desired {
                 let id = format!("{}-{}", group.name, self.next_id);
                 let Some((node, address)) = self.place(group, nodes) else {
@@ -565,6 +661,7 @@ impl Owner {
                 self.records.push(InstanceRecord {
                     id: id.clone(),
                     node: node.clone(),
+                    provider_id: None,
                     address,
                     launched_at_ms: now_ms,
                     in_service_at_ms: None,

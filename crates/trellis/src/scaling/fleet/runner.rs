@@ -80,7 +80,10 @@ impl Runner {
         retiring: bool,
         daemon: &Daemon,
     ) {
-        let mine = records.iter().filter(|r| r.node == self.node);
+        // The command provider's machines are the owner's to launch and stop, not a node's.
+        let mine = records
+            .iter()
+            .filter(|r| r.node == self.node && r.provider_id.is_none());
         for record in mine {
             if self.local.contains_key(&record.id) {
                 continue;
@@ -173,7 +176,9 @@ impl Runner {
         self.local.retain(|id, l| {
             l.stopping.is_some()
                 || l.process.is_some()
-                || records.iter().any(|r| &r.id == id && r.node == self.node)
+                || records
+                    .iter()
+                    .any(|r| &r.id == id && r.node == self.node && r.provider_id.is_none())
         });
     }
 
