@@ -711,3 +711,67 @@ async fn a_fleet_reaches_etcd_over_tls_with_client_certificates() {
     .await;
     assert_eq!(fleet_status(&node_a).await["store"], "connected");
 }
+
+#[tokio::test]
+async fn a_node_follows_a_new_cluster_whose_revisions_start_again() {
+    let Some(mut etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/reset";
+    let port = free_port();
+    let (a, b) = (Echo::start("a").await, Echo::start("b").await);
+    let _node = Trellis::start(&node_file(&etcd, prefix, "node-a", "127.0.0.15"), &[]).await;
+    // Push the old cluster's revision well past what the new one will have.
+    for _ in 0..40 {
+        etcd.put("/elsewhere/x", "1").await;
+    }
+    apply_and_serve(
+        &etcd,
+        prefix,
+        dir.path(),
+        &shared(port, &[a.addr()]),
+        "127.0.0.15",
+        port,
+        "a",
+    )
+    .await;
+    let old = etcd.revision().await;
+
+    etcd.reset().await;
+    assert!(etcd.revision().await < old, "a new cluster starts again");
+    // The node has read the new, empty cluster before anything is applied to it, and is back in the
+    // fleet's list of nodes (its old lease is unknown there: it takes a new one).
+    let node = &_node;
+    eventually(
+        Duration::from_secs(10),
+        "the node to read the new cluster",
+        || async {
+            let fleet = fleet_status(node).await;
+            let read = fleet["revision"].as_i64().unwrap_or(i64::MAX);
+            (fleet["store"] == "connected" && read < old).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the node to be listed again",
+        || async {
+            let out = fleet_cli(&etcd, prefix, &["status", "--json"]);
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (status["nodes"][0]["node"] == "node-a").then_some(())
+        },
+    )
+    .await;
+    // Applied to the new cluster at a revision the node has seen before: it is served all the same.
+    apply_and_serve(
+        &etcd,
+        prefix,
+        dir.path(),
+        &shared(port, &[b.addr()]),
+        "127.0.0.15",
+        port,
+        "b",
+    )
+    .await;
+}

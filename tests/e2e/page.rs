@@ -369,9 +369,19 @@ async fn a_fleet_node_shows_its_fleet_in_the_header() {
         endpoints.join(", ")
     );
     let trellis = Trellis::start(&node_file, &[]).await;
+    crate::support::eventually(
+        std::time::Duration::from_secs(10),
+        "the node in its own list of nodes",
+        || async {
+            let status = trellis.status().await;
+            (status["fleet"]["nodes"][0]["node"] == "node-a").then_some(())
+        },
+    )
+    .await;
     let url = format!("http://127.0.0.1:{}/", admin_port(&trellis));
     let dom = render(&chromium, &url, None).await;
     assert!(dom.contains("id=\"fleet-node\""), "{dom:.3000}");
+    assert!(dom.contains(">1 node<"), "the fleet's nodes: {dom:.3000}");
     let header = dom
         .split("id=\"fleet-node\"")
         .nth(1)

@@ -104,7 +104,13 @@ impl Store {
     /// One keep-alive round; false when the lease has expired.
     async fn keep_alive(&self, id: i64) -> Result<bool, FleetError> {
         self.on_a_member(|mut client| async move {
-            let (mut keeper, mut stream) = client.lease_keep_alive(id).await?;
+            // An expired lease (longer than its TTL without etcd, or a new cluster) is an error of
+            // the client's: it is no failure of ours, but the sign to take a new lease.
+            let (mut keeper, mut stream) = match client.lease_keep_alive(id).await {
+                Ok(opened) => opened,
+                Err(etcd_client::Error::LeaseKeepAliveError(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            };
             keeper.keep_alive().await?;
             Ok(stream.message().await?.is_some_and(|r| r.ttl() > 0))
         })

@@ -149,7 +149,15 @@ async fn follow(
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
-                _ => revision = revision.max(state.revision()),
+                _ => {
+                    let read = state.last_read();
+                    if read < revision {
+                        tracing::warn!(from = revision, to = read, "fleet: etcd's revision went back (a restored or new cluster): following the new one");
+                    }
+                    if read != 0 {
+                        revision = read;
+                    }
+                }
             }
         }
         // Whatever the watch says next (a change, a compacted history, a broken stream), the truth is
@@ -191,7 +199,14 @@ async fn heartbeat(
             stale,
             host: Some(host.to_string()),
         };
-        if let Err(e) = fleet.heartbeat(&lease, ttl, &info).await {
+        let beat = fleet.heartbeat(&lease, ttl, &info).await;
+        if beat.is_ok() {
+            // Who else is in the fleet, for status and the status page.
+            if let Ok(nodes) = fleet.nodes().await {
+                state.set_nodes(nodes);
+            }
+        }
+        if let Err(e) = beat {
             tracing::debug!(error = %e, "fleet: heartbeat failed");
             // Tried again soon rather than a third of the TTL later: after an outage, the groups'
             // owners wait for the nodes to be back before they take an absent one for dead.

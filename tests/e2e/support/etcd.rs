@@ -142,6 +142,16 @@ impl Etcd {
         self.wait_healthy().await;
     }
 
+    /// Replaces the cluster with a new, empty one on the same addresses (as restoring an old backup, or
+    /// rebuilding a lost cluster, does): its revisions start again from 1.
+    pub async fn reset(&mut self) {
+        self.stop();
+        for i in 0..self.members.len() {
+            let _ = std::fs::remove_dir_all(self._dir.path().join(format!("m{i}")));
+        }
+        self.restart().await;
+    }
+
     /// Writes `value` at `key` behind trellis's back (etcd's JSON gateway), as `etcdctl put` would.
     pub async fn put(&self, key: &str, value: &str) {
         let body =

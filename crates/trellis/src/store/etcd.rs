@@ -157,6 +157,7 @@ impl Store for EtcdStore {
         let loaded = match self.runtime.block_on(self.fleet.load()) {
             Ok(loaded) => {
                 self.state.connected();
+                self.state.read_at(loaded.revision);
                 loaded
             }
             Err(e) => {

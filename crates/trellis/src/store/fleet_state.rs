@@ -17,11 +17,15 @@ pub struct FleetState {
     applied: AtomicI64,
     /// The last revision whose configuration was invalid (0: none).
     refused: AtomicI64,
+    /// The revision of the last read of the whole prefix, served or refused.
+    read: AtomicI64,
     /// Serving the disk copy because etcd could not be read at start.
     stale: AtomicBool,
     last_error: Mutex<Option<String>>,
     /// Each scaling group's owner, as this node last read it.
     owners: Mutex<BTreeMap<String, String>>,
+    /// The live nodes as the last heartbeat read them.
+    nodes: Mutex<Vec<trellis_fleet::NodeInfo>>,
     store_up: IntGauge,
     owned: IntGaugeVec,
     applied_revision: IntGauge,
@@ -39,9 +43,11 @@ impl FleetState {
             connected: AtomicBool::new(false),
             applied: AtomicI64::new(0),
             refused: AtomicI64::new(0),
+            read: AtomicI64::new(0),
             stale: AtomicBool::new(false),
             last_error: Mutex::new(None),
             owners: Mutex::new(BTreeMap::new()),
+            nodes: Mutex::new(Vec::new()),
             owned: IntGaugeVec::new(
                 Opts::new(
                     "trellis_fleet_scaling_group_owner",
@@ -113,6 +119,17 @@ impl FleetState {
             .max(self.refused.load(Ordering::Relaxed))
     }
 
+    /// The whole prefix was read at `revision`.
+    pub fn read_at(&self, revision: i64) {
+        self.read.store(revision, Ordering::Relaxed);
+    }
+
+    /// The revision of the last whole read: where the watch goes on from. It can go backwards: a
+    /// restored or new etcd cluster starts its revisions again.
+    pub fn last_read(&self) -> i64 {
+        self.read.load(Ordering::Relaxed)
+    }
+
     pub fn refused(&self, revision: i64) {
         self.refused.store(revision, Ordering::Relaxed);
         self.refused_total.inc();
@@ -134,6 +151,11 @@ impl FleetState {
             .set(i64::from(owner == Some(self.node.as_str())));
     }
 
+    /// The fleet's live nodes, as just read.
+    pub fn set_nodes(&self, nodes: Vec<trellis_fleet::NodeInfo>) {
+        *self.nodes.lock().unwrap_or_else(PoisonError::into_inner) = nodes;
+    }
+
     pub fn watch_restarted(&self) {
         self.watch_restarts.inc();
     }
@@ -149,6 +171,12 @@ impl FleetState {
             "refused_revision": (refused != 0).then_some(refused),
             "error": *self.lock(),
             "owners": self.owners.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            "nodes": self.nodes.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|n| json!({
+                "node": n.node,
+                "revision": n.revision,
+                "stale": n.stale,
+                "last_contact_seconds": trellis_fleet::now().saturating_sub(n.contact),
+            })).collect::<Vec<_>>(),
         })
     }
 
