@@ -112,13 +112,6 @@ impl FleetState {
         &self.node
     }
 
-    /// The newest revision read: served, or refused (0 before etcd was first read).
-    pub fn revision(&self) -> i64 {
-        self.applied
-            .load(Ordering::Relaxed)
-            .max(self.refused.load(Ordering::Relaxed))
-    }
-
     /// The whole prefix was read at `revision`.
     pub fn read_at(&self, revision: i64) {
         self.read.store(revision, Ordering::Relaxed);
