@@ -424,3 +424,98 @@ async fn command_hooks_run_on_the_owner_and_a_new_owner_keeps_the_machines() {
     .await;
     assert!(served_by(ips[other_i], port).await.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_node_s_machines_move_into_a_fleet_and_back_without_a_launch() {
+    use crate::scaling::{hooks, vm_pids, KillVms};
+    let Some(etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let _cleanup = KillVms(dir.path().to_path_buf());
+    let (launch, terminate, list) = hooks(dir.path(), instance_ports().0);
+    let prefix = "/trellis/scaling-import";
+    let port = free_port();
+    let mut text = shared(port, (1, 1), 1, 3).replace("desired = 1", "desired = 2");
+    text.truncate(text.find("[scaling_group.launch]").unwrap());
+    text.push_str(&format!(
+        "[scaling_group.launch]\nprovider = \"command\"\nlaunch = [\"sh\", \"{launch}\", \"{{id}}\"]\n\
+         terminate = [\"sh\", \"{terminate}\"]\nlist = [\"sh\", \"{list}\"]\nhook_timeout = \"10s\"\n"
+    ));
+    // A single-file deployment runs two machines, then stops (machines outlive it).
+    let state = dir.path().join("state");
+    let single = Trellis::start_with(
+        &text,
+        &[port],
+        crate::support::Options {
+            state_dir: Some(state.clone()),
+            ..crate::support::Options::default()
+        },
+    )
+    .await;
+    eventually(WAIT, "two machines on the single node", || async {
+        (group(&single).await["in_service"] == 2).then_some(())
+    })
+    .await;
+    let machines = vm_pids(dir.path());
+    assert_eq!(machines.len(), 2);
+    single.signal(libc::SIGTERM);
+    drop(single);
+
+    let file = dir.path().join("shop.toml");
+    std::fs::write(&file, &text).unwrap();
+    let out = fleet_cli(
+        &etcd,
+        prefix,
+        &[
+            "import",
+            file.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("2 machines"),
+        "{out:?}"
+    );
+
+    // A fleet node takes the group over with the machines it was handed: nothing launched.
+    let node = Trellis::start(&node_file(&etcd, prefix, "node-a", "127.0.0.16"), &[]).await;
+    let g = eventually(WAIT, "the imported machines in service", || async {
+        let g = group(&node).await;
+        (g["owner"] == "node-a" && g["in_service"] == 2).then_some(g)
+    })
+    .await;
+    assert_eq!(vm_pids(dir.path()), machines, "{g:#}");
+    let activities = g["activities"].to_string();
+    assert!(activities.contains("imported"), "{activities}");
+    assert!(!activities.contains("launched at"), "{activities}");
+    assert!(served_by("127.0.0.16", port).await.is_some());
+
+    // And back: a single node's state directory with the same machines.
+    let back = dir.path().join("back-state");
+    let out = fleet_cli(
+        &etcd,
+        prefix,
+        &[
+            "export",
+            "--out",
+            "/dev/null",
+            "--state-dir",
+            back.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported: Value =
+        serde_json::from_slice(&std::fs::read(back.join("scaling-web.json")).unwrap()).unwrap();
+    assert_eq!(exported.as_array().map(Vec::len), Some(2), "{exported}");
+}

@@ -25,4 +25,4 @@ pub use nodes::{now, Lease, NodeInfo};
 pub use scaling::{
     ActivityRecord, GroupState, GroupView, InstanceRecord, NodeLoad, Owner, OwnerWrite, Report,
 };
-pub use store::{Applied, Loaded, Registration, Store};
+pub use store::{Applied, ImportedGroup, Loaded, Registration, Store};

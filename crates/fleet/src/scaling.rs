@@ -188,6 +188,18 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// The keys an imported group is written as.
+pub(crate) fn import_puts(prefix: &str, group: &crate::ImportedGroup) -> Vec<(String, Vec<u8>)> {
+    std::iter::once((state_key(prefix, &group.name), json(&group.state)))
+        .chain(
+            group
+                .instances
+                .iter()
+                .map(|r| (instance_key(prefix, &group.name, &r.id), json(r))),
+        )
+        .collect()
+}
+
 impl Store {
     /// Everything of `group` at one revision.
     pub async fn group(&self, group: &str) -> Result<GroupView, FleetError> {

@@ -43,6 +43,15 @@ struct RegistrationValue {
     weight: u16,
 }
 
+/// A scaling group of a single-file deployment, taken into a fleet: its state and the machines its
+/// command provider runs.
+#[derive(Debug, Clone)]
+pub struct ImportedGroup {
+    pub name: String,
+    pub state: crate::GroupState,
+    pub instances: Vec<crate::InstanceRecord>,
+}
+
 /// The whole truth at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
@@ -210,6 +219,7 @@ impl Store {
         &self,
         applied: &Applied,
         registrations: &[Registration],
+        groups: &[ImportedGroup],
     ) -> Result<i64, FleetError> {
         let current = self.load().await?;
         if current.config.is_some() || !current.registrations.is_empty() {
@@ -231,6 +241,10 @@ impl Store {
                 )
             })
             .collect();
+        let mut puts = puts;
+        for group in groups {
+            puts.extend(crate::scaling::import_puts(&self.prefix, group));
+        }
         let resp = self
             .on_a_member(|mut client| {
                 let ops: Vec<TxnOp> = std::iter::once(TxnOp::put(key.clone(), value.clone(), None))

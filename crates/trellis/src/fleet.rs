@@ -203,13 +203,18 @@ pub fn import(file: &Path, state_dir: Option<&Path>, store: &Connection) -> Exit
         }
     };
     let to_fleet: Vec<trellis_fleet::Registration> = registrations.iter().map(Into::into).collect();
-    match with_store(store, async |store| store.import(&applied, &to_fleet).await) {
+    let groups = state_dir.map_or_else(Vec::new, |dir| imported_groups(&config, dir));
+    let machines: usize = groups.iter().map(|g| g.instances.len()).sum();
+    match with_store(store, async |store| {
+        store.import(&applied, &to_fleet, &groups).await
+    }) {
         Ok(revision) => {
             println!(
-                "imported {} and {} registered target{} into {prefix} at revision {revision}: {}",
+                "imported {}, {} registered target{} and {machines} machine{} of command-provider scaling groups into {prefix} at revision {revision}: {}",
                 file.display(),
                 to_fleet.len(),
                 if to_fleet.len() == 1 { "" } else { "s" },
+                if machines == 1 { "" } else { "s" },
                 config.summary()
             );
             ExitCode::SUCCESS
@@ -219,6 +224,70 @@ pub fn import(file: &Path, state_dir: Option<&Path>, store: &Connection) -> Exit
             ExitCode::FAILURE
         }
     }
+}
+
+/// The scaler state a single-file deployment keeps: each command-provider group's machines (a process
+/// provider's instances are the daemon's children and stop with it; the fleet launches its own). The
+/// group starts at its configured desired capacity, as a restarted single node does, and numbers its next
+/// instances after the imported ones.
+fn imported_groups(
+    config: &trellis_config::Config,
+    dir: &Path,
+) -> Vec<trellis_fleet::ImportedGroup> {
+    let state = crate::state::StateDir::choose(Some(dir.to_path_buf()));
+    let now_ms = trellis_fleet::now() * 1000;
+    config
+        .scaling_groups
+        .iter()
+        .filter(|g| matches!(g.launch, trellis_config::Launch::Command(_)))
+        .filter_map(|g| {
+            let machines = crate::scaling::load_machines(&state, &g.name);
+            if machines.is_empty() {
+                return None;
+            }
+            let next_id = machines
+                .iter()
+                .filter_map(|(name, _, _)| name.rsplit('-').next()?.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let instances = machines
+                .into_iter()
+                .map(|(name, id, address)| trellis_fleet::InstanceRecord {
+                    id: name,
+                    node: "import".into(),
+                    provider_id: Some(id),
+                    address,
+                    launched_at_ms: now_ms,
+                    in_service_at_ms: None,
+                    protected: false,
+                    terminating: false,
+                })
+                .collect::<Vec<_>>();
+            let activity = trellis_fleet::ActivityRecord {
+                at: trellis_fleet::now(),
+                kind: "adopt".into(),
+                description: format!(
+                    "{} machine(s) imported from a single-file deployment",
+                    instances.len()
+                ),
+                node: "import".into(),
+            };
+            Some(trellis_fleet::ImportedGroup {
+                name: g.name.clone(),
+                state: trellis_fleet::GroupState {
+                    desired: g.desired.clamp(g.min, g.max),
+                    min: g.min,
+                    max: g.max,
+                    next_id,
+                    last_activity_ms: None,
+                    requests_applied: 0,
+                    activities: vec![activity],
+                },
+                instances,
+            })
+        })
+        .collect()
 }
 
 /// `trellis fleet export`: the fleet's configuration back to a file (stdout without `--out`), and its
@@ -256,6 +325,33 @@ pub fn export(out: Option<&Path>, state_dir: Option<&Path>, store: &Connection) 
         if let Err(e) = crate::state::save_registrations(&dir, &registrations) {
             eprintln!("trellis: {}: {e}", dir.path().display());
             return ExitCode::FAILURE;
+        }
+        // The command provider's machines, for a single node to adopt.
+        let config = trellis_config::parse(&applied.text, Path::new(&applied.name)).ok();
+        let groups: Vec<String> = config
+            .iter()
+            .flat_map(|c| &c.scaling_groups)
+            .filter(|g| matches!(g.launch, trellis_config::Launch::Command(_)))
+            .map(|g| g.name.clone())
+            .collect();
+        for group in groups {
+            let view = match with_store(store, async |store| store.group(&group).await) {
+                Ok(view) => view,
+                Err(e) => {
+                    eprintln!("trellis: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let machines: Vec<crate::scaling::MachineRecord> = view
+                .instances
+                .iter()
+                .filter(|r| !r.terminating)
+                .filter_map(|r| Some((r.id.clone(), r.provider_id.clone()?, r.address)))
+                .collect();
+            if let Err(e) = crate::scaling::save_machines(&dir, &group, &machines) {
+                eprintln!("trellis: {}: {e}", dir.path().display());
+                return ExitCode::FAILURE;
+            }
         }
     }
     ExitCode::SUCCESS

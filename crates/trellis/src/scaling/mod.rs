@@ -241,6 +241,49 @@ fn spawn_group(
     status
 }
 
+/// A command provider's machine as the state directory records it: (instance name, provider id,
+/// address).
+pub type MachineRecord = (String, String, SocketAddr);
+
+fn machines_file(group: &str) -> String {
+    format!("scaling-{group}.json")
+}
+
+/// The machines a single node's command provider recorded for `group` (what a restart adopts, and what
+/// `trellis fleet import` takes into a fleet). Unreadable records are reported and ignored.
+pub fn load_machines(state: &StateDir, group: &str) -> Vec<MachineRecord> {
+    let file = machines_file(group);
+    let Ok(Some(bytes)) = state.read(&file) else {
+        return Vec::new();
+    };
+    let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&bytes) else {
+        tracing::error!(scaling_group = %group, file = %file, "instance records are unreadable; ignoring them");
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|r| {
+            Some((
+                r["name"].as_str()?.to_string(),
+                r["id"].as_str()?.to_string(),
+                r["address"].as_str()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+pub fn save_machines(
+    state: &StateDir,
+    group: &str,
+    machines: &[MachineRecord],
+) -> std::io::Result<()> {
+    let list: Vec<Value> = machines
+        .iter()
+        .map(|(name, id, address)| json!({"name": name, "id": id, "address": address.to_string()}))
+        .collect();
+    let bytes = serde_json::to_vec_pretty(&list).unwrap_or_default();
+    state.write_atomic(&machines_file(group), &bytes)
+}
+
 enum Provider {
     Process(ProcessProvider),
     Command(CommandProvider),
@@ -705,46 +748,23 @@ impl Controller {
         self.save_records();
     }
 
-    fn records_file(&self) -> String {
-        format!("scaling-{}.json", self.group.name)
-    }
-
-    /// (name, provider id, address) of each recorded instance.
-    fn load_records(&self) -> Vec<(String, String, SocketAddr)> {
-        let Ok(Some(bytes)) = self.records.read(&self.records_file()) else {
-            return Vec::new();
-        };
-        let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&bytes) else {
-            tracing::error!(scaling_group = %self.group.name, file = %self.records_file(), "instance records are unreadable; ignoring them");
-            return Vec::new();
-        };
-        list.iter()
-            .filter_map(|r| {
-                Some((
-                    r["name"].as_str()?.to_string(),
-                    r["id"].as_str()?.to_string(),
-                    r["address"].as_str()?.parse().ok()?,
-                ))
-            })
-            .collect()
+    fn load_records(&self) -> Vec<MachineRecord> {
+        load_machines(&self.records, &self.group.name)
     }
 
     fn save_records(&self) {
         if !matches!(self.provider, Provider::Command(_)) {
             return;
         }
-        let list: Vec<Value> = self
+        let list: Vec<MachineRecord> = self
             .instances
             .iter()
             .filter_map(|i| match &i.handle {
-                Some(Handle::Vm(id)) => {
-                    Some(json!({"name": i.meta.id, "id": id, "address": i.address.to_string()}))
-                }
+                Some(Handle::Vm(id)) => Some((i.meta.id.clone(), id.clone(), i.address)),
                 _ => None,
             })
             .collect();
-        let bytes = serde_json::to_vec_pretty(&list).unwrap_or_default();
-        if let Err(e) = self.records.write_atomic(&self.records_file(), &bytes) {
+        if let Err(e) = save_machines(&self.records, &self.group.name, &list) {
             tracing::error!(scaling_group = %self.group.name, error = %e, "cannot save instance records");
         }
     }
