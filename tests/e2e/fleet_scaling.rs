@@ -33,6 +33,19 @@ fn shared(port: u16, (lo, hi): (u16, u16), min: u32, max: u32) -> String {
     )
 }
 
+/// `text` with its scaling group on the command provider, whose hooks run stand-in machines (detached
+/// `trellis echo` processes, see `scaling::hooks`), desired 2, no policy.
+fn with_hooks(mut text: String, dir: &std::path::Path) -> String {
+    let (launch, terminate, list) = crate::scaling::hooks(dir, instance_ports().0);
+    text = text.replace("desired = 1", "desired = 2");
+    text.truncate(text.find("[scaling_group.launch]").unwrap());
+    text.push_str(&format!(
+        "[scaling_group.launch]\nprovider = \"command\"\nlaunch = [\"sh\", \"{launch}\", \"{{id}}\"]\n\
+         terminate = [\"sh\", \"{terminate}\"]\nlist = [\"sh\", \"{list}\"]\nhook_timeout = \"10s\"\n"
+    ));
+    text
+}
+
 /// The group as `node` shows it.
 async fn group(node: &Trellis) -> Value {
     node.status().await["scaling_groups"][0].clone()
@@ -338,13 +351,12 @@ async fn an_etcd_outage_longer_than_the_lease_replaces_nothing_and_scaling_resum
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn command_hooks_run_on_the_owner_and_a_new_owner_keeps_the_machines() {
-    use crate::scaling::{hooks, vm_pids, KillVms};
+    use crate::scaling::{vm_pids, KillVms};
     let Some(etcd) = Etcd::start(1).await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let _cleanup = KillVms(dir.path().to_path_buf());
-    let (launch, terminate, list) = hooks(dir.path(), instance_ports().0);
     let prefix = "/trellis/scaling-hooks";
     let port = free_port();
     let ips = ["127.0.0.9", "127.0.0.10"];
@@ -352,12 +364,7 @@ async fn command_hooks_run_on_the_owner_and_a_new_owner_keeps_the_machines() {
         Some(Trellis::start(&node_file(&etcd, prefix, "node-a", ips[0]), &[]).await),
         Some(Trellis::start(&node_file(&etcd, prefix, "node-b", ips[1]), &[]).await),
     ];
-    let mut text = shared(port, (1, 1), 1, 3).replace("desired = 1", "desired = 2");
-    text.truncate(text.find("[scaling_group.launch]").unwrap());
-    text.push_str(&format!(
-        "[scaling_group.launch]\nprovider = \"command\"\nlaunch = [\"sh\", \"{launch}\", \"{{id}}\"]\n\
-         terminate = [\"sh\", \"{terminate}\"]\nlist = [\"sh\", \"{list}\"]\nhook_timeout = \"10s\"\n"
-    ));
+    let text = with_hooks(shared(port, (1, 1), 1, 3), dir.path());
     let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
     assert!(
         out.status.success(),
@@ -427,21 +434,15 @@ async fn command_hooks_run_on_the_owner_and_a_new_owner_keeps_the_machines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_single_node_s_machines_move_into_a_fleet_and_back_without_a_launch() {
-    use crate::scaling::{hooks, vm_pids, KillVms};
+    use crate::scaling::{vm_pids, KillVms};
     let Some(etcd) = Etcd::start(1).await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let _cleanup = KillVms(dir.path().to_path_buf());
-    let (launch, terminate, list) = hooks(dir.path(), instance_ports().0);
     let prefix = "/trellis/scaling-import";
     let port = free_port();
-    let mut text = shared(port, (1, 1), 1, 3).replace("desired = 1", "desired = 2");
-    text.truncate(text.find("[scaling_group.launch]").unwrap());
-    text.push_str(&format!(
-        "[scaling_group.launch]\nprovider = \"command\"\nlaunch = [\"sh\", \"{launch}\", \"{{id}}\"]\n\
-         terminate = [\"sh\", \"{terminate}\"]\nlist = [\"sh\", \"{list}\"]\nhook_timeout = \"10s\"\n"
-    ));
+    let text = with_hooks(shared(port, (1, 1), 1, 3), dir.path());
     // A single-file deployment runs two machines, then stops (machines outlive it).
     let state = dir.path().join("state");
     let single = Trellis::start_with(

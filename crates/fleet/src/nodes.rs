@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{GetOptions, PutOptions};
+use etcd_client::PutOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::error::FleetError;
@@ -120,16 +120,7 @@ impl Store {
     /// Every node with a live lease, by name.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, FleetError> {
         let prefix = keys::nodes(self.prefix());
-        let resp = self
-            .on_a_member(|mut client| {
-                let prefix = prefix.clone();
-                async move {
-                    client
-                        .get(prefix, Some(GetOptions::new().with_prefix()))
-                        .await
-                }
-            })
-            .await?;
+        let resp = self.range(&prefix).await?;
         let mut nodes: Vec<NodeInfo> = resp
             .kvs()
             .iter()

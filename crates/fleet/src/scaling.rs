@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 use crate::error::FleetError;
@@ -204,16 +204,7 @@ impl Store {
     /// Everything of `group` at one revision.
     pub async fn group(&self, group: &str) -> Result<GroupView, FleetError> {
         let range = keys::group(self.prefix(), group);
-        let resp = self
-            .on_a_member(|mut client| {
-                let range = range.clone();
-                async move {
-                    client
-                        .get(range, Some(GetOptions::new().with_prefix()))
-                        .await
-                }
-            })
-            .await?;
+        let resp = self.range(&range).await?;
         let mut view = GroupView::default();
         for kv in resp.kvs() {
             let Some(rest) = kv.key().strip_prefix(range.as_bytes()) else {
@@ -428,16 +419,7 @@ impl Store {
     /// Each scaling group's owner, by group.
     pub async fn owners(&self) -> Result<BTreeMap<String, String>, FleetError> {
         let range = keys::scaling(self.prefix());
-        let resp = self
-            .on_a_member(|mut client| {
-                let range = range.clone();
-                async move {
-                    client
-                        .get(range, Some(GetOptions::new().with_prefix()))
-                        .await
-                }
-            })
-            .await?;
+        let resp = self.range(&range).await?;
         Ok(resp
             .kvs()
             .iter()

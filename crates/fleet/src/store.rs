@@ -136,6 +136,16 @@ impl Store {
         ))
     }
 
+    /// Every key under `range`, at one revision.
+    pub(crate) async fn range(&self, range: &str) -> Result<etcd_client::GetResponse, FleetError> {
+        self.on_a_member(|mut client| async move {
+            client
+                .get(range, Some(GetOptions::new().with_prefix()))
+                .await
+        })
+        .await
+    }
+
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -143,12 +153,7 @@ impl Store {
     /// Reads everything under the prefix at one revision.
     pub async fn load(&self) -> Result<Loaded, FleetError> {
         let all = keys::all(&self.prefix);
-        let resp = self
-            .on_a_member(|mut client| {
-                let all = all.clone();
-                async move { client.get(all, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
+        let resp = self.range(&all).await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let config_key = keys::config(&self.prefix);
         let mut loaded = Loaded {

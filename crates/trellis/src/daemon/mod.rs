@@ -483,6 +483,22 @@ impl Daemon {
         .await
     }
 
+    /// Whether `address` still gets requests in `target_group` here: routed, or draining what it has.
+    /// An instance is stopped only once this is false.
+    pub fn routes_or_drains(&self, target_group: &str, address: SocketAddr) -> bool {
+        let routed = self
+            .current()
+            .effective
+            .target_groups
+            .iter()
+            .any(|g| g.name == target_group && g.targets.iter().any(|t| t.address == address));
+        routed
+            || self
+                .draining
+                .lock()
+                .contains(&(target_group.to_string(), address))
+    }
+
     fn lock_scaled(&self) -> std::sync::MutexGuard<'_, Vec<Registration>> {
         self.scaled.lock().unwrap_or_else(PoisonError::into_inner)
     }

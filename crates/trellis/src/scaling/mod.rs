@@ -241,6 +241,33 @@ fn spawn_group(
     status
 }
 
+/// Applies the scheduled actions that fell due since the last call to `decider`; returns one activity
+/// text per action that changed something.
+fn fire_scheduled(scheduler: &mut Scheduler, decider: &mut Decider, now: Instant) -> Vec<String> {
+    let mut texts = Vec::new();
+    for action in scheduler.due(SystemTime::now()) {
+        let (min, max) = decider.bounds();
+        let cause = format!("scheduled policy {}", action.policy);
+        let mut changes = Vec::new();
+        if action.min.is_some() || action.max.is_some() {
+            let (new_min, new_max) = (action.min.unwrap_or(min), action.max.unwrap_or(max));
+            decider.set_bounds(new_min, new_max, now);
+            changes.push(format!("bounds {min}..={max} → {new_min}..={new_max}"));
+        }
+        let before = decider.desired();
+        if let Some(d) = action.desired {
+            decider.set_desired(d, now, &cause);
+        }
+        if decider.desired() != before {
+            changes.push(format!("desired {before} → {}", decider.desired()));
+        }
+        if !changes.is_empty() {
+            texts.push(format!("{}: {cause}", changes.join(", ")));
+        }
+    }
+    texts
+}
+
 /// A command provider's machine as the state directory records it: (instance name, provider id,
 /// address).
 pub type MachineRecord = (String, String, SocketAddr);
@@ -444,25 +471,8 @@ impl Controller {
         let Some(scheduler) = self.scheduler.as_mut() else {
             return;
         };
-        for action in scheduler.due(SystemTime::now()) {
-            let (min, max) = self.decider.bounds();
-            let cause = format!("scheduled policy {}", action.policy);
-            let mut changes = Vec::new();
-            if action.min.is_some() || action.max.is_some() {
-                let (new_min, new_max) = (action.min.unwrap_or(min), action.max.unwrap_or(max));
-                self.decider.set_bounds(new_min, new_max, now);
-                changes.push(format!("bounds {min}..={max} → {new_min}..={new_max}"));
-            }
-            let before = self.decider.desired();
-            if let Some(d) = action.desired {
-                self.decider.set_desired(d, now, &cause);
-            }
-            if self.decider.desired() != before {
-                changes.push(format!("desired {before} → {}", self.decider.desired()));
-            }
-            if !changes.is_empty() {
-                self.activity("scheduled", format!("{}: {cause}", changes.join(", ")));
-            }
+        for text in fire_scheduled(scheduler, &mut self.decider, now) {
+            self.activity("scheduled", text);
         }
     }
 
@@ -782,14 +792,7 @@ impl Controller {
             {
                 continue;
             }
-            let key = (self.group.target_group.clone(), live.address);
-            let still_served = daemon
-                .current()
-                .effective
-                .target_groups
-                .iter()
-                .any(|g| g.name == key.0 && g.targets.iter().any(|t| t.address == key.1));
-            if still_served || daemon.draining.lock().contains(&key) {
+            if daemon.routes_or_drains(&self.group.target_group, live.address) {
                 continue;
             }
             if let Some(handle) = live.handle.take() {

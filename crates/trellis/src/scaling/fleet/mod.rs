@@ -525,14 +525,7 @@ async fn terminate_machines(
         if retry.get(&id).is_some_and(|at| now < *at) {
             continue;
         }
-        let key = (group.target_group.clone(), address);
-        let served = daemon
-            .current()
-            .effective
-            .target_groups
-            .iter()
-            .any(|g| g.name == key.0 && g.targets.iter().any(|t| t.address == key.1));
-        if served || daemon.draining.lock().contains(&key) {
+        if daemon.routes_or_drains(&group.target_group, address) {
             continue;
         }
         match hooks.terminate(&machine).await {

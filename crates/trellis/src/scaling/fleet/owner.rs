@@ -16,7 +16,7 @@ use trellis_fleet::{
 use trellis_scaler::{Backoff, Decider, Instance, Lifecycle, Replace, Sample, Scheduler};
 use trellis_targets::TargetState;
 
-use super::super::{scheduler, ScalingMetrics, ACTIVITIES, CLOCK_TICKS};
+use super::super::{fire_scheduled, scheduler, ScalingMetrics, ACTIVITIES, CLOCK_TICKS};
 
 /// An instance that never reports (its node took the record but nothing came back) is replaced after
 /// its grace period, and never sooner than this.
@@ -534,26 +534,8 @@ impl Owner {
         let Some(scheduler) = self.scheduler.as_mut() else {
             return;
         };
-        for action in scheduler.due(SystemTime::now()) {
-            let (min, max) = self.decider.bounds();
-            let cause = format!("scheduled policy {}", action.policy);
-            let mut changes = Vec::new();
-            if action.min.is_some() || action.max.is_some() {
-                let (new_min, new_max) = (action.min.unwrap_or(min), action.max.unwrap_or(max));
-                self.decider.set_bounds(new_min, new_max, now);
-                changes.push(format!("bounds {min}..={max} → {new_min}..={new_max}"));
-            }
-            let before = self.decider.desired();
-            if let Some(d) = action.desired {
-                self.decider.set_desired(d, now, &cause);
-            }
-            if self.decider.desired() != before {
-                changes.push(format!("desired {before} → {}", self.decider.desired()));
-            }
-            if !changes.is_empty() {
-                let text = format!("{}: {cause}", changes.join(", "));
-                self.activity(group, metrics, "scheduled", text);
-            }
+        for text in fire_scheduled(scheduler, &mut self.decider, now) {
+            self.activity(group, metrics, "scheduled", text);
         }
     }
 

@@ -137,14 +137,7 @@ impl Runner {
                 // Drained here first: out of this node's routing, and no longer draining. A record that is
                 // gone was replaced (its process already exited) or its group retired: no one routes to
                 // it any more either way.
-                let key = (group.target_group.clone(), local.address);
-                let served = daemon
-                    .current()
-                    .effective
-                    .target_groups
-                    .iter()
-                    .any(|g| g.name == key.0 && g.targets.iter().any(|t| t.address == key.1));
-                if record.is_some() && (served || daemon.draining.lock().contains(&key)) {
+                if record.is_some() && daemon.routes_or_drains(&group.target_group, local.address) {
                     continue;
                 }
                 let process = local.process.take();
