@@ -6,6 +6,7 @@
 
 mod compose;
 mod context;
+mod fleet_compose;
 mod healthcheck;
 mod image;
 mod loadtest;
