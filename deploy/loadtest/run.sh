@@ -8,6 +8,7 @@
 #   PEERS="direct trellis" TRELLIS_BIN=/path/to/trellis deploy/loadtest/run.sh
 #   PEERS="trellis trellis-log nginx nginx-log" deploy/loadtest/run.sh   # access logs' cost: off vs to a file
 #   PEERS="trellis trellis-auth" deploy/loadtest/run.sh   # a 10-statement auth policy's cost
+#   SCENARIO=idle IDLE=10000 deploy/loadtest/run.sh     # memory per idle keep-alive connection (no wrk)
 #
 # `trellis echo` backends pinned to core LOAD_CORE (default 1) with wrk; each proxy runs one worker
 # pinned to core PROXY_CORE (default 0). For each peer: req/s, p50, p99 (wrk --latency) and the proxy's
@@ -33,14 +34,15 @@ SPLIT_SAMPLES=${SPLIT_SAMPLES:-200} # mix scenarios: requests sent to the weight
 KEEP=${KEEP:-0}                     # 1: keep the work directory (configs, logs, raw wrk output)
 ACCESS_LOG=${ACCESS_LOG:-}          # trellis-log's access log file (default: in the work directory)
 READY_TIMEOUT=${READY_TIMEOUT:-15}  # seconds a server gets to answer its first request
+IDLE=${IDLE:-10000}                 # idle scenario: keep-alive connections held open (each after one request)
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     cat <<EOF
 
 Environment: DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS SCENARIO=$SCENARIO
              PEERS="$PEERS" PROXY_CORE=$PROXY_CORE LOAD_CORE=$LOAD_CORE
-             TRELLIS_BIN ECHO_BIN NO_BUILD KEEP READY_TIMEOUT SPLIT_SAMPLES=$SPLIT_SAMPLES
+             TRELLIS_BIN ECHO_BIN NO_BUILD KEEP READY_TIMEOUT SPLIT_SAMPLES=$SPLIT_SAMPLES IDLE=$IDLE
 EOF
 }
 case "${1:-}" in
@@ -62,7 +64,8 @@ case "$SCENARIO" in
     plain) SUFFIX="" ;;
     mix | mix-post) SUFFIX="-mix"; REQUESTS="$HERE/$SCENARIO.requests"; BACKENDS=(web static api-v1 api-v2) ;;
     https) SUFFIX="-https"; SCHEME=https ;;
-    *) die "SCENARIO must be plain, mix, mix-post or https, not '$SCENARIO'" ;;
+    idle) SUFFIX=""; PEERS=" $PEERS "; PEERS=${PEERS// direct / } ;; # nothing to hold open without a proxy
+    *) die "SCENARIO must be plain, mix, mix-post, https or idle, not '$SCENARIO'" ;;
 esac
 WRK_SCRIPT=()
 WRK_ARGS=()
@@ -76,6 +79,7 @@ missing=()
 tools=(wrk taskset getconf)
 [[ "$SCENARIO" == https ]] && tools+=(openssl curl)
 [[ -n "$REQUESTS" ]] && tools+=(curl)
+[[ "$SCENARIO" == idle ]] && tools+=(python3)
 for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
@@ -115,6 +119,12 @@ if [[ -z "$TRELLIS_BIN" ]]; then
 fi
 [[ -x "$TRELLIS_BIN" ]] || die "no trellis binary at $TRELLIS_BIN (cargo build --release -p trellis, or set TRELLIS_BIN)"
 ECHO_BIN=${ECHO_BIN:-$TRELLIS_BIN}
+
+# Every proxy (and the idle client) needs a descriptor per connection.
+if [[ "$SCENARIO" == idle ]]; then
+    ulimit -n $((IDLE + 4096)) 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+    (( $(ulimit -n) > IDLE + 100 )) || die "ulimit -n is $(ulimit -n): too few descriptors for IDLE=$IDLE (run as root, or lower IDLE)"
+fi
 
 # ------------------------------------------------------------------------------- processes and cleanup
 WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/trellis-loadtest.XXXXXX")
@@ -297,6 +307,44 @@ measure() {
     fi
 }
 
+# rss_kib PID...: resident memory (VmRSS) summed over the given processes, in KiB.
+rss_kib() {
+    local pid total=0 kib
+    for pid in "$@"; do
+        kib=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null) || continue
+        total=$((total + ${kib:-0}))
+    done
+    echo "$total"
+}
+
+declare -A R_RSS0 R_RSS1 R_RSS2 R_PERCONN
+# measure_idle NAME PORT PROXY_PIDS...: memory with $IDLE idle keep-alive connections (each after one
+# request, so every buffer a request needs has been allocated), and after they close.
+measure_idle() {
+    local name=$1 port=$2
+    shift 2
+    local pids=("$@") line
+    # A few requests first: what a connection-less server allocates once is not counted per connection.
+    for _ in 1 2 3; do http_get "$port" loadtest / >/dev/null 2>&1 || true; done
+    sleep 0.5
+    R_RSS0[$name]=$(rss_kib "${pids[@]}")
+    log "$name: $IDLE idle keep-alive connections (python3 idle.py $port $IDLE)"
+    coproc IDLE_CLIENT { taskset -c "$LOAD_CORE" python3 "$HERE/idle.py" "$port" "$IDLE" 2>&1; }
+    if ! read -r -t 120 line <&"${IDLE_CLIENT[0]}" || [[ "$line" != "ready $IDLE" ]]; then
+        R_NOTE[$name]="idle clients failed: ${line:-no answer}"
+        kill "$IDLE_CLIENT_PID" 2>/dev/null || true
+        return 1
+    fi
+    sleep 1 # let the proxy finish what the last requests started (their upstream exchanges)
+    R_RSS1[$name]=$(rss_kib "${pids[@]}")
+    exec {IDLE_CLIENT[1]}>&- # end of input: the client closes every connection
+    read -r -t 60 line <&"${IDLE_CLIENT[0]}" || true
+    wait "$IDLE_CLIENT_PID" 2>/dev/null || true
+    sleep 2 # closed connections are reaped by the proxy's event loop, not at once
+    R_RSS2[$name]=$(rss_kib "${pids[@]}")
+    R_PERCONN[$name]=$(awk -v a="${R_RSS1[$name]}" -v b="${R_RSS0[$name]}" -v n="$IDLE" 'BEGIN { printf "%.2f", (a - b) / n }')
+}
+
 # ------------------------------------------------------------------------------- the mix's correctness
 declare -A R_CHECK
 
@@ -435,6 +483,7 @@ peer() {
             ;;
         nginx | nginx-log)
             render "$HERE/nginx$SUFFIX.conf.tmpl" "$WORKDIR/nginx.conf"
+            [[ "$SCENARIO" == idle ]] && sed -i "s|worker_connections [0-9]*;|worker_connections $((IDLE + 1024));|" "$WORKDIR/nginx.conf"
             if [[ "$name" == nginx-log ]]; then
                 # The reference for trellis-log: nginx's combined format, buffered as nginx users do.
                 sed -i "s|access_log off;|access_log $WORKDIR/nginx-access.log combined buffer=64k flush=1s;|" "$WORKDIR/nginx.conf"
@@ -446,6 +495,7 @@ peer() {
             ;;
         haproxy)
             render "$HERE/haproxy$SUFFIX.cfg.tmpl" "$WORKDIR/haproxy.cfg"
+            [[ "$SCENARIO" == idle ]] && sed -i "s|maxconn [0-9]*|maxconn $((IDLE + 1024))|" "$WORKDIR/haproxy.cfg"
             start haproxy "$PROXY_CORE" "$HAPROXY" -db -f "$WORKDIR/haproxy.cfg"
             ;;
     esac
@@ -464,6 +514,11 @@ peer() {
         fi
     fi
     mapfile -t pids < <(proc_tree "$pid")
+    if [[ "$SCENARIO" == idle ]]; then
+        measure_idle "$name" "$PROXY_PORT" "${pids[@]}" || true
+        stop_all_but_backend
+        return 0
+    fi
     measure "$name" "$PROXY_PORT" "${pids[@]}" || true
     [[ -n "${R_CHECK[$name]:-}" ]] && R_NOTE[$name]="${R_CHECK[$name]}${R_NOTE[$name]:+; ${R_NOTE[$name]}}"
     if [[ "$name" == trellis-log ]]; then
@@ -537,6 +592,23 @@ row() {
     lcell 11 "$1"; printf ' '; lcell 15 "$2"; printf ' '; rcell 8 "$3"; printf ' '; rcell 7 "$4"; printf ' '
     rcell 7 "$5"; printf ' '; rcell 11 "$6"; printf ' '; rcell 11 "$7"; printf '%s\n' "${8:+  $8}"
 }
+
+if [[ "$SCENARIO" == idle ]]; then
+    fmt_mb() { [[ -n "${1:-}" ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }' || echo "-"; }
+    echo
+    echo "trellis load test: scenario=idle: $IDLE keep-alive connections, each idle after one GET /; proxy: 1 worker on core $PROXY_CORE"
+    echo
+    printf '%-11s %-15s %10s %14s %12s %16s  %s\n' peer version "RSS before" "RSS $IDLE idle" "KiB/conn" "RSS after close" notes
+    printf '%-11s %-15s %10s %14s %12s %16s\n' '' '' MB MB '' MB
+    for name in "${ORDER[@]}"; do
+        [[ "$name" == direct ]] && continue
+        printf '%-11s %-15s %10s %14s %12s %16s  %s\n' "$name" "$(version_of "$name")" "$(fmt_mb "${R_RSS0[$name]:-}")" \
+            "$(fmt_mb "${R_RSS1[$name]:-}")" "${R_PERCONN[$name]:--}" "$(fmt_mb "${R_RSS2[$name]:-}")" "${R_NOTE[$name]:-}"
+    done
+    echo "(RSS: VmRSS of the proxy's processes (nginx: master and worker). KiB/conn: (RSS with the idle connections"
+    echo " - RSS before) / $IDLE. Kernel socket buffers are not in RSS, for any peer.)"
+    exit 0
+fi
 
 echo
 echo "trellis load test: scenario=$SCENARIO${REQUESTS:+ ($(basename "$REQUESTS"), cycled)}"

@@ -22,6 +22,7 @@ mod https;
 mod limits;
 mod metrics;
 mod page;
+mod parking;
 mod passthrough;
 mod rate_limit;
 mod reload;

@@ -175,12 +175,14 @@ impl Proxy {
         addr: std::net::SocketAddr,
     ) -> (
         prometheus::IntGauge,
+        prometheus::IntGauge,
         prometheus::IntCounter,
         prometheus::IntCounter,
     ) {
         let label = addr.to_string();
         (
             self.metrics.connections_active.with_label_values(&[&label]),
+            self.metrics.connections_parked.with_label_values(&[&label]),
             self.metrics.connections_total.with_label_values(&[&label]),
             self.metrics.handshake_errors.with_label_values(&[&label]),
         )

@@ -35,6 +35,7 @@ pub struct ProxyMetrics {
     pub timeouts: IntCounterVec,
     /// Client connections open now, and accepted so far, by listening address.
     pub connections_active: IntGaugeVec,
+    pub connections_parked: IntGaugeVec,
     pub connections_total: IntCounterVec,
     /// TLS handshakes that failed or timed out, by listening address.
     pub handshake_errors: IntCounterVec,
@@ -136,6 +137,13 @@ impl ProxyMetrics {
             ),
             &["address"],
         )?;
+        let connections_parked = IntGaugeVec::new(
+            Opts::new(
+                "trellis_connections_parked",
+                "Idle HTTP/1.1 client connections that have let go of their buffers (parked), by listening address",
+            ),
+            &["address"],
+        )?;
         let connections_total = IntCounterVec::new(
             Opts::new(
                 "trellis_connections_total",
@@ -146,6 +154,7 @@ impl ProxyMetrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(connections_active.clone()))?;
+        registry.register(Box::new(connections_parked.clone()))?;
         registry.register(Box::new(connections_total.clone()))?;
         let handshake_errors = IntCounterVec::new(
             Opts::new(
@@ -203,6 +212,7 @@ impl ProxyMetrics {
             connection_errors,
             timeouts,
             connections_active,
+            connections_parked,
             connections_total,
             handshake_errors,
             passthrough_rejected,

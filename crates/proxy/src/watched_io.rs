@@ -26,6 +26,10 @@ impl<T, E: IoEvents> WatchedIo<T, E> {
         WatchedIo { inner, events }
     }
 
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     #[inline]
     fn note_write<R>(&self, res: &Poll<R>) {
         match res {

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -19,6 +20,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::task::TaskTracker;
 use trellis_config::{Limits, ListenerProtocol};
 
+use super::park::{Parkable, PARK_AFTER};
 use super::watchdog::{ConnState, Verdict};
 use crate::headers::ClientInfo;
 use crate::tls::TlsInfo;
@@ -35,6 +37,7 @@ pub struct ListenerContext {
     pub builder: auto::Builder<TokioExecutor>,
     pub tasks: TaskTracker,
     active: prometheus::IntGauge,
+    parked: prometheus::IntGauge,
     accepted: prometheus::IntCounter,
     handshake_errors: prometheus::IntCounter,
 }
@@ -60,7 +63,7 @@ impl ListenerContext {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(limits.max_header_bytes as u32);
-        let (active, accepted, handshake_errors) = proxy.connection_metrics(listen);
+        let (active, parked, accepted, handshake_errors) = proxy.connection_metrics(listen);
         ListenerContext {
             proxy,
             listen,
@@ -69,6 +72,7 @@ impl ListenerContext {
             builder,
             tasks,
             active,
+            parked,
             accepted,
             handshake_errors,
         }
@@ -92,7 +96,7 @@ pub struct ConnContext {
     state: Arc<ConnState>,
 }
 
-/// Counts a connection as open for as long as it lives.
+/// Counts a connection in a gauge for as long as it lives (open, or parked).
 struct OpenConnection(prometheus::IntGauge);
 
 impl OpenConnection {
@@ -136,7 +140,7 @@ pub async fn serve(
     listener.accepted.inc();
     let _open = OpenConnection::new(&listener.active);
     match listener.protocol {
-        ListenerProtocol::Http => return drive(stream, peer, &listener, shutdown, None).await,
+        ListenerProtocol::Http => return drive_plain(stream, peer, &listener, shutdown).await,
         ListenerProtocol::TlsPassthrough => {
             return crate::passthrough::serve(stream, peer, &listener).await
         }
@@ -216,17 +220,36 @@ async fn handshake(
     Ok((stream, info))
 }
 
-async fn drive<I>(
-    io: I,
-    peer: SocketAddr,
+/// The request path of one connection: every request goes through `forward::handle`, counted on the
+/// connection from its head to the end of its response.
+fn service(
+    ctx: Arc<ConnContext>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = http::Response<crate::body::ProxyBody>,
+    Error = std::convert::Infallible,
+    Future = impl Future<
+        Output = Result<http::Response<crate::body::ProxyBody>, std::convert::Infallible>,
+    > + Send,
+> + Clone {
+    service_fn(move |req: Request<Incoming>| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.state.request_started(req.version() == Version::HTTP_2);
+            let guard = RequestGuard(ctx.state.clone());
+            let resp = crate::forward::handle(ctx, req).await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|body| body.counted_until_done(guard)))
+        }
+    })
+}
+
+fn conn_context(
     listener: &ListenerContext,
-    mut shutdown: watch::Receiver<bool>,
+    peer: SocketAddr,
     tls: Option<TlsInfo>,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let state = Arc::new(ConnState::new());
-    let ctx = Arc::new(ConnContext {
+    state: &Arc<ConnState>,
+) -> Arc<ConnContext> {
+    Arc::new(ConnContext {
         proxy: listener.proxy.clone(),
         listen: listener.listen,
         peer,
@@ -235,31 +258,167 @@ async fn drive<I>(
         tasks: listener.tasks.clone(),
         limits: listener.limits,
         state: state.clone(),
-    });
-    let service = service_fn(move |req: Request<Incoming>| {
-        let ctx = ctx.clone();
-        async move {
-            ctx.state.request_started(req.version() == Version::HTTP_2);
-            let guard = RequestGuard(ctx.state.clone());
-            let resp = crate::forward::handle(ctx, req).await?;
-            Ok::<_, std::convert::Infallible>(resp.map(|body| body.counted_until_done(guard)))
-        }
-    });
-    let io = TokioIo::new(WatchedIo::new(io, state.clone()));
-    let conn = listener.builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
+    })
+}
 
+/// The start of the HTTP/2 connection preface (h2c with prior knowledge).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// A plain-HTTP connection. HTTP/1.1 (all but h2c) runs on hyper's HTTP/1 connection, which parks when
+/// idle (see `park`): between two bursts of requests it holds nothing but its socket. h2c runs as any
+/// other connection.
+async fn drive_plain(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: &ListenerContext,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut first = [0u8; H2_PREFACE.len()];
+    // Whatever arrives first decides; a client that sends nothing is cut off by the head timeout.
+    let peeked =
+        tokio::time::timeout(listener.limits.header_timeout, stream.peek(&mut first)).await;
+    let n = match peeked {
+        Ok(Ok(n)) if n > 0 => n,
+        _ => return,
+    };
+    // "P", "PR", "PRI" could still be h2c (or a POST, PUT, PATCH): the auto builder tells them apart.
+    if H2_PREFACE.starts_with(&first[..n]) {
+        return drive(stream, peer, listener, shutdown, None).await;
+    }
+    let state = Arc::new(ConnState::new());
+    let ctx = conn_context(listener, peer, None, &state);
+    let mut io = WatchedIo::new(stream, state.clone());
+    let mut replay = bytes::Bytes::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal(shutdown));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(None)
+        // The head limit exactly (431 beyond it), whatever sizes the reads come in.
+        .max_header_size(listener.limits.max_header_bytes)
+        .max_buf_size(listener.limits.max_header_bytes.max(8192));
+    loop {
+        let parkable = Parkable::new(io, state.clone(), replay);
+        // Boxed: parked, the connection's task keeps none of it.
+        let mut conn = Box::pin(
+            http1
+                .serve_connection(TokioIo::new(parkable), service(ctx.clone()))
+                .with_upgrades(),
+        );
+        let graceful = |c: Pin<&mut _>| {
+            hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(c)
+        };
+        if !watch_connection(
+            conn.as_mut(),
+            graceful,
+            &state,
+            listener,
+            peer,
+            shutdown.as_mut(),
+            true,
+        )
+        .await
+            || !state.is_parked()
+        {
+            return;
+        }
+        // Not upgraded (a parked connection is between requests), so the socket comes back.
+        let Some(parts) = Pin::into_inner(conn).into_parts() else {
+            return;
+        };
+        let (socket, rest) = parts.io.into_inner().into_parts();
+        io = socket;
+        // What hyper had read but not parsed (a part of the next head), then what it had not replayed.
+        replay = if rest.is_empty() {
+            parts.read_buf
+        } else {
+            [parts.read_buf, rest].concat().into()
+        };
+        state.unpark(!replay.is_empty());
+        if replay.is_empty() {
+            let _parked = OpenConnection::new(&listener.parked);
+            if !wait_for_bytes(io.get_ref(), &state, listener, shutdown.as_mut()).await {
+                return;
+            }
+        }
+    }
+}
+
+/// A parked connection waits for its next bytes, its idle timeout, or the server's shutdown; true when
+/// bytes came.
+async fn wait_for_bytes(
+    socket: &TcpStream,
+    state: &ConnState,
+    listener: &ListenerContext,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> bool {
+    loop {
+        let at = match state.verdict(&listener.limits) {
+            Verdict::Wait(at) => at,
+            // Idle long enough: closed as hyper would close it (nothing in flight, nothing to say).
+            _ => return false,
+        };
+        tokio::select! {
+            ready = socket.readable() => return ready.is_ok(),
+            _ = tokio::time::sleep_until(at) => {}
+            _ = shutdown.as_mut() => return false,
+        }
+    }
+}
+
+/// Resolves when the server begins to shut down.
+async fn shutdown_signal(mut shutdown: watch::Receiver<bool>) {
+    if !*shutdown.borrow_and_update() {
+        let _ = shutdown.changed().await;
+    }
+}
+
+async fn drive<I>(
+    io: I,
+    peer: SocketAddr,
+    listener: &ListenerContext,
+    shutdown: watch::Receiver<bool>,
+    tls: Option<TlsInfo>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let state = Arc::new(ConnState::new());
+    let ctx = conn_context(listener, peer, tls, &state);
+    let io = TokioIo::new(WatchedIo::new(io, state.clone()));
+    let conn = listener
+        .builder
+        .serve_connection_with_upgrades(io, service(ctx));
+    tokio::pin!(conn);
+    // Made once: re-creating it each turn of the loop would re-register with the channel every request.
+    let shutdown = std::pin::pin!(shutdown_signal(shutdown));
+    let graceful = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+    watch_connection(conn, graceful, &state, listener, peer, shutdown, false).await;
+}
+
+/// Drives `conn` under the watchdog's timers and the server's shutdown until it ends. With `park`, a
+/// connection idle for [`PARK_AFTER`] is asked to park (it then ends at its next read, which follows at
+/// once). Returns false when the connection was cut off (a timeout, or aborted).
+async fn watch_connection<C: Future + ?Sized>(
+    mut conn: Pin<&mut C>,
+    graceful: impl Fn(Pin<&mut C>),
+    state: &ConnState,
+    listener: &ListenerContext,
+    peer: SocketAddr,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    park: bool,
+) -> bool {
     let timer = tokio::time::sleep(listener.limits.header_timeout);
     tokio::pin!(timer);
-    // Made once: re-creating it each turn of the loop would re-register with the channel every request.
-    let shutdown_signal = async move {
-        if !*shutdown.borrow_and_update() {
-            let _ = shutdown.changed().await;
-        }
-    };
-    tokio::pin!(shutdown_signal);
     let mut closing = false;
     loop {
+        // When an idle connection that may park should: a second of idleness after its last request.
+        let park_at = || {
+            state
+                .idle_since()
+                .filter(|_| park && !closing && !state.park_requested())
+                .map(|since| since + PARK_AFTER)
+        };
         tokio::select! {
             // Ready(true) when the connection is done; Ready(false) when a request started or finished
             // during this poll (hyper runs an HTTP/1 service inside it), so the send or idle deadline can
@@ -270,36 +429,48 @@ async fn drive<I>(
                 Poll::Pending => Poll::Pending,
             }) => {
                 if done {
-                    break;
+                    return true;
                 }
                 // Only an earlier deadline needs the timer moved now; a later one is found when the
                 // timer fires and asks again. This keeps timer-wheel updates off the per-request path.
                 if let Verdict::Wait(at) = state.verdict(&listener.limits) {
+                    let at = park_at().map_or(at, |p| p.min(at));
                     if at < timer.deadline() {
                         timer.as_mut().reset(at);
                     }
                 }
             }
-            _ = &mut timer => match state.verdict(&listener.limits) {
-                Verdict::Wait(at) => timer.as_mut().reset(at),
-                // Dropping the connection closes the socket; there is no request to answer yet.
-                Verdict::HeadTimeout => break,
-                // Dropping it also cancels what is in flight: the target's request with it.
-                Verdict::Abort => {
-                    tracing::debug!(listen = %listener.listen, %peer, "closing a connection that makes no progress (send_timeout, or lingering after close)");
-                    break;
+            _ = &mut timer => {
+                // Idle long enough to park: the connection's next read (at once: it is polled again
+                // right away) hands hyper the end of its input.
+                if park_at().is_some_and(|at| tokio::time::Instant::now() >= at) {
+                    state.request_park();
+                    continue;
                 }
-                Verdict::Idle => {
-                    conn.as_mut().graceful_shutdown();
-                    state.closing();
-                    closing = true;
-                    if let Verdict::Wait(at) = state.verdict(&listener.limits) {
-                        timer.as_mut().reset(at);
+                match state.verdict(&listener.limits) {
+                    Verdict::Wait(at) => {
+                        let now = tokio::time::Instant::now();
+                        timer.as_mut().reset(park_at().map_or(at, |p| p.max(now).min(at)));
+                    }
+                    // Dropping the connection closes the socket; there is no request to answer yet.
+                    Verdict::HeadTimeout => return false,
+                    // Dropping it also cancels what is in flight: the target's request with it.
+                    Verdict::Abort => {
+                        tracing::debug!(listen = %listener.listen, %peer, "closing a connection that makes no progress (send_timeout, or lingering after close)");
+                        return false;
+                    }
+                    Verdict::Idle => {
+                        graceful(conn.as_mut());
+                        state.closing();
+                        closing = true;
+                        if let Verdict::Wait(at) = state.verdict(&listener.limits) {
+                            timer.as_mut().reset(at);
+                        }
                     }
                 }
             },
-            _ = &mut shutdown_signal, if !closing => {
-                conn.as_mut().graceful_shutdown();
+            _ = shutdown.as_mut(), if !closing => {
+                graceful(conn.as_mut());
                 state.closing();
                 closing = true;
                 if let Verdict::Wait(at) = state.verdict(&listener.limits) {

@@ -1,6 +1,7 @@
 //! Listening: bind every address of the snapshot, accept, serve, and stop gracefully.
 
 mod conn;
+mod park;
 mod watchdog;
 
 pub use conn::{ConnContext, ListenerContext, RequestGuard};

@@ -36,6 +36,9 @@ pub struct ConnState {
     body_stalled: AtomicU64,
     /// 0: open; else 1 + ms when the connection began to close gracefully.
     closing: AtomicU64,
+    /// Parking an idle HTTP/1 connection (see `park`): 0 no, 1 asked for, 2 done (its HTTP machinery
+    /// was handed an end of input and let go of the socket).
+    park: std::sync::atomic::AtomicU8,
 }
 
 /// What the watchdog decided at a wake-up.
@@ -66,6 +69,44 @@ impl ConnState {
             write_stalled: AtomicU64::new(0),
             body_stalled: AtomicU64::new(0),
             closing: AtomicU64::new(0),
+            park: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    /// Since when nothing has happened on an idle connection (no request in flight, no head begun, not
+    /// closing): `None` while it is busy.
+    pub fn idle_since(&self) -> Option<Instant> {
+        let idle = self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+            && self.closing.load(Ordering::Relaxed) == 0;
+        idle.then(|| self.at(self.last_active.load(Ordering::Relaxed)))
+    }
+
+    /// The driver asks the connection to park at its next read, if it is still idle then.
+    pub fn request_park(&self) {
+        self.park.store(1, Ordering::Relaxed);
+    }
+
+    pub fn park_requested(&self) -> bool {
+        self.park.load(Ordering::Relaxed) == 1
+    }
+
+    /// The end of input was handed to the HTTP machinery: the socket is ours again.
+    pub fn parked(&self) {
+        self.park.store(2, Ordering::Relaxed);
+    }
+
+    pub fn is_parked(&self) -> bool {
+        self.park.load(Ordering::Relaxed) == 2
+    }
+
+    /// Back to serving. With `pending` bytes (a part of the next head, read before the connection
+    /// parked), that head has begun: its timeout runs, and the connection does not park again before
+    /// it is complete.
+    pub fn unpark(&self, pending: bool) {
+        self.park.store(0, Ordering::Relaxed);
+        if pending {
+            self.on_read();
         }
     }
 
