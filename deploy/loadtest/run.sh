@@ -34,7 +34,7 @@ SPLIT_SAMPLES=${SPLIT_SAMPLES:-200} # mix scenarios: requests sent to the weight
 KEEP=${KEEP:-0}                     # 1: keep the work directory (configs, logs, raw wrk output)
 ACCESS_LOG=${ACCESS_LOG:-}          # trellis-log's access log file (default: in the work directory)
 READY_TIMEOUT=${READY_TIMEOUT:-15}  # seconds a server gets to answer its first request
-IDLE=${IDLE:-10000}                 # idle scenario: keep-alive connections held open (each after one request)
+IDLE=${IDLE:-9000}                  # idle scenario: keep-alive connections held open (each after one request)
 
 usage() {
     sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
@@ -122,7 +122,7 @@ ECHO_BIN=${ECHO_BIN:-$TRELLIS_BIN}
 
 # Every proxy (and the idle client) needs a descriptor per connection.
 if [[ "$SCENARIO" == idle ]]; then
-    ulimit -n $((IDLE + 4096)) 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+    ulimit -n $((3 * IDLE + 8192)) 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
     (( $(ulimit -n) > IDLE + 100 )) || die "ulimit -n is $(ulimit -n): too few descriptors for IDLE=$IDLE (run as root, or lower IDLE)"
 fi
 
@@ -335,7 +335,7 @@ measure_idle() {
         kill "$IDLE_CLIENT_PID" 2>/dev/null || true
         return 1
     fi
-    sleep 1 # let the proxy finish what the last requests started (their upstream exchanges)
+    sleep 8 # settled: trellis parks an idle connection after 1 s and returns freed memory every 5 s
     R_RSS1[$name]=$(rss_kib "${pids[@]}")
     exec {IDLE_CLIENT[1]}>&- # end of input: the client closes every connection
     read -r -t 60 line <&"${IDLE_CLIENT[0]}" || true
@@ -495,7 +495,10 @@ peer() {
             ;;
         haproxy)
             render "$HERE/haproxy$SUFFIX.cfg.tmpl" "$WORKDIR/haproxy.cfg"
-            [[ "$SCENARIO" == idle ]] && sed -i "s|maxconn [0-9]*|maxconn $((IDLE + 1024))|" "$WORKDIR/haproxy.cfg"
+            # HAProxy sizes its descriptors for two per connection (client and server side); idle
+            # client connections need one each, so it is told the limit there is rather than refusing it.
+            [[ "$SCENARIO" == idle ]] && sed -i -e "s|maxconn [0-9]*|maxconn $((IDLE + 100))|" \
+                -e "s|^global|global\n    ulimit-n $(ulimit -n)|" "$WORKDIR/haproxy.cfg"
             start haproxy "$PROXY_CORE" "$HAPROXY" -db -f "$WORKDIR/haproxy.cfg"
             ;;
     esac

@@ -8,6 +8,7 @@ mod daemon;
 mod echo;
 mod fleet;
 mod logging;
+mod memory;
 mod run;
 mod scaling;
 mod state;

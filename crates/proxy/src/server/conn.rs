@@ -140,14 +140,18 @@ pub async fn serve(
     listener.accepted.inc();
     let _open = OpenConnection::new(&listener.active);
     match listener.protocol {
-        ListenerProtocol::Http => return drive_plain(stream, peer, &listener, shutdown).await,
+        ListenerProtocol::Http => {
+            return Box::pin(drive_plain(stream, peer, &listener, shutdown)).await
+        }
         ListenerProtocol::TlsPassthrough => {
-            return crate::passthrough::serve(stream, peer, &listener).await
+            return Box::pin(crate::passthrough::serve(stream, peer, &listener)).await
         }
         ListenerProtocol::Https => {}
     }
-    match handshake(stream, &listener).await {
-        Ok((stream, info)) => drive(stream, peer, &listener, shutdown, Some(info)).await,
+    // Boxed, as every large state below: a task is as big as its largest state for as long as it lives,
+    // and a parked connection should cost no more than its socket.
+    match Box::pin(handshake(stream, &listener)).await {
+        Ok((stream, info)) => Box::pin(drive(stream, peer, &listener, shutdown, Some(info))).await,
         // A port check (connect, then close): not a failed handshake.
         Err(Handshake::Silent) => {}
         Err(Handshake::Failed(why)) => {
@@ -283,7 +287,7 @@ async fn drive_plain(
     };
     // "P", "PR", "PRI" could still be h2c (or a POST, PUT, PATCH): the auto builder tells them apart.
     if H2_PREFACE.starts_with(&first[..n]) {
-        return drive(stream, peer, listener, shutdown, None).await;
+        return Box::pin(drive(stream, peer, listener, shutdown, None)).await;
     }
     let state = Arc::new(ConnState::new());
     let ctx = conn_context(listener, peer, None, &state);
@@ -309,7 +313,7 @@ async fn drive_plain(
         let graceful = |c: Pin<&mut _>| {
             hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(c)
         };
-        if !watch_connection(
+        let watched = Box::pin(watch_connection(
             conn.as_mut(),
             graceful,
             &state,
@@ -317,10 +321,8 @@ async fn drive_plain(
             peer,
             shutdown.as_mut(),
             true,
-        )
-        .await
-            || !state.is_parked()
-        {
+        ));
+        if !watched.await || !state.is_parked() {
             return;
         }
         // Not upgraded (a parked connection is between requests), so the socket comes back.
@@ -329,12 +331,16 @@ async fn drive_plain(
         };
         let (socket, rest) = parts.io.into_inner().into_parts();
         io = socket;
-        // What hyper had read but not parsed (a part of the next head), then what it had not replayed.
-        replay = if rest.is_empty() {
-            parts.read_buf
+        // What hyper had read but not parsed (a part of the next head), then what it had not replayed:
+        // copied, since hyper's buffer (8 KiB, even when empty) is exactly what parking lets go of. The
+        // rest of `parts` (that buffer, the service) is dropped here, not kept while the socket waits.
+        replay = if parts.read_buf.is_empty() && rest.is_empty() {
+            bytes::Bytes::new()
         } else {
-            [parts.read_buf, rest].concat().into()
+            [&parts.read_buf[..], &rest[..]].concat().into()
         };
+        drop(parts.read_buf);
+        drop(parts.service);
         state.unpark(!replay.is_empty());
         if replay.is_empty() {
             let _parked = OpenConnection::new(&listener.parked);
