@@ -53,7 +53,9 @@ pub async fn exchange(
     loop {
         let (sender, fresh) = match pool.idle() {
             Some(s) => (s, false),
-            None => match pool.connect(group.connect_timeout).await {
+            // Boxed: connecting (TCP, TLS, the HTTP handshake) is rare with a pool and its future is
+            // large; inline, it would size every request's future, which hyper keeps per connection.
+            None => match Box::pin(pool.connect(group.connect_timeout)).await {
                 Ok(s) => (s, true),
                 Err(e) => return Err(ExchangeError::Connect(req, e)),
             },
