@@ -99,3 +99,33 @@ async fn an_idle_keep_alive_connection_parks_and_takes_up_what_comes_next() {
     assert!(matches!(end, End::Eof), "closed, not reset: {end:?}");
     parked(&trellis, port, 0.0).await;
 }
+
+#[tokio::test]
+async fn a_parked_connection_is_closed_at_once_when_trellis_stops() {
+    let echo = Echo::start("a").await;
+    let port = free_port();
+    let config = [
+        service("app", &["*"]),
+        listener_with(port, &forward_to("g"), ""),
+        target_group_with("g", &targets(&[echo.addr()]), ""),
+    ]
+    .concat();
+    let mut trellis = Trellis::start(&config, &[port]).await;
+    let mut stream = raw::connect(port).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(responses(&mut stream, 1).await, [200]);
+    parked(&trellis, port, 1.0).await;
+
+    // Nothing in flight on it: the graceful stop does not wait for it, and the client sees a clean close.
+    trellis.signal(libc::SIGTERM);
+    let status = trellis.wait_exit(Duration::from_secs(5)).await;
+    assert_eq!(status.code(), Some(0), "{}", trellis.stderr());
+    let (data, end, _) = raw::read_until_end(&mut stream, Duration::from_secs(5)).await;
+    assert!(
+        data.is_empty() && matches!(end, End::Eof),
+        "{end:?} {data:?}"
+    );
+}
