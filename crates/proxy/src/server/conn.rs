@@ -293,7 +293,6 @@ async fn drive_plain(
     let ctx = conn_context(listener, peer, None, &state);
     let mut io = WatchedIo::new(stream, state.clone());
     let mut replay = bytes::Bytes::new();
-    let mut shutdown = std::pin::pin!(shutdown_signal(shutdown));
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -313,13 +312,16 @@ async fn drive_plain(
         let graceful = |c: Pin<&mut _>| {
             hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(c)
         };
+        // A signal of its own for each stretch (a finished future must not be polled again; a new one
+        // sees a shutdown that already happened at once).
+        let signal = std::pin::pin!(shutdown_signal(shutdown.clone()));
         let watched = Box::pin(watch_connection(
             conn.as_mut(),
             graceful,
             &state,
             listener,
             peer,
-            shutdown.as_mut(),
+            signal,
             true,
         ));
         if !watched.await || !state.is_parked() {
@@ -344,7 +346,8 @@ async fn drive_plain(
         state.unpark(!replay.is_empty());
         if replay.is_empty() {
             let _parked = OpenConnection::new(&listener.parked);
-            if !wait_for_bytes(io.get_ref(), &state, listener, shutdown.as_mut()).await {
+            let signal = std::pin::pin!(shutdown_signal(shutdown.clone()));
+            if !wait_for_bytes(io.get_ref(), &state, listener, signal).await {
                 return;
             }
         }
