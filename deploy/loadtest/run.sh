@@ -8,7 +8,8 @@
 #   PEERS="direct trellis" TRELLIS_BIN=/path/to/trellis deploy/loadtest/run.sh
 #   PEERS="trellis trellis-log nginx nginx-log" deploy/loadtest/run.sh   # access logs' cost: off vs to a file
 #   PEERS="trellis trellis-auth" deploy/loadtest/run.sh   # a 10-statement auth policy's cost
-#   SCENARIO=idle IDLE=10000 deploy/loadtest/run.sh     # memory per idle keep-alive connection (no wrk)
+#   SCENARIO=idle IDLE=9000 deploy/loadtest/run.sh      # memory per idle keep-alive connection (no wrk)
+#   SCENARIO=h2c deploy/loadtest/run.sh          # HTTP/2 with prior knowledge to the proxies, h2load
 #
 # `trellis echo` backends pinned to core LOAD_CORE (default 1) with wrk; each proxy runs one worker
 # pinned to core PROXY_CORE (default 0). For each peer: req/s, p50, p99 (wrk --latency) and the proxy's
@@ -37,7 +38,7 @@ READY_TIMEOUT=${READY_TIMEOUT:-15}  # seconds a server gets to answer its first 
 IDLE=${IDLE:-9000}                  # idle scenario: keep-alive connections held open (each after one request)
 
 usage() {
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     cat <<EOF
 
 Environment: DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS SCENARIO=$SCENARIO
@@ -65,7 +66,10 @@ case "$SCENARIO" in
     mix | mix-post) SUFFIX="-mix"; REQUESTS="$HERE/$SCENARIO.requests"; BACKENDS=(web static api-v1 api-v2) ;;
     https) SUFFIX="-https"; SCHEME=https ;;
     idle) SUFFIX=""; PEERS=" $PEERS "; PEERS=${PEERS// direct / } ;; # nothing to hold open without a proxy
-    *) die "SCENARIO must be plain, mix, mix-post, https or idle, not '$SCENARIO'" ;;
+    # h2c: the same routing as plain; h2load (16 connections x 10 streams) speaks HTTP/2 with prior
+    # knowledge to each proxy, which speaks HTTP/1.1 to the backend (it has no h2c). No `direct` row.
+    h2c) SUFFIX=""; SCHEME=h2c; PEERS=" $PEERS "; PEERS=${PEERS// direct / } ;;
+    *) die "SCENARIO must be plain, mix, mix-post, https, h2c or idle, not '$SCENARIO'" ;;
 esac
 WRK_SCRIPT=()
 WRK_ARGS=()
@@ -80,6 +84,7 @@ tools=(wrk taskset getconf)
 [[ "$SCENARIO" == https ]] && tools+=(openssl curl)
 [[ -n "$REQUESTS" ]] && tools+=(curl)
 [[ "$SCENARIO" == idle ]] && tools+=(python3)
+[[ "$SCENARIO" == h2c ]] && tools+=(h2load curl)
 for tool in "${tools[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
@@ -186,6 +191,12 @@ http_get() {
     exec {fd}>&-
 }
 
+# h2c_get PORT HOST PATH: the same over HTTP/2 with prior knowledge (curl); the status line is rewritten
+# as HTTP/1.1's so that the readiness check reads one form.
+h2c_get() {
+    curl -s -i --http2-prior-knowledge --max-time 2 -H "Host: $2" "http://127.0.0.1:$1$3" | sed '1s|^HTTP/2 |HTTP/1.1 |'
+}
+
 # https_get PORT HOST PATH: the same over TLS (certificate not verified: it is the run's own), with curl.
 https_get() {
     curl -sk -i --http1.1 --max-time 2 -H "Host: $2" "https://127.0.0.1:$1$3"
@@ -269,6 +280,42 @@ run_wrk() { # run_wrk PORT DURATION [--latency]: wrk pinned with the backend
     [[ "$port" == "$BACKEND_PORT" ]] && scheme=http # direct: the backend speaks plain HTTP
     taskset -c "$LOAD_CORE" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$dur" "$@" "${WRK_SCRIPT[@]}" \
         "$scheme://127.0.0.1:$port/" "${WRK_ARGS[@]}"
+}
+
+# run_h2load PORT SECONDS: h2load pinned with the backend, 16 connections x 10 concurrent streams.
+run_h2load() {
+    taskset -c "$LOAD_CORE" h2load -c16 -m10 -D "$2" "http://127.0.0.1:$1/"
+}
+
+# measure_h2c NAME PORT PROXY_PIDS...: as measure, with h2load (req/s, mean latency, CPU per request).
+measure_h2c() {
+    local name=$1 port=$2
+    shift 2
+    local pids=("$@") out="$WORKDIR/$name.h2load" c0 c1 e0 e1 reqs secs failed
+    secs=$(awk -v d="$DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; print (n < 1 ? 1 : int(n)) }')
+    if [[ "$WARMUP" != 0 && "$WARMUP" != 0s ]]; then
+        run_h2load "$port" "$(awk -v d="$WARMUP" 'BEGIN { n = d + 0; print (n < 1 ? 1 : int(n)) }')" >/dev/null 2>&1 || true
+    fi
+    log "$name: h2load -c16 -m10 -D $secs http://127.0.0.1:$port/"
+    c0=$(ticks "${pids[@]}")
+    e0=$(ticks "${BACKEND_PIDS[@]}")
+    if ! run_h2load "$port" "$secs" >"$out" 2>&1; then
+        R_NOTE[$name]="h2load failed: $(tail -n 1 "$out")"
+        return 1
+    fi
+    c1=$(ticks "${pids[@]}")
+    e1=$(ticks "${BACKEND_PIDS[@]}")
+    reqs=$(awk '/^requests:/ {print $8; exit}' "$out")       # succeeded
+    failed=$(awk '/^requests:/ {print $10 + $12; exit}' "$out") # failed + errored
+    R_RPS[$name]=$(awk '/^finished in/ {gsub(",", "", $4); print $4; exit}' "$out")
+    R_P50[$name]=$(to_us "$(awk '/^time for request:/ {print $6; exit}' "$out")") # the mean (h2load has no percentiles)
+    R_BAD[$name]=${failed:-0}
+    if ((${#pids[@]} && ${reqs:-0} > 0)); then
+        R_CPU[$name]=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
+        R_ECHO[$name]=$(awk -v d=$((e1 - e0)) -v hz="$CLK_TCK" -v n="$reqs" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
+    fi
+    [[ "${R_BAD[$name]}" != 0 ]] && R_NOTE[$name]="${R_BAD[$name]} requests failed"
+    return 0
 }
 
 # measure NAME PORT PROXY_PIDS...: warm-up, then the measured run; fills the R_* tables.
@@ -484,6 +531,7 @@ peer() {
         nginx | nginx-log)
             render "$HERE/nginx$SUFFIX.conf.tmpl" "$WORKDIR/nginx.conf"
             [[ "$SCENARIO" == idle ]] && sed -i "s|worker_connections [0-9]*;|worker_connections $((IDLE + 1024));|" "$WORKDIR/nginx.conf"
+            [[ "$SCENARIO" == h2c ]] && sed -i "s|listen 127.0.0.1:$PROXY_PORT;|listen 127.0.0.1:$PROXY_PORT http2;|" "$WORKDIR/nginx.conf"
             if [[ "$name" == nginx-log ]]; then
                 # The reference for trellis-log: nginx's combined format, buffered as nginx users do.
                 sed -i "s|access_log off;|access_log $WORKDIR/nginx-access.log combined buffer=64k flush=1s;|" "$WORKDIR/nginx.conf"
@@ -499,6 +547,7 @@ peer() {
             # client connections need one each, so it is told the limit there is rather than refusing it.
             [[ "$SCENARIO" == idle ]] && sed -i -e "s|maxconn [0-9]*|maxconn $((IDLE + 100))|" \
                 -e "s|^global|global\n    ulimit-n $(ulimit -n)|" "$WORKDIR/haproxy.cfg"
+            [[ "$SCENARIO" == h2c ]] && sed -i "s|bind 127.0.0.1:$PROXY_PORT\$|bind 127.0.0.1:$PROXY_PORT proto h2|" "$WORKDIR/haproxy.cfg"
             start haproxy "$PROXY_CORE" "$HAPROXY" -db -f "$WORKDIR/haproxy.cfg"
             ;;
     esac
@@ -522,7 +571,11 @@ peer() {
         stop_all_but_backend
         return 0
     fi
-    measure "$name" "$PROXY_PORT" "${pids[@]}" || true
+    if [[ "$SCENARIO" == h2c ]]; then
+        measure_h2c "$name" "$PROXY_PORT" "${pids[@]}" || true
+    else
+        measure "$name" "$PROXY_PORT" "${pids[@]}" || true
+    fi
     [[ -n "${R_CHECK[$name]:-}" ]] && R_NOTE[$name]="${R_CHECK[$name]}${R_NOTE[$name]:+; ${R_NOTE[$name]}}"
     if [[ "$name" == trellis-log ]]; then
         # Lines the writer dropped would make the comparison unfair: say how many were written and dropped.
@@ -615,7 +668,12 @@ fi
 
 echo
 echo "trellis load test: scenario=$SCENARIO${REQUESTS:+ ($(basename "$REQUESTS"), cycled)}"
-echo "  wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, after a ${WARMUP} warm-up; proxy: 1 worker on core $PROXY_CORE"
+if [[ "$SCENARIO" == h2c ]]; then
+    echo "  h2load -c16 -m10 -D $DURATION (HTTP/2, prior knowledge), after a ${WARMUP} warm-up; proxy: 1 worker on core $PROXY_CORE"
+    echo "  (h2load reports no percentiles: the p50 column holds the mean time per request, p99 is empty)"
+else
+    echo "  wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, after a ${WARMUP} warm-up; proxy: 1 worker on core $PROXY_CORE"
+fi
 echo "  backends on core $LOAD_CORE with wrk: ${BACKENDS[*]} (trellis echo, 1 worker each); $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')"
 echo
 row peer version req/s p50 p99 'proxy CPU' 'backend CPU' notes
