@@ -10,6 +10,7 @@
 #   PEERS="trellis trellis-auth" deploy/loadtest/run.sh   # a 10-statement auth policy's cost
 #   SCENARIO=idle IDLE=9000 deploy/loadtest/run.sh      # memory per idle keep-alive connection (no wrk)
 #   SCENARIO=h2c deploy/loadtest/run.sh          # HTTP/2 with prior knowledge to the proxies, h2load
+#   SCENARIO=tls-handshake deploy/loadtest/run.sh   # a new TLS connection for every request
 #
 # `trellis echo` backends pinned to core LOAD_CORE (default 1) with wrk; each proxy runs one worker
 # pinned to core PROXY_CORE (default 0). For each peer: req/s, p50, p99 (wrk --latency) and the proxy's
@@ -38,7 +39,7 @@ READY_TIMEOUT=${READY_TIMEOUT:-15}  # seconds a server gets to answer its first 
 IDLE=${IDLE:-9000}                  # idle scenario: keep-alive connections held open (each after one request)
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     cat <<EOF
 
 Environment: DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS SCENARIO=$SCENARIO
@@ -59,17 +60,20 @@ die() { printf 'run.sh: %s\n' "$*" >&2; exit 1; }
 # (mix.lua) and the correctness check, so the check covers exactly what is measured. Each target group of
 # the mix configs has its own backend, named after it, so `x-served-by` tells which group answered.
 SCHEME=http
+WRK_OPTS=() # wrk options of the scenario (before the URL)
 REQUESTS=""
 BACKENDS=(echo)
 case "$SCENARIO" in
     plain) SUFFIX="" ;;
     mix | mix-post) SUFFIX="-mix"; REQUESTS="$HERE/$SCENARIO.requests"; BACKENDS=(web static api-v1 api-v2) ;;
     https) SUFFIX="-https"; SCHEME=https ;;
+    # Every request on a new connection: requests/s are full TLS handshakes per second (ECDSA P-256).
+    tls-handshake) SUFFIX="-https"; SCHEME=https; WRK_OPTS=(-H "Connection: close"); PEERS=" $PEERS "; PEERS=${PEERS// direct / } ;;
     idle) SUFFIX=""; PEERS=" $PEERS "; PEERS=${PEERS// direct / } ;; # nothing to hold open without a proxy
     # h2c: the same routing as plain; h2load (16 connections x 10 streams) speaks HTTP/2 with prior
     # knowledge to each proxy, which speaks HTTP/1.1 to the backend (it has no h2c). No `direct` row.
     h2c) SUFFIX=""; SCHEME=h2c; PEERS=" $PEERS "; PEERS=${PEERS// direct / } ;;
-    *) die "SCENARIO must be plain, mix, mix-post, https, h2c or idle, not '$SCENARIO'" ;;
+    *) die "SCENARIO must be plain, mix, mix-post, https, tls-handshake, h2c or idle, not '$SCENARIO'" ;;
 esac
 WRK_SCRIPT=()
 WRK_ARGS=()
@@ -81,7 +85,7 @@ fi
 # ---------------------------------------------------------------------------------------------- tools
 missing=()
 tools=(wrk taskset getconf)
-[[ "$SCENARIO" == https ]] && tools+=(openssl curl)
+[[ "$SCHEME" == https ]] && tools+=(openssl curl)
 [[ -n "$REQUESTS" ]] && tools+=(curl)
 [[ "$SCENARIO" == idle ]] && tools+=(python3)
 [[ "$SCENARIO" == h2c ]] && tools+=(h2load curl)
@@ -278,7 +282,7 @@ run_wrk() { # run_wrk PORT DURATION [--latency]: wrk pinned with the backend
     local port=$1 dur=$2 scheme=$SCHEME
     shift 2
     [[ "$port" == "$BACKEND_PORT" ]] && scheme=http # direct: the backend speaks plain HTTP
-    taskset -c "$LOAD_CORE" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$dur" "$@" "${WRK_SCRIPT[@]}" \
+    taskset -c "$LOAD_CORE" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$dur" "$@" "${WRK_OPTS[@]}" "${WRK_SCRIPT[@]}" \
         "$scheme://127.0.0.1:$port/" "${WRK_ARGS[@]}"
 }
 
@@ -596,7 +600,7 @@ stop_all_but_backend() {
 }
 
 # ---------------------------------------------------------------------------------------------- run
-if [[ "$SCENARIO" == https ]]; then
+if [[ "$SCHEME" == https ]]; then
     # One certificate for every proxy: ECDSA P-256, as a production site would serve.
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
         -subj /CN=loadtest -addext "subjectAltName=DNS:loadtest,IP:127.0.0.1" \
