@@ -498,3 +498,38 @@ fn pki_root(pki: &Pki) -> rustls::pki_types::CertificateDer<'static> {
     use rustls::pki_types::pem::PemObject;
     rustls::pki_types::CertificateDer::from_pem_file(pki.ca_file()).unwrap()
 }
+
+#[tokio::test]
+async fn a_returning_client_resumes_its_session_also_after_a_reload() {
+    let pki = Pki::new();
+    let cert = pki.server("a", &["a.test"]);
+    let echo = Echo::start("a").await;
+    let port = free_port();
+    let config = [
+        service("a", &["a.test"]),
+        https_listener(port, &forward_to("web"), &cert, ""),
+        target_group("web", &targets(&[echo.addr()])),
+    ]
+    .concat();
+    let trellis = Trellis::start(&config, &[port]).await;
+    // One client configuration: its session store is what lets it come back.
+    let client = pki.client_config(&["http/1.1"], None);
+    let visit = || async {
+        let stream = tls::connect(port, "a.test", client.clone()).await.unwrap();
+        let kind = stream.get_ref().1.handshake_kind();
+        // A request and its answer: TLS 1.3 tickets arrive after the handshake, read with the response.
+        let mut sender = tls::h1(stream).await;
+        let resp = sender
+            .send_request(get_request("/", &[("host", "a.test")]))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        kind
+    };
+    use rustls::HandshakeKind::{Full, Resumed};
+    assert_eq!(visit().await, Some(Full));
+    assert_eq!(visit().await, Some(Resumed));
+    // A reload builds new server configurations; the session keys stay.
+    assert_eq!(trellis.reload().await.0, 200);
+    assert_eq!(visit().await, Some(Resumed));
+}

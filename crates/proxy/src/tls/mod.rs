@@ -6,11 +6,15 @@
 
 mod identity;
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use http::HeaderValue;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
+    StoresServerSessions, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use trellis_config::{ClientAuth, TlsFiles};
@@ -80,8 +84,55 @@ fn server_config(tls: &TlsFiles, material: &trellis_config::TlsMaterial) -> Opti
     // The server's cipher suite order (rustls's: AEADs with forward secrecy, strongest first), not the
     // client's: a client preferring a weaker suite does not get it (testssl.sh rates this).
     config.ignore_client_order = true;
+    let (sessions, ticketer) = resumption(tls)?;
+    config.session_storage = sessions;
+    config.ticketer = ticketer;
     Some(config)
 }
+
+/// Sessions a client may resume (TLS 1.2 session IDs) and the keys of the tickets it may resume with
+/// (TLS 1.3, and 1.2 tickets), kept for the life of the process: a reload builds new server
+/// configurations, and must not turn every returning client's next connection into a full handshake.
+/// One set per certificate and client-certificate policy, so that a session is only ever resumed where
+/// the same identity and the same client policy apply (rustls also checks the server name).
+fn resumption(tls: &TlsFiles) -> Option<(Arc<dyn StoresServerSessions>, Arc<dyn ProducesTickets>)> {
+    type Resumption = (Arc<dyn StoresServerSessions>, Arc<dyn ProducesTickets>);
+    static SETS: std::sync::OnceLock<std::sync::Mutex<HashMap<u64, Resumption>>> =
+        std::sync::OnceLock::new();
+    let key = {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &tls.cert,
+            &tls.key,
+            &tls.client_ca,
+            format!("{:?}", tls.client_auth),
+        )
+            .hash(&mut h);
+        h.finish()
+    };
+    let mut sets = SETS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(set) = sets.get(&key) {
+        return Some(set.clone());
+    }
+    // Rotating keys (a new one every 6 hours, the previous still accepted), as nginx and HAProxy issue
+    // tickets by default.
+    let ticketer = match rustls::crypto::ring::Ticketer::new() {
+        Ok(t) => t,
+        Err(error) => {
+            tracing::error!(cert = %tls.cert.display(), %error, "TLS session tickets unavailable");
+            return None;
+        }
+    };
+    let set: Resumption = (ServerSessionMemoryCache::new(SESSION_CACHE), ticketer);
+    sets.insert(key, set.clone());
+    Some(set)
+}
+
+/// TLS 1.2 sessions kept by ID per certificate (each a few hundred bytes); tickets need no room here.
+const SESSION_CACHE: usize = 10_000;
 
 /// Always the same certificate: the service was chosen before this configuration was.
 #[derive(Debug)]
