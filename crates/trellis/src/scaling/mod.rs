@@ -241,6 +241,46 @@ fn spawn_group(
     status
 }
 
+/// One evaluation period's figures, summed over the instances measured (in service and past their
+/// warm-up); the warming ones are only counted. Both the single node's controller and a fleet's owner
+/// feed their policies through it.
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    in_flight: u64,
+    measured: u32,
+    warming: u32,
+    cpu_ticks: u64,
+    cpu_measured: u32,
+}
+
+impl Tally {
+    /// A measured instance: requests it completed over the period, in flight now, CPU ticks used over
+    /// the period (when its CPU can be read).
+    fn measured(&mut self, requests: u64, in_flight: u64, cpu_ticks: Option<u64>) {
+        self.requests += requests;
+        self.in_flight += in_flight;
+        self.measured += 1;
+        if let Some(ticks) = cpu_ticks {
+            self.cpu_ticks += ticks;
+            self.cpu_measured += 1;
+        }
+    }
+
+    fn sample(&self, period: Duration) -> Sample {
+        let seconds = period.as_secs_f64().max(0.001);
+        Sample {
+            requests_per_second: self.requests as f64 / seconds,
+            in_flight: self.in_flight as f64,
+            // Average over the instances whose CPU could be read (process provider only).
+            cpu_percent: (self.cpu_measured > 0).then(|| {
+                self.cpu_ticks as f64 / CLOCK_TICKS / seconds * 100.0 / f64::from(self.cpu_measured)
+            }),
+            measured: self.measured,
+        }
+    }
+}
+
 /// Applies the scheduled actions that fell due since the last call to `decider`; returns one activity
 /// text per action that changed something.
 fn fire_scheduled(scheduler: &mut Scheduler, decider: &mut Decider, now: Instant) -> Vec<String> {
@@ -567,8 +607,7 @@ impl Controller {
     /// their warm-up, and the policies' verdict.
     fn evaluate(&mut self, daemon: &Daemon, now: Instant, period: Duration) {
         let warmup = self.group.instance_warmup;
-        let (mut requests, mut in_flight, mut measured, mut warming) = (0u64, 0u64, 0u32, 0u32);
-        let (mut cpu_percent, mut cpu_measured) = (0.0, 0u32);
+        let mut tally = Tally::default();
         for live in &mut self.instances {
             if !matches!(live.meta.state, Lifecycle::Pending | Lifecycle::InService) {
                 continue;
@@ -586,25 +625,17 @@ impl Controller {
                 .map(|(now, then)| now.saturating_sub(then));
             live.last_cpu = cpu;
             if live.meta.warming(warmup, now) {
-                warming += 1;
+                tally.warming += 1;
                 continue;
             }
-            if let Some(ticks) = cpu_delta {
-                cpu_percent += ticks as f64 / CLOCK_TICKS / period.as_secs_f64().max(0.001) * 100.0;
-                cpu_measured += 1;
-            }
-            requests += delta;
-            in_flight += stats.map_or(0, |s| u64::from(s.in_flight()));
-            measured += 1;
+            let in_flight = stats.map_or(0, |s| u64::from(s.in_flight()));
+            tally.measured(delta, in_flight, cpu_delta);
         }
-        let sample = Sample {
-            requests_per_second: requests as f64 / period.as_secs_f64().max(0.001),
-            in_flight: in_flight as f64,
-            // Average over the instances whose CPU could be read (process provider only).
-            cpu_percent: (cpu_measured > 0).then(|| cpu_percent / f64::from(cpu_measured)),
-            measured,
-        };
-        if let Some(d) = self.decider.decide(&self.group, now, &sample, warming) {
+        let sample = tally.sample(period);
+        if let Some(d) = self
+            .decider
+            .decide(&self.group, now, &sample, tally.warming)
+        {
             self.activity(
                 "scale",
                 format!("desired {} → {}: {}", d.from, d.to, d.cause),

@@ -428,7 +428,7 @@ impl FleetGroup {
         gauge("in_service", count("in_service"));
         gauge("pending", count("pending"));
         gauge("terminating", count("terminating"));
-        let now_ms = owner::now_ms();
+        let (now, now_ms) = (Instant::now(), owner::now_ms());
         let activities = match &self.owner {
             Some(owner) => owner.activities().to_vec(),
             None => state.map(|s| s.activities.clone()).unwrap_or_default(),
@@ -461,7 +461,7 @@ impl FleetGroup {
                 "pid": self.runner.pid(&r.id),
                 "provider_id": r.provider_id,
                 "age_seconds": now_ms.saturating_sub(r.launched_at_ms) as f64 / 1000.0,
-                "warming": r.in_service_at_ms.is_none_or(|at| now_ms.saturating_sub(at) < self.group.instance_warmup.as_millis() as u64),
+                "warming": owner::instance_of(r, now_ms, now).warming(self.group.instance_warmup, now),
                 "protected": r.protected,
             })).collect::<Vec<_>>(),
             // Newest first, as on a single node.

@@ -13,10 +13,10 @@ use trellis_config::{Launch, ScalingGroup, TerminationPolicy};
 use trellis_fleet::{
     ActivityRecord, GroupState, GroupView, InstanceRecord, NodeInfo, OwnerWrite, Report,
 };
-use trellis_scaler::{Backoff, Decider, Instance, Lifecycle, Replace, Sample, Scheduler};
+use trellis_scaler::{Backoff, Decider, Instance, Lifecycle, Replace, Scheduler};
 use trellis_targets::TargetState;
 
-use super::super::{fire_scheduled, scheduler, ScalingMetrics, ACTIVITIES, CLOCK_TICKS};
+use super::super::{fire_scheduled, scheduler, ScalingMetrics, Tally, ACTIVITIES};
 
 /// An instance that never reports (its node took the record but nothing came back) is replaced after
 /// its grace period, and never sooner than this.
@@ -72,6 +72,23 @@ fn instant_at(ms: u64, now_ms: u64, now: Instant) -> Instant {
 
 fn ms_at(at: Instant, now_ms: u64, now: Instant) -> u64 {
     now_ms.saturating_sub(now.saturating_duration_since(at).as_millis() as u64)
+}
+
+/// A record as the scaler's lifecycle sees it: pending until its first healthy report, then in service.
+pub(super) fn instance_of(record: &InstanceRecord, now_ms: u64, now: Instant) -> Instance {
+    Instance {
+        id: record.id.clone(),
+        launched_at: instant_at(record.launched_at_ms, now_ms, now),
+        state: if record.in_service_at_ms.is_some() {
+            Lifecycle::InService
+        } else {
+            Lifecycle::Pending
+        },
+        in_service_at: record
+            .in_service_at_ms
+            .map(|ms| instant_at(ms, now_ms, now)),
+        protected: record.protected,
+    }
 }
 
 fn health(report: Option<&Report>) -> Option<TargetState> {
@@ -415,7 +432,6 @@ impl Owner {
                     *self.unreported.entry(record.id.clone()).or_insert(now),
                 ),
             };
-            let launched = instant_at(record.launched_at_ms, now_ms, now);
             // A machine of the command provider lives apart from the nodes; it is stopped by the owner's
             // terminate hook (see `vm_terminated`).
             let machine = record.provider_id.is_some();
@@ -461,17 +477,7 @@ impl Owner {
             let Some(state) = health(report) else {
                 continue;
             };
-            let mut instance = Instance {
-                id: record.id.clone(),
-                launched_at: launched,
-                state: if record.in_service_at_ms.is_some() {
-                    Lifecycle::InService
-                } else {
-                    Lifecycle::Pending
-                },
-                in_service_at: None,
-                protected: record.protected,
-            };
+            let mut instance = instance_of(record, now_ms, now);
             let reason = format!("reported {} by node {}", state.as_str(), record.node);
             let replace = instance.on_health(state, &reason, grace, now);
             if instance.state == Lifecycle::InService && record.in_service_at_ms.is_none() {
@@ -551,11 +557,10 @@ impl Owner {
         metrics: &ScalingMetrics,
     ) {
         let period = now.saturating_duration_since(self.last_evaluation);
-        let (mut requests, mut in_flight, mut measured, mut warming) = (0u64, 0u64, 0u32, 0u32);
-        let (mut cpu_percent, mut cpu_measured) = (0.0, 0u32);
+        let mut tally = Tally::default();
         for record in self.records.iter().filter(|r| !r.terminating) {
             let address = record.address.to_string();
-            let mut delta = 0;
+            let (mut delta, mut in_flight) = (0, 0);
             for (node, load) in &view.loads {
                 let completed = load.completed.get(&address).copied().unwrap_or(0);
                 let key = (node.clone(), address.clone());
@@ -572,37 +577,15 @@ impl Owner {
             if let Some(ticks) = cpu {
                 self.last_cpu.insert(record.id.clone(), ticks);
             }
-            let instance = Instance {
-                id: record.id.clone(),
-                launched_at: instant_at(record.launched_at_ms, now_ms, now),
-                state: if record.in_service_at_ms.is_some() {
-                    Lifecycle::InService
-                } else {
-                    Lifecycle::Pending
-                },
-                in_service_at: record
-                    .in_service_at_ms
-                    .map(|ms| instant_at(ms, now_ms, now)),
-                protected: record.protected,
-            };
+            let instance = instance_of(record, now_ms, now);
             if instance.warming(group.instance_warmup, now) {
-                warming += 1;
+                tally.warming += 1;
                 continue;
             }
-            if let Some(ticks) = cpu_delta {
-                cpu_percent += ticks as f64 / CLOCK_TICKS / period.as_secs_f64().max(0.001) * 100.0;
-                cpu_measured += 1;
-            }
-            requests += delta;
-            measured += 1;
+            tally.measured(delta, in_flight, cpu_delta);
         }
-        let sample = Sample {
-            requests_per_second: requests as f64 / period.as_secs_f64().max(0.001),
-            in_flight: in_flight as f64,
-            cpu_percent: (cpu_measured > 0).then(|| cpu_percent / f64::from(cpu_measured)),
-            measured,
-        };
-        if let Some(d) = self.decider.decide(group, now, &sample, warming) {
+        let sample = tally.sample(period);
+        if let Some(d) = self.decider.decide(group, now, &sample, tally.warming) {
             let text = format!("desired {} → {}: {}", d.from, d.to, d.cause);
             self.activity(group, metrics, "scale", text);
         }
