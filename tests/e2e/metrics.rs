@@ -217,6 +217,16 @@ async fn bytes_group_counters_errors_timeouts_and_target_states() {
         .await
         .expect("process metrics");
     assert!(rss > 1_000_000.0, "{rss}");
+    // The allocator's own figures: what it holds is resident, and within what the process has.
+    let allocated = trellis.metric("trellis_memory_allocated_bytes").await;
+    let resident = trellis.metric("trellis_memory_resident_bytes").await;
+    let (Some(allocated), Some(resident)) = (allocated, resident) else {
+        panic!("allocator metrics: {allocated:?} {resident:?}");
+    };
+    assert!(
+        allocated > 100_000.0 && allocated <= resident && resident <= rss,
+        "allocated {allocated}, allocator resident {resident}, process {rss}"
+    );
 
     // The status page's numbers: requests and 5xx per group, requests per target.
     let status = trellis.status().await;

@@ -129,3 +129,77 @@ async fn a_parked_connection_is_closed_at_once_when_trellis_stops() {
         "{end:?} {data:?}"
     );
 }
+
+/// A listener of the service "app" named `name` on `port`, forwarding to "g", with `limits`.
+fn named_listener(name: &str, port: u16, limits: &str) -> String {
+    format!(
+        "[[service.listener]]\nname = \"{name}\"\nprotocol = \"http\"\nport = {port}\nbind = \"127.0.0.1\"\n\
+         default_action = {}\n{limits}\n",
+        forward_to("g")
+    )
+}
+
+#[tokio::test]
+async fn parked_connections_resume_under_a_reloaded_listener_and_close_with_a_removed_one() {
+    let echo = Echo::start("a").await;
+    let (kept, removed) = (free_port(), free_port());
+    let group = target_group_with("g", &targets(&[echo.addr()]), "");
+    let config = [
+        service("app", &["*"]),
+        named_listener("kept", kept, ""),
+        named_listener("removed", removed, ""),
+        group.clone(),
+    ]
+    .concat();
+    let trellis = Trellis::start(&config, &[kept, removed]).await;
+
+    // Twenty parked connections on one address, one on the other.
+    let mut many = Vec::new();
+    for i in 0..20 {
+        let mut stream = raw::connect(kept).await;
+        let head = format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        assert_eq!(responses(&mut stream, 1).await, [200]);
+        many.push(stream);
+    }
+    let mut lone = raw::connect(removed).await;
+    lone.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(responses(&mut lone, 1).await, [200]);
+    parked(&trellis, kept, 20.0).await;
+    parked(&trellis, removed, 1.0).await;
+
+    // The kept listener's head limit shrinks; the other listener goes away.
+    trellis.write_config(
+        &[
+            service("app", &["*"]),
+            named_listener("kept", kept, "limits = { max_header_bytes = 8192 }"),
+            group,
+        ]
+        .concat(),
+    );
+    assert_eq!(trellis.reload().await.0, 200);
+
+    // A removed listener's parked connection is closed, cleanly.
+    let (data, end, _) = raw::read_until_end(&mut lone, Duration::from_secs(5)).await;
+    assert!(data.is_empty() && matches!(end, End::Eof), "{end:?}");
+    parked(&trellis, removed, 0.0).await;
+
+    // Each parked connection is woken alone, in whatever order its bytes come, and takes up its
+    // request under the listener's limits as they are now.
+    let big = "v".repeat(9000);
+    for (i, stream) in many.iter_mut().enumerate().rev() {
+        let head = if i % 2 == 0 {
+            format!("GET /{i} HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n")
+        } else {
+            format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n")
+        };
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let expected = if i % 2 == 0 { 431 } else { 200 };
+        assert_eq!(responses(stream, 1).await, [expected], "connection {i}");
+    }
+    // The ones still open park again.
+    let open = many.len() / 2;
+    parked(&trellis, kept, open as f64).await;
+}

@@ -26,8 +26,8 @@ impl<T, E: IoEvents> WatchedIo<T, E> {
         WatchedIo { inner, events }
     }
 
-    pub fn get_ref(&self) -> &T {
-        &self.inner
+    pub fn into_inner(self) -> T {
+        self.inner
     }
 
     #[inline]

@@ -99,7 +99,6 @@ pub fn run(
             tracing::info!(%addr, "listening");
         }
         systemd::spawn_watchdog();
-        crate::memory::spawn_trim();
         systemd::ready(&daemon);
         loop {
             tokio::select! {

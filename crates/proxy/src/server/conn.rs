@@ -20,6 +20,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tokio_util::task::TaskTracker;
 use trellis_config::{Limits, ListenerProtocol};
 
+use super::lot::Lot;
 use super::park::{Parkable, PARK_AFTER};
 use super::watchdog::{ConnState, Verdict};
 use crate::headers::ClientInfo;
@@ -36,8 +37,9 @@ pub struct ListenerContext {
     pub limits: Limits,
     pub builder: auto::Builder<TokioExecutor>,
     pub tasks: TaskTracker,
+    /// Where this address's idle HTTP/1.1 connections park.
+    lot: Arc<Lot>,
     active: prometheus::IntGauge,
-    parked: prometheus::IntGauge,
     accepted: prometheus::IntCounter,
     handshake_errors: prometheus::IntCounter,
 }
@@ -49,6 +51,7 @@ impl ListenerContext {
         protocol: ListenerProtocol,
         limits: Limits,
         tasks: TaskTracker,
+        lot: Arc<Lot>,
     ) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -63,7 +66,7 @@ impl ListenerContext {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(limits.max_header_bytes as u32);
-        let (active, parked, accepted, handshake_errors) = proxy.connection_metrics(listen);
+        let (active, _, accepted, handshake_errors) = proxy.connection_metrics(listen);
         ListenerContext {
             proxy,
             listen,
@@ -71,8 +74,8 @@ impl ListenerContext {
             limits,
             builder,
             tasks,
+            lot,
             active,
-            parked,
             accepted,
             handshake_errors,
         }
@@ -268,9 +271,8 @@ fn conn_context(
 /// The start of the HTTP/2 connection preface (h2c with prior knowledge).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
-/// A plain-HTTP connection. HTTP/1.1 (all but h2c) runs on hyper's HTTP/1 connection, which parks when
-/// idle (see `park`): between two bursts of requests it holds nothing but its socket. h2c runs as any
-/// other connection.
+/// A plain-HTTP connection: h2c (told apart by its first bytes) runs as any other connection, HTTP/1.1
+/// on a connection that parks when idle.
 async fn drive_plain(
     stream: TcpStream,
     peer: SocketAddr,
@@ -289,6 +291,28 @@ async fn drive_plain(
     if H2_PREFACE.starts_with(&first[..n]) {
         return Box::pin(drive(stream, peer, listener, shutdown, None)).await;
     }
+    drive_http1(stream, peer, listener, shutdown).await
+}
+
+/// A parked HTTP/1.1 connection whose next bytes have come: a new task takes it up.
+pub async fn resume(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: Arc<ListenerContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _open = OpenConnection::new(&listener.active);
+    Box::pin(drive_http1(stream, peer, &listener, shutdown)).await
+}
+
+/// An HTTP/1.1 connection on hyper's HTTP/1 connection, which parks when idle (see `park`): a connection
+/// idle for [`PARK_AFTER`] ends its task and leaves its socket in the listener's lot (see `lot`).
+async fn drive_http1(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listener: &ListenerContext,
+    shutdown: watch::Receiver<bool>,
+) {
     let state = Arc::new(ConnState::new());
     let ctx = conn_context(listener, peer, None, &state);
     let mut io = WatchedIo::new(stream, state.clone());
@@ -303,7 +327,7 @@ async fn drive_plain(
         .max_buf_size(listener.limits.max_header_bytes.max(8192));
     loop {
         let parkable = Parkable::new(io, state.clone(), replay);
-        // Boxed: parked, the connection's task keeps none of it.
+        // Boxed: only while the connection is busy.
         let mut conn = Box::pin(
             http1
                 .serve_connection(TokioIo::new(parkable), service(ctx.clone()))
@@ -333,9 +357,7 @@ async fn drive_plain(
         };
         let (socket, rest) = parts.io.into_inner().into_parts();
         io = socket;
-        // What hyper had read but not parsed (a part of the next head), then what it had not replayed:
-        // copied, since hyper's buffer (8 KiB, even when empty) is exactly what parking lets go of. The
-        // rest of `parts` (that buffer, the service) is dropped here, not kept while the socket waits.
+        // What hyper had read but not parsed (a part of the next head), then what it had not replayed.
         replay = if parts.read_buf.is_empty() && rest.is_empty() {
             bytes::Bytes::new()
         } else {
@@ -345,33 +367,12 @@ async fn drive_plain(
         drop(parts.service);
         state.unpark(!replay.is_empty());
         if replay.is_empty() {
-            let _parked = OpenConnection::new(&listener.parked);
-            let signal = std::pin::pin!(shutdown_signal(shutdown.clone()));
-            if !wait_for_bytes(io.get_ref(), &state, listener, signal).await {
+            // Nothing of a next request yet: the socket waits in the lot, this task ends.
+            let Verdict::Wait(idle_until) = state.verdict(&listener.limits) else {
                 return;
-            }
-        }
-    }
-}
-
-/// A parked connection waits for its next bytes, its idle timeout, or the server's shutdown; true when
-/// bytes came.
-async fn wait_for_bytes(
-    socket: &TcpStream,
-    state: &ConnState,
-    listener: &ListenerContext,
-    mut shutdown: Pin<&mut impl Future<Output = ()>>,
-) -> bool {
-    loop {
-        let at = match state.verdict(&listener.limits) {
-            Verdict::Wait(at) => at,
-            // Idle long enough: closed as hyper would close it (nothing in flight, nothing to say).
-            _ => return false,
-        };
-        tokio::select! {
-            ready = socket.readable() => return ready.is_ok(),
-            _ = tokio::time::sleep_until(at) => {}
-            _ = shutdown.as_mut() => return false,
+            };
+            listener.lot.park(io.into_inner(), peer, idle_until);
+            return;
         }
     }
 }

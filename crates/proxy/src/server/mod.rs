@@ -1,6 +1,7 @@
 //! Listening: bind every address of the snapshot, accept, serve, and stop gracefully.
 
 mod conn;
+mod lot;
 mod park;
 mod watchdog;
 
@@ -17,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use trellis_config::{Limits, ListenerProtocol};
 
 use crate::{Proxy, ProxyError, Snapshot};
+use lot::Lot;
 
 /// The running data plane: accept loops and the connections they spawned. Listeners come and go with
 /// reloads; each has its own stop signal, so a removed listener closes its port and lets its connections
@@ -37,6 +39,8 @@ struct Running {
     stop: watch::Sender<bool>,
     /// New connections take the context current at accept time, so changed limits apply to them.
     context: watch::Sender<Arc<ListenerContext>>,
+    /// Its parked connections (they resume with the context current then).
+    lot: Arc<Lot>,
 }
 
 /// A listening address of a snapshot.
@@ -130,7 +134,7 @@ impl Server {
                 .find(|w| w.addr == r.addr && w.limits != r.limits)
             {
                 r.limits = w.limits;
-                let _ = r.context.send(self.context(w));
+                let _ = r.context.send(self.context(w, &r.lot));
             }
         }
         for (addr, listener) in bound {
@@ -139,7 +143,11 @@ impl Server {
             };
             let local = listener.local_addr().unwrap_or(addr);
             let (stop, stop_rx) = watch::channel(false);
-            let (context, context_rx) = watch::channel(self.context(w));
+            let (active, parked, _, _) = self.proxy.connection_metrics(w.addr);
+            let lot = Lot::new(active, parked);
+            let (context, context_rx) = watch::channel(self.context(w, &lot));
+            self.tasks
+                .spawn(lot::run(lot.clone(), context_rx.clone(), stop_rx.clone()));
             self.tasks.spawn(accept_loop(listener, context_rx, stop_rx));
             running.push(Running {
                 addr,
@@ -147,18 +155,20 @@ impl Server {
                 limits: w.limits,
                 stop,
                 context,
+                lot,
             });
         }
         running.sort_by_key(|r| wanted.iter().position(|w| w.addr == r.addr));
     }
 
-    fn context(&self, w: &Wanted) -> Arc<ListenerContext> {
+    fn context(&self, w: &Wanted, lot: &Arc<Lot>) -> Arc<ListenerContext> {
         Arc::new(ListenerContext::new(
             self.proxy.clone(),
             w.addr,
             w.protocol,
             w.limits,
             self.tasks.clone(),
+            lot.clone(),
         ))
     }
 

@@ -1,6 +1,7 @@
 //! Metrics read when `/metrics` is scraped rather than kept up to date on every change: how many targets
 //! each group has in each state (Lattice's HealthyHostCount and UnHealthyHostCount). Plus what is
-//! registered once: build information and the process collector (CPU, memory, file descriptors).
+//! registered once: build information and the process collector (CPU, memory, file descriptors); the
+//! allocator's own figures.
 
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
@@ -12,6 +13,7 @@ use super::Running;
 
 pub struct Gauges {
     targets: IntGaugeVec,
+    memory: crate::memory::MemoryGauges,
     /// Groups that have series now, so that those of a group gone from the configuration are removed.
     /// Also serializes refreshes, so that two scrapes never interleave their updates.
     groups: Mutex<HashSet<String>>,
@@ -41,6 +43,7 @@ impl Gauges {
         registry.register(Box::new(targets.clone()))?;
         Ok(Gauges {
             targets,
+            memory: crate::memory::MemoryGauges::new(registry)?,
             groups: Mutex::new(HashSet::new()),
         })
     }
@@ -53,6 +56,7 @@ impl Gauges {
         registry: &TargetRegistry,
     ) {
         let mut known = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        self.memory.refresh();
         let mut seen = HashSet::new();
         let state_of = |group: &str, address| {
             registry
