@@ -11,6 +11,7 @@
 #   SCENARIO=idle IDLE=9000 deploy/loadtest/run.sh      # memory per idle keep-alive connection (no wrk)
 #   SCENARIO=h2c deploy/loadtest/run.sh          # HTTP/2 with prior knowledge to the proxies, h2load
 #   SCENARIO=tls-handshake deploy/loadtest/run.sh   # a new TLS connection for every request
+#   SCENARIO=tls-resume deploy/loadtest/run.sh      # a new TLS connection for every request, session resumed
 #
 # `trellis echo` backends pinned to core LOAD_CORE (default 1) with wrk; each proxy runs one worker
 # pinned to core PROXY_CORE (default 0). For each peer: req/s, p50, p99 (wrk --latency) and the proxy's
@@ -37,6 +38,7 @@ KEEP=${KEEP:-0}                     # 1: keep the work directory (configs, logs,
 ACCESS_LOG=${ACCESS_LOG:-}          # trellis-log's access log file (default: in the work directory)
 READY_TIMEOUT=${READY_TIMEOUT:-15}  # seconds a server gets to answer its first request
 IDLE=${IDLE:-9000}                  # idle scenario: keep-alive connections held open (each after one request)
+WORKERS=${WORKERS:-1}               # proxy workers: trellis --workers, nginx worker_processes, HAProxy nbthread
 
 usage() {
     sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
@@ -44,7 +46,7 @@ usage() {
 
 Environment: DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS SCENARIO=$SCENARIO
              PEERS="$PEERS" PROXY_CORE=$PROXY_CORE LOAD_CORE=$LOAD_CORE
-             TRELLIS_BIN ECHO_BIN NO_BUILD KEEP READY_TIMEOUT SPLIT_SAMPLES=$SPLIT_SAMPLES IDLE=$IDLE
+             TRELLIS_BIN ECHO_BIN NO_BUILD KEEP READY_TIMEOUT SPLIT_SAMPLES=$SPLIT_SAMPLES IDLE=$IDLE WORKERS=$WORKERS
 EOF
 }
 case "${1:-}" in
@@ -69,11 +71,13 @@ case "$SCENARIO" in
     https) SUFFIX="-https"; SCHEME=https ;;
     # Every request on a new connection: requests/s are full TLS handshakes per second (ECDSA P-256).
     tls-handshake) SUFFIX="-https"; SCHEME=https; WRK_OPTS=(-H "Connection: close"); PEERS=" $PEERS "; PEERS=${PEERS// direct / } ;;
+    # The same, each connection resuming the session of the first (openssl s_time -reuse; one client).
+    tls-resume) SUFFIX="-https"; SCHEME=https; PEERS=" $PEERS "; PEERS=${PEERS// direct / } ;;
     idle) SUFFIX=""; PEERS=" $PEERS "; PEERS=${PEERS// direct / } ;; # nothing to hold open without a proxy
     # h2c: the same routing as plain; h2load (16 connections x 10 streams) speaks HTTP/2 with prior
     # knowledge to each proxy, which speaks HTTP/1.1 to the backend (it has no h2c). No `direct` row.
     h2c) SUFFIX=""; SCHEME=h2c; PEERS=" $PEERS "; PEERS=${PEERS// direct / } ;;
-    *) die "SCENARIO must be plain, mix, mix-post, https, tls-handshake, h2c or idle, not '$SCENARIO'" ;;
+    *) die "SCENARIO must be plain, mix, mix-post, https, tls-handshake, tls-resume, h2c or idle, not '$SCENARIO'" ;;
 esac
 WRK_SCRIPT=()
 WRK_ARGS=()
@@ -322,6 +326,40 @@ measure_h2c() {
     return 0
 }
 
+# measure_resume NAME PORT PROXY_PIDS...: resumed TLS handshakes, one per connection, each with one GET /
+# (openssl s_time -reuse: a full handshake first, then every connection resumes its session), CPU per
+# connection. s_time reports no latency.
+measure_resume() {
+    local name=$1 port=$2
+    shift 2
+    local pids=("$@") out="$WORKDIR/$name.s_time" c0 c1 e0 e1 conns secs t0 t1
+    secs=$(awk -v d="$DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; print (n < 1 ? 1 : int(n)) }')
+    log "$name: openssl s_time -connect 127.0.0.1:$port -reuse -time $secs -www /"
+    c0=$(ticks "${pids[@]}")
+    e0=$(ticks "${BACKEND_PIDS[@]}")
+    t0=$(date +%s.%N)
+    if ! taskset -c "$LOAD_CORE" openssl s_time -connect "127.0.0.1:$port" -reuse -time "$secs" -www / >"$out" 2>&1; then
+        R_NOTE[$name]="s_time failed: $(tail -n 1 "$out")"
+        return 1
+    fi
+    t1=$(date +%s.%N)
+    c1=$(ticks "${pids[@]}")
+    e1=$(ticks "${BACKEND_PIDS[@]}")
+    # "N connections in S real seconds, B bytes read per connection" (S in whole seconds: timed here)
+    conns=$(awk '/connections in .* real seconds/ {print $1; exit}' "$out")
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+    if ((${conns:-0} == 0)); then
+        R_NOTE[$name]="s_time made no connection: $(tail -n 1 "$out")"
+        return 1
+    fi
+    R_RPS[$name]=$(awk -v n="$conns" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+    if ((${#pids[@]})); then
+        R_CPU[$name]=$(awk -v d=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$conns" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
+        R_ECHO[$name]=$(awk -v d=$((e1 - e0)) -v hz="$CLK_TCK" -v n="$conns" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }')
+    fi
+    return 0
+}
+
 # measure NAME PORT PROXY_PIDS...: warm-up, then the measured run; fills the R_* tables.
 measure() {
     local name=$1 port=$2
@@ -379,6 +417,8 @@ measure_idle() {
     for _ in 1 2 3; do http_get "$port" loadtest / >/dev/null 2>&1 || true; done
     sleep 0.5
     R_RSS0[$name]=$(rss_kib "${pids[@]}")
+    local live0=""
+    [[ "$name" == trellis* ]] && live0=$(trellis_allocated)
     log "$name: $IDLE idle keep-alive connections (python3 idle.py $port $IDLE)"
     coproc IDLE_CLIENT { taskset -c "$LOAD_CORE" python3 "$HERE/idle.py" "$port" "$IDLE" 2>&1; }
     if ! read -r -t 120 line <&"${IDLE_CLIENT[0]}" || [[ "$line" != "ready $IDLE" ]]; then
@@ -386,8 +426,14 @@ measure_idle() {
         kill "$IDLE_CLIENT_PID" 2>/dev/null || true
         return 1
     fi
-    sleep 8 # settled: trellis parks an idle connection after 1 s and returns freed memory every 5 s
+    sleep 8 # settled: trellis parks an idle connection after 1 s; freed pages go back after about 1 s
     R_RSS1[$name]=$(rss_kib "${pids[@]}")
+    if [[ -n "$live0" ]]; then
+        # What the allocator counts as in use, as opposed to the pages RSS sees (fragmentation included).
+        local live1
+        live1=$(trellis_allocated)
+        [[ -n "$live1" ]] && R_NOTE[$name]="live allocations $(awk -v a="$live1" -v b="$live0" -v n="$IDLE" 'BEGIN { printf "%.0f", (a - b) / n }') B/conn"
+    fi
     exec {IDLE_CLIENT[1]}>&- # end of input: the client closes every connection
     read -r -t 60 line <&"${IDLE_CLIENT[0]}" || true
     wait "$IDLE_CLIENT_PID" 2>/dev/null || true
@@ -517,23 +563,24 @@ peer() {
     case "$name" in
         trellis)
             render "$HERE/trellis$SUFFIX.toml.tmpl" "$WORKDIR/trellis.toml"
-            start trellis "$PROXY_CORE" "$TRELLIS_BIN" run -c "$WORKDIR/trellis.toml" --workers 1
+            start trellis "$PROXY_CORE" "$TRELLIS_BIN" run -c "$WORKDIR/trellis.toml" --workers "$WORKERS"
             ;;
         trellis-log)
             # The same, with every request written to an access log file (metrics are always on).
             render "$HERE/trellis$SUFFIX.toml.tmpl" "$WORKDIR/trellis-log.toml"
             sed -i "s|^destination = \"off\"|destination = \"${ACCESS_LOG:-$WORKDIR/access.log}\"|" "$WORKDIR/trellis-log.toml"
             grep -q '^destination = "/' "$WORKDIR/trellis-log.toml" || die "trellis-log: no access_log destination to replace in the template"
-            start trellis-log "$PROXY_CORE" "$TRELLIS_BIN" run -c "$WORKDIR/trellis-log.toml" --workers 1
+            start trellis-log "$PROXY_CORE" "$TRELLIS_BIN" run -c "$WORKDIR/trellis-log.toml" --workers "$WORKERS"
             ;;
         trellis-auth)
             # The same, with the 10-statement network policy of auth-policy.toml on every request.
             render "$HERE/trellis$SUFFIX.toml.tmpl" "$WORKDIR/trellis-auth.toml"
             cat "$HERE/auth-policy.toml" >>"$WORKDIR/trellis-auth.toml"
-            start trellis-auth "$PROXY_CORE" "$TRELLIS_BIN" run -c "$WORKDIR/trellis-auth.toml" --workers 1
+            start trellis-auth "$PROXY_CORE" "$TRELLIS_BIN" run -c "$WORKDIR/trellis-auth.toml" --workers "$WORKERS"
             ;;
         nginx | nginx-log)
             render "$HERE/nginx$SUFFIX.conf.tmpl" "$WORKDIR/nginx.conf"
+            sed -i "s|^worker_processes 1;|worker_processes $WORKERS;|" "$WORKDIR/nginx.conf"
             [[ "$SCENARIO" == idle ]] && sed -i "s|worker_connections [0-9]*;|worker_connections $((IDLE + 1024));|" "$WORKDIR/nginx.conf"
             [[ "$SCENARIO" == h2c ]] && sed -i "s|listen 127.0.0.1:$PROXY_PORT;|listen 127.0.0.1:$PROXY_PORT http2;|" "$WORKDIR/nginx.conf"
             if [[ "$name" == nginx-log ]]; then
@@ -547,6 +594,7 @@ peer() {
             ;;
         haproxy)
             render "$HERE/haproxy$SUFFIX.cfg.tmpl" "$WORKDIR/haproxy.cfg"
+            sed -i "s|^    nbthread 1\$|    nbthread $WORKERS|" "$WORKDIR/haproxy.cfg"
             # HAProxy sizes its descriptors for two per connection (client and server side); idle
             # client connections need one each, so it is told the limit there is rather than refusing it.
             [[ "$SCENARIO" == idle ]] && sed -i -e "s|maxconn [0-9]*|maxconn $((IDLE + 100))|" \
@@ -577,6 +625,8 @@ peer() {
     fi
     if [[ "$SCENARIO" == h2c ]]; then
         measure_h2c "$name" "$PROXY_PORT" "${pids[@]}" || true
+    elif [[ "$SCENARIO" == tls-resume ]]; then
+        measure_resume "$name" "$PROXY_PORT" "${pids[@]}" || true
     else
         measure "$name" "$PROXY_PORT" "${pids[@]}" || true
     fi
@@ -590,6 +640,11 @@ peer() {
         R_NOTE[$name]="${R_NOTE[$name]:+${R_NOTE[$name]}; }log: ${written:-?} lines, ${dropped:-?} dropped, $(du -h "${ACCESS_LOG:-$WORKDIR/access.log}" 2>/dev/null | cut -f1)"
     fi
     stop_all_but_backend
+}
+
+# trellis_allocated: the bytes trellis's allocator counts as allocated (its /metrics).
+trellis_allocated() {
+    http_get "$ADMIN_PORT" localhost /metrics 2>/dev/null | awk '$1 == "trellis_memory_allocated_bytes" {print $2}'
 }
 
 stop_all_but_backend() {
@@ -656,7 +711,7 @@ row() {
 if [[ "$SCENARIO" == idle ]]; then
     fmt_mb() { [[ -n "${1:-}" ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }' || echo "-"; }
     echo
-    echo "trellis load test: scenario=idle: $IDLE keep-alive connections, each idle after one GET /; proxy: 1 worker on core $PROXY_CORE"
+    echo "trellis load test: scenario=idle: $IDLE keep-alive connections, each idle after one GET /; proxy: $WORKERS worker(s) on core(s) $PROXY_CORE"
     echo
     printf '%-11s %-15s %10s %14s %12s %16s  %s\n' peer version "RSS before" "RSS $IDLE idle" "KiB/conn" "RSS after close" notes
     printf '%-11s %-15s %10s %14s %12s %16s\n' '' '' MB MB '' MB
@@ -673,10 +728,12 @@ fi
 echo
 echo "trellis load test: scenario=$SCENARIO${REQUESTS:+ ($(basename "$REQUESTS"), cycled)}"
 if [[ "$SCENARIO" == h2c ]]; then
-    echo "  h2load -c16 -m10 -D $DURATION (HTTP/2, prior knowledge), after a ${WARMUP} warm-up; proxy: 1 worker on core $PROXY_CORE"
+    echo "  h2load -c16 -m10 -D $DURATION (HTTP/2, prior knowledge), after a ${WARMUP} warm-up; proxy: $WORKERS worker(s) on core(s) $PROXY_CORE"
     echo "  (h2load reports no percentiles: the p50 column holds the mean time per request, p99 is empty)"
+elif [[ "$SCENARIO" == tls-resume ]]; then
+    echo "  openssl s_time -reuse -time $DURATION -www / (one client; req/s: resumed handshakes per second, each with one request); proxy: $WORKERS worker(s) on core(s) $PROXY_CORE"
 else
-    echo "  wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, after a ${WARMUP} warm-up; proxy: 1 worker on core $PROXY_CORE"
+    echo "  wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, after a ${WARMUP} warm-up; proxy: $WORKERS worker(s) on core(s) $PROXY_CORE"
 fi
 echo "  backends on core $LOAD_CORE with wrk: ${BACKENDS[*]} (trellis echo, 1 worker each); $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | sed 's/.*: //')"
 echo
