@@ -104,7 +104,11 @@ async fn every_field_of_a_forwarded_request_a_fixed_response_and_a_502() {
     let found = wait_lines(&log, 3).await;
     assert_eq!(found.len(), 3, "{found:#?}");
     for line in &found {
-        assert_eq!(line.as_object().unwrap().len(), 23, "{line}");
+        assert_eq!(line.as_object().unwrap().len(), 25, "{line}");
+        assert!(
+            line["queueWaitDuration"].is_null(),
+            "no concurrency limit: {line}"
+        );
         assert_eq!(line["authDeniedReason"], "-");
         let start = humantime::parse_rfc3339(line["startTime"].as_str().unwrap()).unwrap();
         assert!(before <= start && start <= after, "{line}");
@@ -141,6 +145,7 @@ async fn every_field_of_a_forwarded_request_a_fixed_response_and_a_502() {
     assert_eq!(f["targetGroupName"], "g");
     assert_eq!(f["failureReason"], "-");
     assert_eq!(f["requestId"], "req-1");
+    assert_eq!(f["tries"], 1);
 
     let x = &found[1];
     assert_eq!(x["targetIpPort"], "-");
@@ -156,6 +161,7 @@ async fn every_field_of_a_forwarded_request_a_fixed_response_and_a_502() {
     assert_eq!(x["targetGroupName"], "-");
     assert_eq!(x["failureReason"], "-");
     assert_eq!(x["requestId"], "-");
+    assert_eq!(x["tries"], 0, "a fixed response goes to no target");
 
     let e = &found[2];
     assert_eq!(e["targetIpPort"], dead);
@@ -169,6 +175,7 @@ async fn every_field_of_a_forwarded_request_a_fixed_response_and_a_502() {
     assert_eq!(e["ruleName"], "broken");
     assert_eq!(e["targetGroupName"], "dead");
     assert_eq!(e["failureReason"], "connect_failed");
+    assert_eq!(e["tries"], 1, "its only target refused");
     // The id trellis generated and sent on (there was no target to receive it).
     assert_eq!(e["requestId"].as_str().unwrap().len(), 32);
 

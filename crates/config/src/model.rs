@@ -419,6 +419,53 @@ pub struct TargetGroup {
     pub tls: Option<TargetTls>,
     pub health_check: HealthCheck,
     pub outlier_detection: OutlierDetection,
+    /// `None`: only what was never sent (connect failures) and bodiless idempotent requests whose
+    /// exchange broke are tried again, on at most 2 other targets.
+    pub retry: Option<RetryPolicy>,
+    /// `None`: no limit on the requests in flight to a target.
+    pub concurrency: Option<Concurrency>,
+}
+
+/// `[target_group.retry]`: which failed tries are made again, how often, and within what budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries after the first, 0..=5; default 2.
+    pub attempts: u8,
+    /// What makes a try fail and be made again (connect failures always do); default reset and
+    /// gateway_error.
+    pub on: RetryOn,
+    /// Methods (upper case) whose requests may be sent again once sent; default the idempotent ones.
+    pub methods: Vec<String>,
+    /// Each try's limit from the request sent to the response head; default `response_timeout`.
+    pub per_try_timeout: Option<Duration>,
+    /// Retries within 10 s never exceed this share of the group's requests (with a floor); default 20.
+    pub budget_percent: u8,
+    /// Request bodies up to this size are kept to be sent again; larger ones are sent once. Default 64 KiB.
+    pub max_replay_body: u64,
+}
+
+/// The conditions of [`RetryPolicy::on`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryOn {
+    /// Any 5xx response.
+    pub server_error: bool,
+    /// 502, 503 and 504 responses.
+    pub gateway_error: bool,
+    /// The exchange broke after the request was sent, before a response head.
+    pub reset: bool,
+    /// No response head within the try's timeout.
+    pub timeout: bool,
+}
+
+/// `[target_group.concurrency]`: requests in flight per target, and the queue for the ones over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concurrency {
+    /// 1..=100000.
+    pub max_per_target: u32,
+    /// Requests that may wait for a slot, for the whole group; 0..=100000, default 0 (refused at once).
+    pub queue: u32,
+    /// Longest wait in the queue; default 1s.
+    pub queue_timeout: Duration,
 }
 
 /// TLS to the targets of an `https` group.

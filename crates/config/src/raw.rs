@@ -184,6 +184,27 @@ pub(crate) struct RawTargetGroup {
     pub insecure_skip_verify: Option<bool>,
     pub health_check: Option<RawHealthCheck>,
     pub outlier_detection: Option<RawOutlier>,
+    pub retry: Option<RawRetry>,
+    pub concurrency: Option<RawConcurrency>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawRetry {
+    pub attempts: Option<i64>,
+    pub on: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
+    pub per_try_timeout: Option<String>,
+    pub budget_percent: Option<i64>,
+    pub max_replay_body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawConcurrency {
+    pub max_per_target: Option<i64>,
+    pub queue: Option<i64>,
+    pub queue_timeout: Option<String>,
 }
 
 /// `"127.0.0.1:9001"` or `{ address = "127.0.0.1:9002", weight = 3 }`.

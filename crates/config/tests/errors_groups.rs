@@ -163,6 +163,79 @@ fn target_groups() {
 }
 
 #[test]
+fn retry_and_concurrency() {
+    let tg = |to: &str| {
+        doc(
+            &[("interval = \"10s\"", &format!("interval = \"10s\"\n{to}"))],
+            "",
+        )
+    };
+    let t = tg("  [target_group.retry]\n  attempts = 6\n  on = [\"5xx\", \"teapot\"]\n  methods = [\"GET\", \"CONNECT\"]\n  per_try_timeout = \"2m\"\n  budget_percent = 101\n  max_replay_body = \"64kb\"");
+    expect(
+        &t,
+        "attempts",
+        "target_group[0].retry.attempts",
+        "6 is outside 0..=5",
+    );
+    expect(
+        &t,
+        "teapot",
+        "target_group[0].retry.on[1]",
+        "\"teapot\" is not one of 5xx, gateway_error, reset, timeout",
+    );
+    expect(
+        &t,
+        "CONNECT",
+        "target_group[0].retry.methods[1]",
+        "\"CONNECT\" is not one of",
+    );
+    expect(
+        &t,
+        "per_try_timeout",
+        "target_group[0].retry.per_try_timeout",
+        "2m is longer than the group's response_timeout (1m)",
+    );
+    expect(
+        &t,
+        "budget_percent",
+        "target_group[0].retry.budget_percent",
+        "101 is outside 0..=100",
+    );
+    expect(
+        &t,
+        "max_replay_body",
+        "target_group[0].retry.max_replay_body",
+        "\"64kb\" is not a size",
+    );
+    let t = tg("  [target_group.concurrency]\n  queue = -1\n  queue_timeout = \"0s\"");
+    expect(
+        &t,
+        "[target_group.concurrency]",
+        "target_group[0].concurrency.max_per_target",
+        "missing required key",
+    );
+    expect(
+        &t,
+        "queue =",
+        "target_group[0].concurrency.queue",
+        "-1 is outside 0..=100000",
+    );
+    expect(
+        &t,
+        "queue_timeout",
+        "target_group[0].concurrency.queue_timeout",
+        "is outside 1ms..=1h",
+    );
+    // Absent: today's behaviour; present with defaults: a policy as documented.
+    assert_eq!(
+        errors(&tg(
+            "  [target_group.retry]\n  [target_group.concurrency]\n  max_per_target = 5"
+        )),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn scaling_groups() {
     let sg = |from: &str, to: &str| doc(&[], &SCALING.replacen(from, to, 1));
     let t = sg("max = 8", "max = 1001");

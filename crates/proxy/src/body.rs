@@ -160,6 +160,8 @@ impl Body for ProxyBody {
 /// `Empty` so that it can be rebuilt and sent again when its target breaks the exchange.
 pub enum RequestBody {
     Client(ClientBody),
+    /// A body read whole beforehand, to be sent again if a try fails (a retry policy's replay).
+    Buffered(Bytes),
     Empty,
 }
 
@@ -199,8 +201,45 @@ impl RequestBody {
     pub fn unknown_length(&self) -> bool {
         match self {
             RequestBody::Client(client) => client.body.size_hint().exact().is_none(),
-            RequestBody::Empty => false,
+            RequestBody::Buffered(_) | RequestBody::Empty => false,
         }
+    }
+
+    /// The client's body read whole, when its length is known and at most `limit`: `Ok(None)` when it
+    /// is not to be kept (no body, unknown length, too long). Each read waits at most `body_timeout`.
+    pub async fn read_whole(
+        &mut self,
+        limit: u64,
+        body_timeout: std::time::Duration,
+    ) -> Result<Option<Bytes>, crate::error::Failure> {
+        use http_body_util::BodyExt;
+        let RequestBody::Client(client) = self else {
+            return Ok(None);
+        };
+        match client.body.size_hint().exact() {
+            Some(n) if n <= limit => {}
+            _ => return Ok(None),
+        }
+        let mut whole = bytes::BytesMut::new();
+        loop {
+            match tokio::time::timeout(body_timeout, self.frame()).await {
+                Err(_) => return Err(crate::error::Failure::ClientTimeout),
+                Ok(None) => break,
+                Ok(Some(Err(_))) => {
+                    return Err(crate::error::Failure::BadRequest(
+                        "the request body was malformed or cut short",
+                    ))
+                }
+                Ok(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        whole.extend_from_slice(data);
+                    }
+                }
+            }
+        }
+        let whole = whole.freeze();
+        *self = RequestBody::Buffered(whole.clone());
+        Ok(Some(whole))
     }
 }
 
@@ -233,6 +272,10 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(frame)
             }
+            RequestBody::Buffered(bytes) if bytes.is_empty() => Poll::Ready(None),
+            RequestBody::Buffered(bytes) => {
+                Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes)))))
+            }
             RequestBody::Empty => Poll::Ready(None),
         }
     }
@@ -240,6 +283,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Client(client) => client.body.is_end_stream(),
+            RequestBody::Buffered(bytes) => bytes.is_empty(),
             RequestBody::Empty => true,
         }
     }
@@ -247,6 +291,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Client(client) => client.body.size_hint(),
+            RequestBody::Buffered(bytes) => SizeHint::with_exact(bytes.len() as u64),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

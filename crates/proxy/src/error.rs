@@ -73,13 +73,16 @@ pub enum Failure {
     MethodNotAllowed,
     /// The client stopped sending its request body before it was complete.
     ClientTimeout,
+    /// Every target of the group has `max_per_target` requests in flight, and the group's queue is full
+    /// or the request waited in it for `queue_timeout`.
+    Overloaded,
 }
 
 impl Failure {
     pub fn status(self) -> StatusCode {
         match self {
             Failure::NoService => StatusCode::NOT_FOUND,
-            Failure::NoTargets => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::NoTargets | Failure::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Failure::ConnectFailed | Failure::UpstreamReset => StatusCode::BAD_GATEWAY,
             Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::Misdirected => StatusCode::MISDIRECTED_REQUEST,
@@ -96,6 +99,7 @@ impl Failure {
         match self {
             Failure::NoService => "no_service",
             Failure::NoTargets => "no_targets",
+            Failure::Overloaded => "overloaded",
             Failure::ConnectFailed => "connect_failed",
             Failure::UpstreamReset => "upstream_reset",
             Failure::UpstreamTimeout => "upstream_timeout",
@@ -119,6 +123,7 @@ impl Failure {
         Bytes::from_static(match self {
             Failure::NoService => b"no service for this host\n",
             Failure::NoTargets => b"no targets available\n",
+            Failure::Overloaded => b"every target is at its concurrency limit\n",
             Failure::ConnectFailed => b"could not connect to any target\n",
             Failure::UpstreamReset => b"target closed the connection before responding\n",
             Failure::UpstreamTimeout => b"target did not respond in time\n",

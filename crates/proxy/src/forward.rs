@@ -16,12 +16,12 @@ use crate::error::Failure;
 use crate::headers::{self, X_TRELLIS_ERROR};
 
 use crate::rate_limit::{retry_after_secs, KeyParts};
-use crate::retry::{Replay, MAX_RETRIES};
+use crate::retry::{budget_second, Replay, RetryReason, MAX_RETRIES};
 use crate::server::ConnContext;
 use crate::snapshot::{Action, Fixed, RouteMetrics};
 use crate::tunnel::{tunnel, TunnelLimits};
 use crate::upload::Overdue;
-use crate::upstream::{exchange, ExchangeError, Exchanged, Group, Timing};
+use crate::upstream::{admit, exchange, Admitted, ExchangeError, Exchanged, Group, Timing};
 
 /// Answers one request. Never fails: every failure becomes a response trellis writes itself.
 pub async fn handle(
@@ -244,30 +244,77 @@ async fn forward(
         trace.request_id = req.headers().get(&headers::X_REQUEST_ID).cloned();
         trace.request = upload.clone();
     }
+    let policy = group.retry.as_ref();
     let timing = Timing {
         upload: upload.as_deref(),
         body_timeout: conn.limits.body_timeout,
+        response_timeout: policy.map_or(group.response_timeout, |p| p.per_try_timeout),
     };
-    let replay = Replay::of(&req, upgrade);
+    let replay = match policy {
+        None => Replay::of(&req, upgrade),
+        Some(policy) => {
+            // A body that may have to go again is read whole first (as nginx buffers request bodies).
+            let body = if !upgrade && policy.allows(req.method()) {
+                req.body_mut()
+                    .read_whole(policy.max_replay_body, conn.limits.body_timeout)
+                    .await?
+            } else {
+                None
+            };
+            Replay::by_policy(&req, upgrade, policy, body)
+        }
+    };
+    let max_tries = 1 + policy.map_or(MAX_RETRIES, |p| p.attempts);
+    let budget_second = policy.map(|_| {
+        let second = budget_second(Instant::now());
+        group.stats.retry_budget.request(second);
+        second
+    });
+    // Whether another try may be made (`reason` says why): tries left, and the budget agrees.
+    let may_retry = |tries: usize, reason: RetryReason| -> bool {
+        if tries >= max_tries {
+            return false;
+        }
+        let (Some(policy), Some(second)) = (policy, budget_second) else {
+            return true;
+        };
+        if group
+            .stats
+            .retry_budget
+            .try_retry(second, policy.budget_percent)
+        {
+            return true;
+        }
+        group.metrics.retries_refused.inc();
+        tracing::debug!(target_group = %group.name, reason = reason.label(), "retry refused: the group's retry budget is spent");
+        false
+    };
 
     let mut tried = Tried::default();
+    let mut tries = 0;
     let mut retry_reason = None;
     loop {
-        let Some(pick) = group.balancer.pick(&tried) else {
-            return Err(if tried.is_empty() {
-                Failure::NoTargets
-            } else {
-                Failure::ConnectFailed
-            });
+        let mut admitted = admit(group, &tried, &mut trace.queue_wait).await;
+        if matches!(admitted, Admitted::NoTarget) && policy.is_some() && !tried.is_empty() {
+            // Every target has had a try: a policy's further tries go round them again.
+            tried.clear();
+            admitted = admit(group, &tried, &mut trace.queue_wait).await;
+        }
+        let (pick, in_flight) = match admitted {
+            Admitted::Target(pick, in_flight) => (pick, in_flight),
+            Admitted::Overloaded => return Err(Failure::Overloaded),
+            Admitted::NoTarget if tries == 0 => return Err(Failure::NoTargets),
+            Admitted::NoTarget => return Err(Failure::ConnectFailed),
         };
         match retry_reason {
             None => note_fail_open(group, pick.failed_open),
-            Some(counter) => counter_of(group, counter).inc(),
+            Some(reason) => group.metrics.retry(reason).inc(),
         }
         tried.insert(pick.index);
+        tries += 1;
+        trace.tries = tries as u8;
         let target = &group.balancer.targets()[pick.index];
         trace.target = Some(target.address);
-        let in_flight = target.begin();
         match exchange(group, &group.pools[pick.index], req, timing).await {
             Ok(Exchanged {
                 mut response,
@@ -278,6 +325,15 @@ async fn forward(
                 trace.head_at = logging.then(Instant::now);
                 if response.status().is_server_error() {
                     record_failure(group, pick.index);
+                    let again = policy.and_then(|p| p.on_status(response.status()));
+                    if let (Some(reason), Some(replay)) = (again, &replay) {
+                        if may_retry(tries, reason) {
+                            // The answer is dropped unread, and its connection with it.
+                            req = replay.request();
+                            retry_reason = Some(reason);
+                            continue;
+                        }
+                    }
                 } else {
                     target.stats.record_success();
                 }
@@ -314,7 +370,7 @@ async fn forward(
                 group.metrics.connection_errors.inc();
                 record_failure(group, pick.index);
                 tracing::debug!(target_group = %group.name, target = %target.address, %error, "connect failed");
-                if tried.len() > MAX_RETRIES {
+                if !may_retry(tries, RetryReason::Connect) {
                     return Err(Failure::ConnectFailed);
                 }
                 req = unsent;
@@ -330,13 +386,21 @@ async fn forward(
             Err(ExchangeError::Timeout(Overdue::Target)) => {
                 group.metrics.timeouts.inc();
                 record_failure(group, pick.index);
-                return Err(Failure::UpstreamTimeout);
+                let again = policy.is_some_and(|p| p.on.timeout);
+                match &replay {
+                    Some(replay) if again && may_retry(tries, RetryReason::Timeout) => {
+                        req = replay.request();
+                        retry_reason = Some(RetryReason::Timeout);
+                    }
+                    _ => return Err(Failure::UpstreamTimeout),
+                }
             }
             Err(ExchangeError::Reset(error)) => {
                 record_failure(group, pick.index);
                 tracing::debug!(group = %group.name, target = %target.address, %error, "exchange with target failed");
+                let again = policy.is_none_or(|p| p.on.reset);
                 match &replay {
-                    Some(replay) if tried.len() <= MAX_RETRIES => {
+                    Some(replay) if again && may_retry(tries, RetryReason::Reset) => {
                         req = replay.request();
                         retry_reason = Some(RetryReason::Reset);
                     }
@@ -344,19 +408,6 @@ async fn forward(
                 }
             }
         }
-    }
-}
-
-#[derive(Clone, Copy)]
-enum RetryReason {
-    Connect,
-    Reset,
-}
-
-fn counter_of(group: &Group, reason: RetryReason) -> &prometheus::IntCounter {
-    match reason {
-        RetryReason::Connect => &group.metrics.retry_connect,
-        RetryReason::Reset => &group.metrics.retry_reset,
     }
 }
 

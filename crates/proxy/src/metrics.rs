@@ -15,8 +15,16 @@ pub struct ProxyMetrics {
     pub fail_open: IntCounterVec,
     /// Passive ejections, by group and target.
     pub ejections: IntCounterVec,
-    /// Requests sent again to another target, by group and why (`connect`, `reset`).
+    /// Requests sent again to another target, by group and why (`connect`, `reset`, `5xx`,
+    /// `gateway_error`, `timeout`).
     pub retries: IntCounterVec,
+    /// Retries a group's retry policy would have made but its budget refused.
+    pub retries_refused: IntCounterVec,
+    /// Concurrency limits: requests that waited in a group's queue, requests refused (`queue_full`,
+    /// `queue_timeout`), and requests waiting now.
+    pub queued: IntCounterVec,
+    pub overloaded: IntCounterVec,
+    pub waiting: prometheus::IntGaugeVec,
     /// Requests answered, by service, listener, rule (`default` for the default action; `-` for no
     /// service) and status class.
     pub requests: IntCounterVec,
@@ -71,6 +79,34 @@ impl ProxyMetrics {
                 "Requests sent again to another target, by reason",
             ),
             &["target_group", "reason"],
+        )?;
+        let retries_refused = IntCounterVec::new(
+            Opts::new(
+                "trellis_retries_budget_exhausted_total",
+                "Retries not made because the group's retry budget was spent",
+            ),
+            &["target_group"],
+        )?;
+        let queued = IntCounterVec::new(
+            Opts::new(
+                "trellis_requests_queued_total",
+                "Requests that waited for a target below the group's max_per_target",
+            ),
+            &["target_group"],
+        )?;
+        let overloaded = IntCounterVec::new(
+            Opts::new(
+                "trellis_requests_overloaded_total",
+                "Requests refused (503 overloaded) with every target at max_per_target, by reason",
+            ),
+            &["target_group", "reason"],
+        )?;
+        let waiting = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "trellis_requests_waiting",
+                "Requests waiting in the group's queue for a target below max_per_target",
+            ),
+            &["target_group"],
         )?;
         let requests = IntCounterVec::new(
             Opts::new(
@@ -197,12 +233,20 @@ impl ProxyMetrics {
         registry.register(Box::new(fail_open.clone()))?;
         registry.register(Box::new(ejections.clone()))?;
         registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(retries_refused.clone()))?;
+        registry.register(Box::new(queued.clone()))?;
+        registry.register(Box::new(overloaded.clone()))?;
+        registry.register(Box::new(waiting.clone()))?;
         let log = LogMetrics::new(registry)?;
         Ok(ProxyMetrics {
             log,
             fail_open,
             ejections,
             retries,
+            retries_refused,
+            queued,
+            overloaded,
+            waiting,
             requests,
             duration,
             bytes_received,

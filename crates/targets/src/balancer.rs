@@ -10,7 +10,7 @@ use crate::{SmoothSchedule, Target};
 /// goes to another target.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Tried {
-    indices: [usize; 4],
+    indices: [usize; 8],
     len: usize,
 }
 
@@ -33,6 +33,17 @@ impl Tried {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Every target may be picked again (a retry policy with more tries than the group has targets).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+/// What a pick may choose from: targets not tried yet, with fewer than `limit` requests in flight.
+struct Within<'a> {
+    tried: &'a Tried,
+    limit: u32,
 }
 
 /// A pick: which target, and whether it was chosen only because no routable candidate was left.
@@ -71,6 +82,12 @@ impl Balancer {
     /// candidate is routable, fails open over all of them, as ALB does: a possibly-down target beats a
     /// certain 503. `None` when nothing is left (no targets, all tried, or every weight 0).
     pub fn pick(&self, tried: &Tried) -> Option<Pick> {
+        self.pick_within(tried, u32::MAX)
+    }
+
+    /// [`Self::pick`] among the targets with fewer than `limit` requests in flight.
+    pub fn pick_within(&self, tried: &Tried, limit: u32) -> Option<Pick> {
+        let tried = &Within { tried, limit };
         let pick = |routable_only: bool| match self.algorithm {
             Algorithm::RoundRobin => self.round_robin(tried, routable_only),
             Algorithm::LeastOutstanding => self.least_outstanding(tried, routable_only),
@@ -87,12 +104,15 @@ impl Balancer {
         })
     }
 
-    fn candidate(&self, index: usize, tried: &Tried, routable_only: bool) -> bool {
+    fn candidate(&self, index: usize, within: &Within, routable_only: bool) -> bool {
         let t = &self.targets[index];
-        t.weight > 0 && !tried.contains(index) && (!routable_only || t.stats.is_routable())
+        t.weight > 0
+            && !within.tried.contains(index)
+            && (!routable_only || t.stats.is_routable())
+            && (within.limit == u32::MAX || t.stats.in_flight() < within.limit)
     }
 
-    fn round_robin(&self, tried: &Tried, routable_only: bool) -> Option<usize> {
+    fn round_robin(&self, tried: &Within, routable_only: bool) -> Option<usize> {
         // Almost always the first draw is a candidate; a full period visits every positive weight.
         for _ in 0..self.schedule.period() {
             let index = self.schedule.next()?;
@@ -105,7 +125,7 @@ impl Balancer {
 
     /// Fewest in-flight requests relative to weight (a target of weight 3 is "as loaded" with 3 in flight
     /// as one of weight 1 with 1); ties go to the heavier target, then to the scan order, which rotates.
-    fn least_outstanding(&self, tried: &Tried, routable_only: bool) -> Option<usize> {
+    fn least_outstanding(&self, tried: &Within, routable_only: bool) -> Option<usize> {
         let n = self.targets.len();
         if n == 0 {
             return None;

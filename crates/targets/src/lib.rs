@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod balancer;
+mod budget;
 mod health;
 mod outlier;
 mod registry;
@@ -12,8 +13,9 @@ mod target;
 mod tls;
 
 pub use balancer::{Balancer, Pick, Tried};
+pub use budget::RetryBudget;
 pub use health::{CheckMode, HealthView, ProbeResult, TargetState, Transition};
 pub use registry::TargetRegistry;
 pub use schedule::SmoothSchedule;
-pub use target::{Ejection, GroupStats, InFlight, Target, TargetStats, TargetView};
+pub use target::{Ejection, GroupStats, InFlight, Queue, Target, TargetStats, TargetView, Waiting};
 pub use tls::AnyCertificate;

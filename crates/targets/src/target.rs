@@ -18,6 +18,56 @@ pub struct GroupStats {
     ejected: AtomicUsize,
     /// Set while requests are routed to a group with no routable target, so the change is logged once.
     failing_open: AtomicBool,
+    /// Retries made and requests seen lately, for `[target_group.retry]`'s budget.
+    pub retry_budget: crate::RetryBudget,
+    /// Requests waiting for a concurrency slot (`[target_group.concurrency]`).
+    pub queue: Queue,
+}
+
+/// The requests of a group waiting for a target with fewer than `max_per_target` in flight.
+#[derive(Debug, Default)]
+pub struct Queue {
+    waiting: AtomicU32,
+    /// Signalled when a request to one of the group's targets finishes while some wait; a signal with no
+    /// one waiting yet is kept for the next to wait, so none is lost between a look and the wait.
+    freed: tokio::sync::Notify,
+}
+
+/// A place in a group's queue, given up when dropped.
+#[derive(Debug)]
+pub struct Waiting<'a>(&'a Queue);
+
+impl Queue {
+    /// A place in the queue when fewer than `capacity` requests wait.
+    pub fn enter(&self, capacity: u32) -> Option<Waiting<'_>> {
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Waiting(self))
+    }
+
+    /// Completes when a request to the group has finished since the last wake-up.
+    pub async fn freed(&self) {
+        self.freed.notified().await
+    }
+
+    pub fn waiting(&self) -> u32 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    fn slot_freed(&self) {
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.freed.notify_one();
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl GroupStats {
@@ -246,6 +296,17 @@ impl Target {
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.stats.clone())
     }
+
+    /// [`Self::begin`] if fewer than `max` requests are in flight to the target.
+    pub fn try_begin(&self, max: u32) -> Option<InFlight> {
+        self.stats
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight(self.stats.clone()))
+    }
 }
 
 /// Held for as long as a request to a target is in flight.
@@ -254,8 +315,9 @@ pub struct InFlight(Arc<TargetStats>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.0.completed.fetch_add(1, Ordering::Relaxed);
+        self.0.group.queue.slot_freed();
     }
 }
 

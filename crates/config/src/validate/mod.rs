@@ -10,6 +10,7 @@ mod rules;
 mod scaling;
 mod service;
 mod target_group;
+mod traffic;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -95,6 +95,29 @@ fn target_group(d: &mut Diags, path: &str, raw: &RawTargetGroup, base: &Path) ->
         targets.push(TargetSpec { address, weight });
     }
 
+    let response_timeout =
+        fields::positive_duration(d, &p("response_timeout"), &raw.response_timeout, secs(60));
+    let retry = raw
+        .retry
+        .as_ref()
+        .map(|r| super::traffic::retry(d, &p("retry"), r, response_timeout));
+    let concurrency = raw
+        .concurrency
+        .as_ref()
+        .map(|c| super::traffic::concurrency(d, &p("concurrency"), c));
+    if protocol == TargetProtocol::Tcp {
+        for (key, set) in [
+            ("retry", retry.is_some()),
+            ("concurrency", concurrency.is_some()),
+        ] {
+            if set {
+                d.err(
+                    &p(key),
+                    "a tcp target group relays connections, not requests: no retry or concurrency",
+                );
+            }
+        }
+    }
     TargetGroup {
         name,
         protocol,
@@ -109,12 +132,7 @@ fn target_group(d: &mut Diags, path: &str, raw: &RawTargetGroup, base: &Path) ->
             Duration::ZERO,
             secs(3600),
         ),
-        response_timeout: fields::positive_duration(
-            d,
-            &p("response_timeout"),
-            &raw.response_timeout,
-            secs(60),
-        ),
+        response_timeout,
         connect_timeout: fields::positive_duration(
             d,
             &p("connect_timeout"),
@@ -128,6 +146,8 @@ fn target_group(d: &mut Diags, path: &str, raw: &RawTargetGroup, base: &Path) ->
             &p("outlier_detection"),
             raw.outlier_detection.as_ref(),
         ),
+        retry,
+        concurrency,
     }
 }
 

@@ -17,6 +17,10 @@ pub struct Entry {
     pub started: Instant,
     pub source: SocketAddr,
     pub target: Option<SocketAddr>,
+    /// Tries made: more than 1 when the request was retried; 0 when it was never forwarded.
+    pub tries: u8,
+    /// Time waited for a concurrency slot; `None` when the request did not wait.
+    pub queue_wait: Option<Duration>,
     pub method: Method,
     /// Path and query.
     pub path: String,
@@ -53,6 +57,8 @@ impl Default for Entry {
             started: Instant::now(),
             source: SocketAddr::from(([0, 0, 0, 0], 0)),
             target: None,
+            tries: 0,
+            queue_wait: None,
             method: Method::GET,
             path: String::new(),
             version: Version::HTTP_11,
@@ -82,6 +88,8 @@ impl Entry {
     /// let go.
     pub fn recycle(&mut self) {
         self.target = None;
+        self.tries = 0;
+        self.queue_wait = None;
         self.path.clear();
         self.host.clear();
         self.user_agent.clear();
@@ -118,6 +126,8 @@ struct Line<'a> {
     start_time: String,
     source_ip_port: String,
     target_ip_port: String,
+    tries: u8,
+    queue_wait_duration: Option<f64>,
     request_method: &'a str,
     request_path: &'a str,
     protocol: &'static str,
@@ -151,6 +161,8 @@ impl Entry {
             target_ip_port: self
                 .target
                 .map_or_else(|| NONE.to_string(), |t| t.to_string()),
+            tries: self.tries,
+            queue_wait_duration: self.queue_wait.map(millis),
             request_method: self.method.as_str(),
             request_path: or_none(&self.path),
             protocol: protocol(self.version),
@@ -213,6 +225,8 @@ mod tests {
             started: Instant::now(),
             source: "127.0.0.1:50000".parse().unwrap(),
             target: Some("127.0.0.1:8081".parse().unwrap()),
+            tries: 2,
+            queue_wait: Some(Duration::from_micros(2_500)),
             method: Method::POST,
             path: "/api/items?page=2".into(),
             version: Version::HTTP_11,
@@ -245,6 +259,8 @@ mod tests {
         assert_eq!(v["startTime"], "2023-11-14T22:13:20.123Z");
         assert_eq!(v["sourceIpPort"], "127.0.0.1:50000");
         assert_eq!(v["targetIpPort"], "127.0.0.1:8081");
+        assert_eq!(v["tries"], 2);
+        assert_eq!(v["queueWaitDuration"], 2.5);
         assert_eq!(v["requestMethod"], "POST");
         assert_eq!(v["requestPath"], "/api/items?page=2");
         assert_eq!(v["protocol"], "HTTP/1.1");

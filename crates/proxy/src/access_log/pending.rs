@@ -93,6 +93,8 @@ impl Pending {
     /// What forwarding learned: the target, the id the target was given, the timings.
     pub fn forwarded(&mut self, trace: Trace) {
         self.entry.target = trace.target;
+        self.entry.tries = trace.tries;
+        self.entry.queue_wait = trace.queue_wait;
         if let Some(id) = trace.request_id {
             self.entry.request_id.clear();
             copy_text(&mut self.entry.request_id, id.as_bytes());
@@ -126,6 +128,10 @@ impl Pending {
 #[derive(Default)]
 pub struct Trace {
     pub target: Option<std::net::SocketAddr>,
+    /// Tries made (targets the request was sent to, or attempted); 0: never forwarded.
+    pub tries: u8,
+    /// Time spent waiting for a concurrency slot, when the request had to.
+    pub queue_wait: Option<std::time::Duration>,
     pub request_id: Option<HeaderValue>,
     pub request: Option<Arc<Upload>>,
     pub sent_at: Option<Instant>,

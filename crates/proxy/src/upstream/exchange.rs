@@ -31,6 +31,9 @@ pub enum ExchangeError {
 pub struct Timing<'a> {
     pub upload: Option<&'a Upload>,
     pub body_timeout: Duration,
+    /// From the request sent to its response head: the group's `response_timeout`, or a retry
+    /// policy's `per_try_timeout`.
+    pub response_timeout: Duration,
 }
 
 /// A target's answer: its response head, the connection to give back once the body is read (HTTP/1),
@@ -69,7 +72,7 @@ pub async fn exchange(
                     continue;
                 }
                 let sent_at = Instant::now();
-                let response = timed(s.try_send_request(req), group, timing).await;
+                let response = timed(s.try_send_request(req), timing).await;
                 let pooled = PooledSender {
                     sender: s,
                     pool: pool.clone(),
@@ -84,7 +87,7 @@ pub async fn exchange(
             }
             Sender::H2(mut s) => {
                 let sent_at = Instant::now();
-                let response = timed(s.try_send_request(req), group, timing).await;
+                let response = timed(s.try_send_request(req), timing).await;
                 response.map(|r| {
                     r.map(|response| Exchanged {
                         response,
@@ -113,18 +116,14 @@ pub async fn exchange(
 
 /// Runs `send` under the exchange's deadlines: `response_timeout` from when the request (body and
 /// all) has gone to the target, and `body_timeout` while the target waits on the client's body.
-async fn timed<F: Future>(
-    send: F,
-    group: &Group,
-    timing: Timing<'_>,
-) -> Result<F::Output, Overdue> {
+async fn timed<F: Future>(send: F, timing: Timing<'_>) -> Result<F::Output, Overdue> {
     tokio::pin!(send);
     let sent = tokio::time::Instant::now();
     loop {
         let now = tokio::time::Instant::now();
         let (due, overdue) = match timing.upload {
-            Some(upload) => upload.deadline(group.response_timeout, timing.body_timeout),
-            None => (sent + group.response_timeout, Overdue::Target),
+            Some(upload) => upload.deadline(timing.response_timeout, timing.body_timeout),
+            None => (sent + timing.response_timeout, Overdue::Target),
         };
         if due <= now {
             return Err(overdue);

@@ -21,6 +21,10 @@ pub struct Group {
     pub response_timeout: Duration,
     pub connect_timeout: Duration,
     pub outlier: OutlierDetection,
+    /// `[target_group.retry]`; `None`: connect failures and bodiless idempotent resets only.
+    pub retry: Option<crate::retry::Retry>,
+    /// `[target_group.concurrency]`; `None`: no limit on the requests in flight to a target.
+    pub concurrency: Option<trellis_config::Concurrency>,
     /// Live group state (ejection budget, fail-open flag), shared with every other snapshot.
     pub stats: Arc<GroupStats>,
     pub metrics: GroupMetrics,
@@ -34,8 +38,14 @@ pub struct GroupMetrics {
     pub connection_errors: IntCounter,
     pub timeouts: IntCounter,
     pub fail_open: IntCounter,
-    pub retry_connect: IntCounter,
-    pub retry_reset: IntCounter,
+    /// By [`crate::retry::RetryReason::ALL`].
+    pub retries: [IntCounter; 5],
+    pub retries_refused: IntCounter,
+    /// Requests that waited for a concurrency slot; refused with the queue full, or after waiting.
+    pub queued: IntCounter,
+    pub refused_queue_full: IntCounter,
+    pub refused_queue_timeout: IntCounter,
+    pub waiting: prometheus::IntGauge,
     /// Parallel to `balancer.targets()`.
     pub ejections: Box<[IntCounter]>,
 }
@@ -87,8 +97,15 @@ impl Group {
             connection_errors: metrics.connection_errors.with_label_values(&[name]),
             timeouts: metrics.timeouts.with_label_values(&[name]),
             fail_open: metrics.fail_open.with_label_values(&[name]),
-            retry_connect: metrics.retries.with_label_values(&[name, "connect"]),
-            retry_reset: metrics.retries.with_label_values(&[name, "reset"]),
+            retries: crate::retry::RetryReason::ALL
+                .map(|r| metrics.retries.with_label_values(&[name, r.label()])),
+            retries_refused: metrics.retries_refused.with_label_values(&[name]),
+            queued: metrics.queued.with_label_values(&[name]),
+            refused_queue_full: metrics.overloaded.with_label_values(&[name, "queue_full"]),
+            refused_queue_timeout: metrics
+                .overloaded
+                .with_label_values(&[name, "queue_timeout"]),
+            waiting: metrics.waiting.with_label_values(&[name]),
             ejections: members
                 .iter()
                 .map(|t| {
@@ -107,6 +124,11 @@ impl Group {
             response_timeout: tg.response_timeout,
             connect_timeout: tg.connect_timeout,
             outlier: tg.outlier_detection,
+            retry: tg
+                .retry
+                .as_ref()
+                .map(|p| crate::retry::Retry::new(p, tg.response_timeout)),
+            concurrency: tg.concurrency,
             stats,
             metrics,
         }
@@ -114,6 +136,14 @@ impl Group {
 }
 
 impl GroupMetrics {
+    pub fn retry(&self, reason: crate::retry::RetryReason) -> &IntCounter {
+        let i = crate::retry::RetryReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        &self.retries[i]
+    }
+
     /// Counts one request answered for the group and the time from its head to its response head.
     #[inline]
     pub fn record(&self, status: http::StatusCode, started: std::time::Instant) {

@@ -175,6 +175,21 @@ fn target_group(
             "unhealthy_threshold": hc.unhealthy_threshold,
             "matcher": hc.matcher.text,
         },
+        "retry": tg.retry.as_ref().map(|r| json!({
+            "attempts": r.attempts,
+            "on": retry_on(r.on),
+            "methods": r.methods,
+            "per_try_timeout": fmt(r.per_try_timeout.unwrap_or(tg.response_timeout)),
+            "budget_percent": r.budget_percent,
+            "max_replay_body": r.max_replay_body,
+        })),
+        "concurrency": tg.concurrency.as_ref().map(|c| json!({
+            "max_per_target": c.max_per_target,
+            "queue": c.queue,
+            "queue_timeout": fmt(c.queue_timeout),
+            // Requests waiting for a slot now.
+            "waiting": registry.group(&tg.name).queue.waiting(),
+        })),
         "routable_targets": routable,
         // ALB's behaviour: a group with targets but none routable sends traffic to all of them.
         "failing_open": in_use && routable == 0 && !tg.targets.is_empty(),
@@ -187,6 +202,19 @@ fn target_group(
             .chain(leaving.iter().map(|((_, address), drain)| draining_target(*address, drain, registry, &tg.name, now)))
             .collect::<Vec<_>>(),
     })
+}
+
+/// A retry policy's `on`, as written in the configuration.
+fn retry_on(on: trellis_config::RetryOn) -> Vec<&'static str> {
+    [
+        (on.server_error, "5xx"),
+        (on.gateway_error, "gateway_error"),
+        (on.reset, "reset"),
+        (on.timeout, "timeout"),
+    ]
+    .into_iter()
+    .filter_map(|(set, name)| set.then_some(name))
+    .collect()
 }
 
 fn draining_target(
