@@ -32,5 +32,6 @@ mod retry_policy;
 mod routing;
 mod scaling;
 mod shutdown;
+mod stickiness;
 mod systemd;
 mod upstream_tls;

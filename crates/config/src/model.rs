@@ -424,6 +424,26 @@ pub struct TargetGroup {
     pub retry: Option<RetryPolicy>,
     /// `None`: no limit on the requests in flight to a target.
     pub concurrency: Option<Concurrency>,
+    /// `None`: every request is balanced on its own.
+    pub stickiness: Option<Stickiness>,
+    /// A target that becomes routable ramps up to its full weight over this long; zero: at once.
+    pub slow_start: Duration,
+}
+
+/// `[target_group.stickiness]`: ALB's two kinds of session affinity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stickiness {
+    pub kind: StickinessKind,
+    /// How long the cookie trellis sets lasts: 1s..=7d, default 1d.
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickinessKind {
+    /// trellis sets its own cookie on every response and follows it.
+    LbCookie,
+    /// trellis sets its cookie when the application sets `cookie_name`, and follows it.
+    AppCookie { cookie_name: String },
 }
 
 /// `[target_group.retry]`: which failed tries are made again, how often, and within what budget.

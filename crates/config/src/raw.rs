@@ -186,6 +186,17 @@ pub(crate) struct RawTargetGroup {
     pub outlier_detection: Option<RawOutlier>,
     pub retry: Option<RawRetry>,
     pub concurrency: Option<RawConcurrency>,
+    pub stickiness: Option<RawStickiness>,
+    pub slow_start: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawStickiness {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub duration: Option<String>,
+    pub cookie_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

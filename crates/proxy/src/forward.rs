@@ -21,7 +21,9 @@ use crate::server::ConnContext;
 use crate::snapshot::{Action, Fixed, RouteMetrics};
 use crate::tunnel::{tunnel, TunnelLimits};
 use crate::upload::Overdue;
-use crate::upstream::{admit, exchange, Admitted, ExchangeError, Exchanged, Group, Timing};
+use crate::upstream::{
+    admit, admit_sticky, exchange, Admitted, ExchangeError, Exchanged, Group, Lookup, Timing,
+};
 
 /// Answers one request. Never fails: every failure becomes a response trellis writes itself.
 pub async fn handle(
@@ -290,11 +292,34 @@ async fn forward(
         false
     };
 
+    // Stickiness: the target the request's cookie names, for its first try.
+    let mut sticky_to = None;
+    if let Some(sticky) = &group.sticky {
+        match sticky.lookup(req.headers()) {
+            Lookup::Target(index) => sticky_to = Some(index),
+            Lookup::Stale => sticky.misses.inc(),
+            Lookup::None => sticky.new.inc(),
+        }
+    }
+
     let mut tried = Tried::default();
     let mut tries = 0;
     let mut retry_reason = None;
     loop {
-        let mut admitted = admit(group, &tried, &mut trace.queue_wait).await;
+        let stuck = sticky_to.take().map(|index| admit_sticky(group, index));
+        if let (Some(stuck), Some(sticky)) = (&stuck, &group.sticky) {
+            // Gone, unhealthy, draining or full: balanced instead, and the cookie follows the new one.
+            if stuck.is_some() {
+                &sticky.hits
+            } else {
+                &sticky.misses
+            }
+            .inc();
+        }
+        let mut admitted = match stuck.flatten() {
+            Some((pick, in_flight)) => Admitted::Target(pick, in_flight),
+            None => admit(group, &tried, &mut trace.queue_wait).await,
+        };
         if matches!(admitted, Admitted::NoTarget) && policy.is_some() && !tried.is_empty() {
             // Every target has had a try: a policy's further tries go round them again.
             tried.clear();
@@ -357,6 +382,9 @@ async fn forward(
                     return Ok(response.map(|_| ProxyBody::empty()));
                 }
                 headers::from_target(response.headers_mut(), false);
+                if let Some(sticky) = &group.sticky {
+                    sticky.stick(pick.index, response.headers_mut());
+                }
                 return Ok(response.map(|body| {
                     ProxyBody::upstream(UpstreamBody {
                         body,

@@ -25,6 +25,9 @@ pub struct ProxyMetrics {
     pub queued: IntCounterVec,
     pub overloaded: IntCounterVec,
     pub waiting: prometheus::IntGaugeVec,
+    /// Stickiness: requests whose cookie was followed (`hit`), whose cookie named a target that could
+    /// not take them (`miss`), and that came without one (`new`).
+    pub sticky: IntCounterVec,
     /// Requests answered, by service, listener, rule (`default` for the default action; `-` for no
     /// service) and status class.
     pub requests: IntCounterVec,
@@ -107,6 +110,13 @@ impl ProxyMetrics {
                 "Requests waiting in the group's queue for a target below max_per_target",
             ),
             &["target_group"],
+        )?;
+        let sticky = IntCounterVec::new(
+            Opts::new(
+                "trellis_sticky_requests_total",
+                "Requests to groups with stickiness: cookie followed (hit), its target unusable (miss), no cookie (new)",
+            ),
+            &["target_group", "result"],
         )?;
         let requests = IntCounterVec::new(
             Opts::new(
@@ -237,6 +247,7 @@ impl ProxyMetrics {
         registry.register(Box::new(queued.clone()))?;
         registry.register(Box::new(overloaded.clone()))?;
         registry.register(Box::new(waiting.clone()))?;
+        registry.register(Box::new(sticky.clone()))?;
         let log = LogMetrics::new(registry)?;
         Ok(ProxyMetrics {
             log,
@@ -247,6 +258,7 @@ impl ProxyMetrics {
             queued,
             overloaded,
             waiting,
+            sticky,
             requests,
             duration,
             bytes_received,

@@ -1,6 +1,7 @@
 //! Choosing a target inside a group.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use trellis_config::Algorithm;
 
@@ -61,6 +62,10 @@ pub struct Balancer {
     schedule: SmoothSchedule,
     /// Where least-outstanding starts scanning, so ties rotate instead of piling on the first target.
     rotation: AtomicUsize,
+    /// `slow_start`: zero when off.
+    slow_start: Duration,
+    /// State of the generator that thins out the picks of targets in slow start.
+    dice: AtomicU64,
 }
 
 impl Balancer {
@@ -71,7 +76,39 @@ impl Balancer {
             targets: targets.into_boxed_slice(),
             algorithm,
             rotation: AtomicUsize::new(0),
+            slow_start: Duration::ZERO,
+            dice: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
         }
+    }
+
+    /// A target that becomes routable (new, recovered, back from ejection) then gets a share of its
+    /// weight that grows linearly over `window` (ALB's slow start, Envoy's slow start mode). Composes
+    /// with both algorithms: a pick that lands on a ramping target keeps it with the probability of its
+    /// ramp, else moves on.
+    pub fn with_slow_start(mut self, window: Duration) -> Self {
+        self.slow_start = window;
+        self
+    }
+
+    /// Whether a pick that landed on `index` keeps it, given its slow start (`now` is `None` when off).
+    fn ramped(&self, index: usize, now: Option<Instant>) -> bool {
+        let Some(now) = now else { return true };
+        let share = self.targets[index].stats.ramp(now, self.slow_start);
+        share >= 1.0 || self.roll() < share
+    }
+
+    /// A number in [0, 1): xorshift64; concurrent rolls may see the same state, which only repeats a roll.
+    fn roll(&self) -> f64 {
+        let mut x = self.dice.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.dice.store(x, Ordering::Relaxed);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn slow_start_now(&self) -> Option<Instant> {
+        (!self.slow_start.is_zero()).then(Instant::now)
     }
 
     pub fn targets(&self) -> &[Target] {
@@ -113,14 +150,20 @@ impl Balancer {
     }
 
     fn round_robin(&self, tried: &Within, routable_only: bool) -> Option<usize> {
+        let now = self.slow_start_now();
+        // A candidate passed over for its slow start, taken when nothing else is left.
+        let mut ramping = None;
         // Almost always the first draw is a candidate; a full period visits every positive weight.
         for _ in 0..self.schedule.period() {
             let index = self.schedule.next()?;
             if self.candidate(index, tried, routable_only) {
-                return Some(index);
+                if self.ramped(index, now) {
+                    return Some(index);
+                }
+                ramping.get_or_insert(index);
             }
         }
-        None
+        ramping
     }
 
     /// Fewest in-flight requests relative to weight (a target of weight 3 is "as loaded" with 3 in flight
@@ -131,10 +174,16 @@ impl Balancer {
             return None;
         }
         let start = self.rotation.fetch_add(1, Ordering::Relaxed) % n;
+        let now = self.slow_start_now();
+        let mut ramping = None;
         let mut best: Option<(usize, u64, u64)> = None;
         for k in 0..n {
             let index = (start + k) % n;
             if !self.candidate(index, tried, routable_only) {
+                continue;
+            }
+            if !self.ramped(index, now) {
+                ramping.get_or_insert(index);
                 continue;
             }
             let t = &self.targets[index];
@@ -150,7 +199,7 @@ impl Balancer {
                 best = Some((index, load, weight));
             }
         }
-        best.map(|(index, _, _)| index)
+        best.map(|(index, _, _)| index).or(ramping)
     }
 }
 
@@ -187,6 +236,28 @@ mod tests {
             c[b.pick(&Tried::default()).unwrap().index] += 1;
         }
         c
+    }
+
+    #[test]
+    fn a_target_in_slow_start_gets_a_small_share_under_both_algorithms() {
+        for algorithm in [Algorithm::RoundRobin, Algorithm::LeastOutstanding] {
+            let b = group(&[1, 1], algorithm).with_slow_start(Duration::from_secs(3600));
+            // Target 0 has been routable for long; target 1 has just become routable.
+            b.targets()[0].stats.routable_for_long();
+            let c = counts(&b, 4000);
+            // At the ramp's floor (5% of its weight): a few percent of the picks (round robin about
+            // 5% / 105%; least outstanding, idle, half that: it wins only the ties it is scanned first in).
+            assert!((40..=320).contains(&c[1]), "{algorithm:?}: {c:?}");
+            // Every pick found a target: the ramp thins picks out, it never fails them open.
+            assert_eq!(c[0] + c[1], 4000);
+        }
+        // All ramping together: even shares, as without slow start.
+        let b = group(&[1, 1], Algorithm::RoundRobin).with_slow_start(Duration::from_secs(3600));
+        let c = counts(&b, 2000);
+        assert!(c[0].abs_diff(c[1]) < 300, "{c:?}");
+        // Off: the ramp plays no part.
+        let b = group(&[1, 1], Algorithm::RoundRobin);
+        assert_eq!(counts(&b, 40), vec![20, 20]);
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub struct TargetStats {
     completed: AtomicU64,
     /// Health state allows traffic and the target is not ejected: the only thing the balancer reads.
     routable: AtomicBool,
+    /// When `routable` last became true, in nanoseconds on [`clock`]; for slow start.
+    routable_since: AtomicU64,
     /// Failed requests in a row, for passive ejection. Kept apart from `health` so that a success costs
     /// one relaxed load, not a lock.
     failures_in_a_row: AtomicU32,
@@ -145,6 +147,7 @@ impl TargetStats {
             in_flight: AtomicU32::new(0),
             completed: AtomicU64::new(0),
             routable: AtomicBool::new(false),
+            routable_since: AtomicU64::new(0),
             failures_in_a_row: AtomicU32::new(0),
             group,
             health: Mutex::new(Health {
@@ -274,7 +277,24 @@ impl TargetStats {
 
     fn set_routable(&self, h: &Health) {
         let routable = h.machine.state().routes() && h.ejections.ejected_until().is_none();
-        self.routable.store(routable, Ordering::Relaxed);
+        if !self.routable.swap(routable, Ordering::Relaxed) && routable {
+            // New, recovered or back from ejection: slow start runs from here.
+            self.routable_since
+                .store(clock::nanos(Instant::now()), Ordering::Relaxed);
+        }
+    }
+
+    /// Makes the target look routable for long (its slow start long over), for tests of the balancer.
+    #[cfg(test)]
+    pub(crate) fn routable_for_long(&self) {
+        self.routable_since.store(0, Ordering::Relaxed);
+    }
+
+    /// The share of its weight the target gets now under a slow start of `window`: from
+    /// [`clock::RAMP_FLOOR`] when it became routable, linearly to 1 at the end of the window.
+    pub fn ramp(&self, now: Instant, window: Duration) -> f64 {
+        let since = self.routable_since.load(Ordering::Relaxed);
+        clock::ramp(since, clock::nanos(now), window)
     }
 
     fn lock(&self) -> MutexGuard<'_, Health> {
@@ -451,5 +471,53 @@ mod tests {
         assert!(!t.is_routable());
         assert!(t.end_ejection(2, now));
         assert!(t.is_routable());
+    }
+}
+
+/// Time for slow start: nanoseconds since the first use, so an instant fits an atomic.
+pub mod clock {
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    /// A target's share right after it became routable: small, not nothing, so that it is seen to work.
+    pub const RAMP_FLOOR: f64 = 0.05;
+
+    pub fn nanos(at: Instant) -> u64 {
+        static BASE: OnceLock<Instant> = OnceLock::new();
+        // 1 + so that 0 can mean "never".
+        1 + at
+            .saturating_duration_since(*BASE.get_or_init(Instant::now))
+            .as_nanos() as u64
+    }
+
+    /// The ramp at `now` of a target routable since `since` (both from [`nanos`]; 0: unknown, full).
+    pub fn ramp(since: u64, now: u64, window: Duration) -> f64 {
+        let window = window.as_nanos() as u64;
+        if since == 0 || window == 0 {
+            return 1.0;
+        }
+        let elapsed = now.saturating_sub(since);
+        if elapsed >= window {
+            return 1.0;
+        }
+        (elapsed as f64 / window as f64).max(RAMP_FLOOR)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_ramp_is_linear_from_the_floor_to_full() {
+            let w = Duration::from_secs(10);
+            let s = 1_000;
+            assert_eq!(ramp(s, s, w), RAMP_FLOOR);
+            assert_eq!(ramp(s, s + 2_500_000_000, w), 0.25);
+            assert_eq!(ramp(s, s + 5_000_000_000, w), 0.5);
+            assert_eq!(ramp(s, s + 10_000_000_000, w), 1.0);
+            assert_eq!(ramp(s, s + 99_000_000_000, w), 1.0);
+            assert_eq!(ramp(0, s, w), 1.0, "never routable: no ramp to apply");
+            assert_eq!(ramp(s, s, Duration::ZERO), 1.0, "off");
+        }
     }
 }

@@ -341,3 +341,28 @@ pub async fn tls_echo(cert: &super::certs::Issued, alpn: &[&str]) -> TlsEcho {
     .await;
     TlsEcho { server, handshakes }
 }
+
+/// An HTTP/1.1 backend that answers `200 hello` with `x-served-by: NAME`, and on `/login` also sets the
+/// application's session cookie `SESSIONID=NAME`.
+pub async fn session(name: &str) -> TestServer {
+    let served_by = HeaderValue::from_str(name).expect("name is a header value");
+    let cookie = HeaderValue::from_str(&format!("SESSIONID={name}; Path=/")).expect("cookie");
+    spawn_server(move |stream| {
+        let (served_by, cookie) = (served_by.clone(), cookie.clone());
+        async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let mut resp = Response::new(Full::new(Bytes::from_static(b"hello\n")));
+                resp.headers_mut().insert("x-served-by", served_by.clone());
+                if req.uri().path() == "/login" {
+                    resp.headers_mut()
+                        .insert(http::header::SET_COOKIE, cookie.clone());
+                }
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        }
+    })
+    .await
+}

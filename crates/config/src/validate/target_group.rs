@@ -105,15 +105,28 @@ fn target_group(d: &mut Diags, path: &str, raw: &RawTargetGroup, base: &Path) ->
         .concurrency
         .as_ref()
         .map(|c| super::traffic::concurrency(d, &p("concurrency"), c));
+    let stickiness = raw
+        .stickiness
+        .as_ref()
+        .map(|s| super::traffic::stickiness(d, &p("stickiness"), s));
+    let slow_start = fields::duration_in(
+        d,
+        &p("slow_start"),
+        &raw.slow_start,
+        Duration::ZERO,
+        Duration::ZERO,
+        secs(3600),
+    );
     if protocol == TargetProtocol::Tcp {
         for (key, set) in [
             ("retry", retry.is_some()),
             ("concurrency", concurrency.is_some()),
+            ("stickiness", stickiness.is_some()),
         ] {
             if set {
                 d.err(
                     &p(key),
-                    "a tcp target group relays connections, not requests: no retry or concurrency",
+                    "a tcp target group relays connections, not requests: no retry, concurrency or stickiness",
                 );
             }
         }
@@ -148,6 +161,8 @@ fn target_group(d: &mut Diags, path: &str, raw: &RawTargetGroup, base: &Path) ->
         ),
         retry,
         concurrency,
+        stickiness,
+        slow_start,
     }
 }
 

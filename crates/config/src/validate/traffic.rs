@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use super::fields;
 use crate::diag::Diags;
-use crate::model::{Concurrency, RetryOn, RetryPolicy};
-use crate::raw::{RawConcurrency, RawRetry};
+use crate::model::{Concurrency, RetryOn, RetryPolicy, Stickiness, StickinessKind};
+use crate::raw::{RawConcurrency, RawRetry, RawStickiness};
 
 /// What `on` may name.
 const CONDITIONS: &[&str] = &["5xx", "gateway_error", "reset", "timeout"];
@@ -155,6 +155,54 @@ pub(crate) fn concurrency(d: &mut Diags, path: &str, raw: &RawConcurrency) -> Co
         queue,
         queue_timeout,
     }
+}
+
+pub(crate) fn stickiness(d: &mut Diags, path: &str, raw: &RawStickiness) -> Stickiness {
+    let p = |key: &str| format!("{path}.{key}");
+    let duration = fields::duration_in(
+        d,
+        &p("duration"),
+        &raw.duration,
+        Duration::from_secs(86_400),
+        Duration::from_secs(1),
+        Duration::from_secs(7 * 86_400),
+    );
+    let kind = match fields::required(d, &p("type"), &raw.kind) {
+        "lb_cookie" => {
+            if raw.cookie_name.is_some() {
+                d.err(&p("cookie_name"), "only for type = \"app_cookie\"");
+            }
+            StickinessKind::LbCookie
+        }
+        "app_cookie" => {
+            let name = fields::required(d, &p("cookie_name"), &raw.cookie_name).to_string();
+            if raw.cookie_name.is_some() && !cookie_name(&name) {
+                d.err(
+                    &p("cookie_name"),
+                    format!("{name:?} is not a cookie name (1..=100 letters, digits and !#$%&'*+-.^_`|~)"),
+                );
+            }
+            StickinessKind::AppCookie { cookie_name: name }
+        }
+        "" => StickinessKind::LbCookie,
+        other => {
+            d.err(
+                &p("type"),
+                format!("{other:?} is not one of \"lb_cookie\", \"app_cookie\""),
+            );
+            StickinessKind::LbCookie
+        }
+    };
+    Stickiness { kind, duration }
+}
+
+/// An RFC 6265 cookie name: a token.
+fn cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

@@ -96,3 +96,22 @@ impl Drop for Queued<'_> {
         self.gauge.dec();
     }
 }
+
+/// Target `index` for a sticky request, when it can take it now: it has weight, is routable (healthy,
+/// not ejected) and, with a concurrency limit, has a free slot. A sticky request never queues for its
+/// target: it is balanced instead.
+pub fn admit_sticky(group: &Group, index: usize) -> Option<(Pick, InFlight)> {
+    let target = group.balancer.targets().get(index)?;
+    if target.weight == 0 || !target.stats.is_routable() {
+        return None;
+    }
+    let in_flight = match &group.concurrency {
+        None => target.begin(),
+        Some(limit) => target.try_begin(limit.max_per_target)?,
+    };
+    let pick = Pick {
+        index,
+        failed_open: false,
+    };
+    Some((pick, in_flight))
+}

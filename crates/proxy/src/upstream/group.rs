@@ -25,6 +25,8 @@ pub struct Group {
     pub retry: Option<crate::retry::Retry>,
     /// `[target_group.concurrency]`; `None`: no limit on the requests in flight to a target.
     pub concurrency: Option<trellis_config::Concurrency>,
+    /// `[target_group.stickiness]`.
+    pub sticky: Option<super::Sticky>,
     /// Live group state (ejection budget, fail-open flag), shared with every other snapshot.
     pub stats: Arc<GroupStats>,
     pub metrics: GroupMetrics,
@@ -84,6 +86,10 @@ impl Group {
         let stats = targets.group(&tg.name);
         stats.set_members(members.len());
         let name = tg.name.as_str();
+        let sticky = tg
+            .stickiness
+            .as_ref()
+            .map(|s| super::Sticky::build(name, s, &members, metrics));
         let class = |c: &str| metrics.group_requests.with_label_values(&[name, c]);
         let metrics = GroupMetrics {
             by_class: [
@@ -117,7 +123,7 @@ impl Group {
         };
         Group {
             name: name.into(),
-            balancer: Balancer::new(members, tg.algorithm),
+            balancer: Balancer::new(members, tg.algorithm).with_slow_start(tg.slow_start),
             pools,
             http2,
             tls,
@@ -129,6 +135,7 @@ impl Group {
                 .as_ref()
                 .map(|p| crate::retry::Retry::new(p, tg.response_timeout)),
             concurrency: tg.concurrency,
+            sticky,
             stats,
             metrics,
         }
