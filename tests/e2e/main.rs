@@ -31,4 +31,5 @@ mod routing;
 mod scaling;
 mod shutdown;
 mod systemd;
+mod transforms;
 mod upstream_tls;

@@ -18,6 +18,7 @@ pub(crate) fn redirect(
     listener: (ListenerProtocol, u16),
 ) -> Redirect {
     let p = |key: &str| format!("{path}.{key}");
+    let reported = d.len();
     let status = match raw.status {
         None => {
             fields::missing(d, &p("status"));
@@ -88,7 +89,9 @@ pub(crate) fn redirect(
         RedirectPort::Listener => true,
         RedirectPort::Port(n) => n == listener_port,
     };
-    if same_protocol
+    // Parts refused above stand in as defaults: not a loop the file asked for.
+    if d.len() == reported
+        && same_protocol
         && same_port
         && host.pieces == [Piece::Host]
         && url_path.text == "/#{path}"
