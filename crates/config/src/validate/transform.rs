@@ -8,7 +8,7 @@ use super::fields::{self, Unique};
 use super::Ctx;
 use crate::diag::Diags;
 use crate::model::{Action, Rule, StringMatchKind};
-use crate::raw::{RawRequestHeaders, RawResponseHeaders, RawService, RawTransform};
+use crate::raw::{RawService, RawTransform};
 use crate::transform::{HeaderEdits, Transform};
 
 /// Longest `path_prefix`, as a path match's.
@@ -115,7 +115,7 @@ pub(crate) fn transform(
     let request_headers = raw
         .request_headers
         .as_ref()
-        .map(|h: &RawRequestHeaders| {
+        .map(|h| {
             let lists = [("set", &h.set), ("add", &h.add)];
             edits(
                 d,
@@ -129,7 +129,7 @@ pub(crate) fn transform(
     let response_headers = raw
         .response_headers
         .as_ref()
-        .map(|h: &RawResponseHeaders| {
+        .map(|h| {
             let lists = [("set", &h.set)];
             edits(
                 d,

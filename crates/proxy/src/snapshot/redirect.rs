@@ -51,8 +51,13 @@ impl Redirect {
     }
 
     /// `protocol://host[:port]path[?query]`: the port left out when it is the protocol's default, the
-    /// `?` when the query comes out empty. `None` when the host comes out empty (a request without one).
+    /// `?` when the query comes out empty. `None` when the host needs the request's and it has none
+    /// (HTTP/1.0 without `Host`).
     pub fn location(&self, from: &Origin) -> Option<String> {
+        // `www.#{host}` of a request without a host would name another host than any it asked for.
+        if from.host.is_empty() && self.host.contains(&Piece::Host) {
+            return None;
+        }
         let https = self.https.unwrap_or(from.https);
         let mut out =
             String::with_capacity(32 + from.host.len() + from.path.len() + from.query.len());
@@ -182,6 +187,16 @@ mod tests {
         assert_eq!(
             redirect("status = 301, protocol = \"https\"").location(&hostless),
             None
+        );
+        assert_eq!(
+            redirect("status = 301, host = \"www.#{host}\"").location(&hostless),
+            None
+        );
+        assert_eq!(
+            redirect("status = 301, host = \"a.test\"")
+                .location(&hostless)
+                .as_deref(),
+            Some("http://a.test:8080/x/y?q=1")
         );
     }
 
