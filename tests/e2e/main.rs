@@ -34,4 +34,5 @@ mod scaling;
 mod shutdown;
 mod stickiness;
 mod systemd;
+mod transforms;
 mod upstream_tls;

@@ -15,10 +15,12 @@ mod jwt;
 mod keys;
 mod model;
 mod raw;
+mod redirect;
 mod sections;
 mod spans;
 mod summary;
 mod tls;
+mod transform;
 mod validate;
 
 pub use cron::CronFields;
@@ -26,7 +28,9 @@ pub use error::{ConfigError, Diagnostic};
 pub use jwt::{JwtKey, JwtKeys};
 pub use keys::{known_keys, KeyKind};
 pub use model::*;
+pub use redirect::{Piece, RedirectPort, RedirectProtocol, Template};
 pub use tls::{certificates, TlsMaterial};
+pub use transform::HeaderEdits;
 
 use std::path::Path;
 

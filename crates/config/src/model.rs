@@ -8,6 +8,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::redirect::Redirect;
+pub use crate::transform::Transform;
+
 /// A whole, valid configuration file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -127,7 +130,7 @@ impl Config {
             .flat_map(|l| l.rules.iter().map(|r| &r.action).chain([&l.default_action]))
             .filter_map(|a| match a {
                 Action::Forward(groups) => Some(groups),
-                Action::FixedResponse(_) => None,
+                Action::FixedResponse(_) | Action::Redirect(_) => None,
             })
             .flatten()
             .map(|g| g.target_group.as_str())
@@ -296,6 +299,8 @@ pub struct Rule {
     pub action: Action,
     /// Applies to the requests this rule matched (after the service's, when both are set).
     pub rate_limit: Option<RateLimit>,
+    /// Only on rules that forward.
+    pub transform: Option<Transform>,
 }
 
 /// `rate_limit = { requests_per_second, burst, key }`: a token bucket per key.
@@ -363,6 +368,8 @@ pub enum Action {
     /// Non-empty; weights 0..=999 (default 1); names resolve to a target group.
     Forward(Vec<WeightedTargetGroup>),
     FixedResponse(FixedResponse),
+    /// Answered by trellis, never by a target.
+    Redirect(Redirect),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -93,6 +93,7 @@ pub(crate) struct RawRule {
     pub matcher: Option<RawMatch>,
     pub action: Option<RawAction>,
     pub rate_limit: Option<RawRateLimit>,
+    pub transform: Option<RawTransform>,
 }
 
 /// `rate_limit = { requests_per_second, burst, key }` on a service or a rule.
@@ -142,11 +143,12 @@ pub(crate) struct RawHeaderMatch {
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table { forward } or { fixed_response }"
+    expecting = "a table { forward }, { fixed_response } or { redirect }"
 )]
 pub(crate) struct RawAction {
     pub forward: Option<Vec<RawForward>>,
     pub fixed_response: Option<RawFixedResponse>,
+    pub redirect: Option<RawRedirect>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +167,48 @@ pub(crate) struct RawFixedResponse {
     pub status: Option<i64>,
     pub body: Option<String>,
     pub content_type: Option<String>,
+}
+
+/// ALB's redirect action: every part but `status` defaults to the request's own.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table { status, protocol, host, port, path, query }"
+)]
+pub(crate) struct RawRedirect {
+    pub status: Option<i64>,
+    pub protocol: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<String>,
+    pub path: Option<String>,
+    pub query: Option<String>,
+}
+
+/// `transform = { path_prefix, request_headers, response_headers }` on a rule.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table { path_prefix, request_headers, response_headers }"
+)]
+pub(crate) struct RawTransform {
+    pub path_prefix: Option<String>,
+    pub request_headers: Option<RawRequestHeaders>,
+    pub response_headers: Option<RawResponseHeaders>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table { set, add, remove }")]
+pub(crate) struct RawRequestHeaders {
+    pub set: Option<BTreeMap<String, String>>,
+    pub add: Option<BTreeMap<String, String>>,
+    pub remove: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table { set, remove }")]
+pub(crate) struct RawResponseHeaders {
+    pub set: Option<BTreeMap<String, String>>,
+    pub remove: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -206,7 +206,7 @@ fn rule_ranges_and_actions() {
         &t,
         "status = 200",
         "service[0].listener[0].rule[0].action",
-        "exactly one of forward or fixed_response",
+        "exactly one of forward, fixed_response or redirect",
     );
     let t = doc(
         &[(
@@ -219,7 +219,7 @@ fn rule_ranges_and_actions() {
         &t,
         "action = {}",
         "service[0].listener[0].rule[0].action",
-        "exactly one of forward or fixed_response",
+        "exactly one of forward, fixed_response or redirect",
     );
     let t = doc(
         &[(

@@ -18,7 +18,7 @@ use crate::headers::{self, X_TRELLIS_ERROR};
 use crate::rate_limit::{retry_after_secs, KeyParts};
 use crate::retry::{budget_second, Replay, RetryReason, MAX_RETRIES};
 use crate::server::ConnContext;
-use crate::snapshot::{Action, Fixed, RouteMetrics};
+use crate::snapshot::{host_without_port, Action, Fixed, Origin, Redirect, Route, RouteMetrics};
 use crate::tunnel::{tunnel, TunnelLimits};
 use crate::upload::Overdue;
 use crate::upstream::{
@@ -34,7 +34,7 @@ pub async fn handle(
     // Routing happens under the one snapshot load of this request; only the chosen group, the route's
     // counters and the log's sink (Arcs) are carried past it, so a reload during a slow exchange frees
     // the old snapshot as soon as it can.
-    let (group, target_header, route, log) = {
+    let (group, target_header, route, log, response_edits) = {
         let snapshot = conn.proxy.snapshot();
         let Some(port) = snapshot.port(conn.listen) else {
             return Ok(failure(Failure::NoService));
@@ -106,10 +106,22 @@ pub async fn handle(
                 ));
             }
         }
-        let (action, route) = (route.action, route.metrics);
+        let Route {
+            action,
+            metrics: route,
+            transform,
+            stripped,
+            ..
+        } = route;
         match action {
             Action::Fixed(fixed) => {
                 return Ok(answer(fixed_response(fixed), route, started, log, None));
+            }
+            Action::Redirect(redirect) => {
+                return Ok(match redirected(redirect, &req, &conn) {
+                    Ok(resp) => answer(resp, route, started, log, None),
+                    Err(f) => answer(failure(f), route, started, log, Some(f)),
+                });
             }
             Action::Forward(forward) => match forward
                 .pick()
@@ -117,10 +129,20 @@ pub async fn handle(
             {
                 Some((group, header)) => {
                     let mut log = log;
+                    if let Some(t) = transform {
+                        let view = unparameterised.as_deref().filter(|_| stripped);
+                        if let Err(f) = t.apply_request(&mut req, view) {
+                            return Ok(answer(failure(f), route, started, log, Some(f)));
+                        }
+                        if let (true, Some(entry)) = (t.rewrites_path(), &mut log) {
+                            entry.rewritten(req.uri());
+                        }
+                    }
                     if let Some(entry) = &mut log {
                         entry.group(&group.name);
                     }
-                    (group, header, route.clone(), log)
+                    let response_edits = transform.and_then(|t| t.response.clone());
+                    (group, header, route.clone(), log, response_edits)
                 }
                 None => {
                     let f = Failure::NoTargets;
@@ -143,7 +165,13 @@ pub async fn handle(
         route: unanswered.route.as_deref().expect("set until answered"),
     };
     let (resp, failed) = match forward(&conn, req, to, &mut unanswered.trace, logging).await {
-        Ok(resp) => (resp, None),
+        Ok(mut resp) => {
+            // Only on the target's answer: trellis's own (below) keep their headers.
+            if let Some(edits) = &response_edits {
+                edits.apply(resp.headers_mut());
+            }
+            (resp, None)
+        }
         Err(f) => (failure(f), Some(f)),
     };
     group.metrics.record(resp.status(), started);
@@ -483,6 +511,37 @@ fn fixed_response(fixed: &Fixed) -> Response<ProxyBody> {
         resp.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
     }
     resp
+}
+
+/// A redirect's answer: its status, the `location` filled in from the canonical request, no body.
+fn redirected<B>(
+    redirect: &Redirect,
+    req: &Request<B>,
+    conn: &ConnContext,
+) -> Result<Response<ProxyBody>, Failure> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let origin = Origin {
+        https: conn.tls.is_some(),
+        host: host_without_port(host),
+        port: conn.listen.port(),
+        path: req.uri().path(),
+        query: req.uri().query().unwrap_or_default(),
+    };
+    let location = redirect.location(&origin).ok_or(Failure::BadRequest(
+        "the request has no host to redirect to",
+    ))?;
+    let location = HeaderValue::try_from(location)
+        .map_err(|_| Failure::BadRequest("the redirect location is not a valid header"))?;
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = redirect.status;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, location);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Ok(resp)
 }
 
 fn failure(f: Failure) -> Response<ProxyBody> {

@@ -132,7 +132,7 @@ fn group_path(shop: &trellis_config::Config) -> String {
             trellis_config::Action::Forward(to) => {
                 to.iter().any(|t| t.target_group == group.target_group)
             }
-            trellis_config::Action::FixedResponse(_) => false,
+            trellis_config::Action::FixedResponse(_) | trellis_config::Action::Redirect(_) => false,
         })
         .find_map(|r| {
             let path = r.matcher.path.as_ref()?;

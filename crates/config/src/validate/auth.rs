@@ -40,6 +40,19 @@ pub(crate) fn policies(d: &mut Diags, raws: &[Option<RawAuthPolicy>]) -> Vec<Aut
     out
 }
 
+/// The policy's name and the request headers its statements read: their `headers` conditions, and
+/// `authorization` when one names `principals` (a JWT bearer token may be the caller's identity).
+pub(crate) fn headers_read(policy: &AuthPolicy) -> (String, Vec<String>) {
+    let mut names: Vec<String> = Vec::new();
+    for s in &policy.statements {
+        if !s.principals.is_empty() {
+            names.push("authorization".into());
+        }
+        names.extend(s.headers.iter().map(|(name, _)| name.clone()));
+    }
+    (policy.name.clone(), names)
+}
+
 fn statement(d: &mut Diags, path: &str, raw: &RawStatement) -> Statement {
     let effect = match raw.effect.as_deref() {
         Some("allow") => Effect::Allow,

@@ -6,11 +6,13 @@ mod fields;
 mod fleet;
 mod policy;
 mod rate_limit;
+mod redirect;
 mod rules;
 mod scaling;
 mod service;
 mod target_group;
 mod traffic;
+mod transform;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -30,6 +32,11 @@ pub(crate) struct Ctx<'a> {
     pub target_groups: HashMap<String, Option<TargetProtocol>>,
     /// Every `[[auth_policy]]` name in the file.
     pub auth_policies: std::collections::HashSet<String>,
+    /// The request headers each auth policy reads (lower-case; `authorization` when it asks who the
+    /// caller is), which a rule's transform may not change.
+    pub policy_headers: HashMap<String, Vec<String>>,
+    /// `[network] auth_policy`, as written.
+    pub network_policy: Option<String>,
 }
 
 /// Validates a whole file (`node` is `None`), or the fleet's shared configuration as node `node` serves
@@ -89,6 +96,8 @@ pub(crate) fn validate(
         base,
         target_groups: HashMap::new(),
         auth_policies: auth_policies.iter().map(|p| p.name.clone()).collect(),
+        policy_headers: auth_policies.iter().map(auth::headers_read).collect(),
+        network_policy: doc.network.as_ref().and_then(|n| n.auth_policy.clone()),
     };
     for name in doc.broken_target_groups {
         ctx.target_groups.insert(name, None);

@@ -1,8 +1,10 @@
-//! `[[service.listener.rule]]`: priority, `match` and `action` (also used for `default_action`).
+//! `[[service.listener.rule]]`: priority, `match`, `action` (also used for `default_action`) and
+//! `transform`.
 
 use std::collections::HashMap;
 
 use super::fields::{self, Unique};
+use super::transform::{self, Decided};
 use super::Ctx;
 use crate::diag::Diags;
 use crate::model::*;
@@ -12,13 +14,15 @@ const METHODS: &[&str] = &[
     "CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "TRACE", "PATCH",
 ];
 
-/// Rules sorted by priority, lowest first.
+/// Rules sorted by priority, lowest first. `on` is the listener's protocol and port; `decided`, the
+/// header names trellis decides on for the listener's service (its rate limit and auth policies).
 pub(crate) fn rules(
     d: &mut Diags,
     ctx: &Ctx,
     path: &str,
     raws: &[RawRule],
-    protocol: ListenerProtocol,
+    on: (ListenerProtocol, u16),
+    decided: &Decided,
 ) -> Vec<Rule> {
     let mut names = Unique::new();
     let mut priorities: HashMap<u16, String> = HashMap::new();
@@ -54,7 +58,7 @@ pub(crate) fn rules(
             .map(|m| matcher(d, &p("match"), m))
             .unwrap_or_default();
         let action = match &raw.action {
-            Some(a) => action(d, ctx, &p("action"), a, protocol),
+            Some(a) => action(d, ctx, &p("action"), a, on),
             None => {
                 fields::missing(d, &p("action"));
                 Action::Forward(Vec::new())
@@ -70,7 +74,35 @@ pub(crate) fn rules(
             matcher,
             action,
             rate_limit,
+            transform: None,
         });
+    }
+    // Transforms once every rule is known: whichever rule matches, all the listener's rules decided
+    // on their headers (the ones that did not match, by not matching).
+    let mut decided = decided.clone();
+    for rule in &out {
+        for h in &rule.matcher.headers {
+            decided.add(&h.name, format!("rule {:?} matches on it", rule.name));
+        }
+        match rule.rate_limit.as_ref().map(|r| &r.key) {
+            Some(RateLimitKey::Header(name)) => {
+                decided.add(name, format!("rule {:?}'s rate limit counts by it", rule.name));
+            }
+            Some(RateLimitKey::Identity) => decided.add(
+                "authorization",
+                format!(
+                    "rule {:?}'s rate limit counts by the caller's identity, which may be its bearer token",
+                    rule.name
+                ),
+            ),
+            _ => {}
+        }
+    }
+    for (k, raw) in raws.iter().enumerate() {
+        if let Some(t) = &raw.transform {
+            let tp = format!("{path}.rule[{k}].transform");
+            out[k].transform = Some(transform::transform(d, &tp, t, &out[k], &decided));
+        }
     }
     out.sort_by_key(|r| r.priority);
     out
@@ -194,25 +226,35 @@ fn header_matcher(d: &mut Diags, path: &str, raw: &RawHeaderMatch) -> Option<Hea
     })
 }
 
+/// `on`: the listener's protocol and port.
 pub(crate) fn action(
     d: &mut Diags,
     ctx: &Ctx,
     path: &str,
     raw: &RawAction,
-    protocol: ListenerProtocol,
+    on: (ListenerProtocol, u16),
 ) -> Action {
-    match (&raw.forward, &raw.fixed_response) {
-        (Some(list), None) => {
+    let protocol = on.0;
+    let passthrough = |d: &mut Diags, key: &str| {
+        if protocol == ListenerProtocol::TlsPassthrough {
+            d.err(
+                key,
+                "a tls_passthrough listener can only forward: it does not speak HTTP",
+            );
+        }
+    };
+    match (&raw.forward, &raw.fixed_response, &raw.redirect) {
+        (Some(list), None, None) => {
             Action::Forward(forward(d, ctx, &format!("{path}.forward"), list, protocol))
         }
-        (None, Some(fr)) => {
+        (None, None, Some(r)) => {
+            let rp = format!("{path}.redirect");
+            passthrough(d, &rp);
+            Action::Redirect(super::redirect::redirect(d, &rp, r, on))
+        }
+        (None, Some(fr), None) => {
             let fp = format!("{path}.fixed_response");
-            if protocol == ListenerProtocol::TlsPassthrough {
-                d.err(
-                    &fp,
-                    "a tls_passthrough listener can only forward: it does not speak HTTP",
-                );
-            }
+            passthrough(d, &fp);
             let status = fields::to_u16(fields::required_int_in(
                 d,
                 &format!("{fp}.status"),
@@ -229,7 +271,7 @@ pub(crate) fn action(
         _ => {
             d.err(
                 path,
-                "an action needs exactly one of forward or fixed_response",
+                "an action needs exactly one of forward, fixed_response or redirect",
             );
             Action::Forward(Vec::new())
         }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::fields::{self, Unique};
+use super::transform::Decided;
 use super::{limits, rules, Ctx};
 use crate::diag::Diags;
 use crate::model::*;
@@ -30,7 +31,8 @@ pub(crate) fn services(
         });
 
         let host_list = host_patterns(d, &path, raw.hosts.as_ref());
-        let listeners = listeners(d, ctx, &path, &raw.listener, global);
+        let decided = super::transform::for_service(ctx, raw);
+        let listeners = listeners(d, ctx, &path, &raw.listener, global, &decided);
         let rate_limit = raw.rate_limit.as_ref().map(|r| {
             let rp = format!("{path}.rate_limit");
             // A limit that silently did not apply to some of the service's traffic would be worse than
@@ -161,13 +163,14 @@ fn listeners(
     path: &str,
     raws: &[RawListener],
     global: Limits,
+    decided: &Decided,
 ) -> Vec<(usize, Listener)> {
     let mut names = Unique::new();
     let mut sockets = Unique::new();
     let mut out = Vec::new();
     for (j, raw) in raws.iter().enumerate() {
         let lp = format!("{path}.listener[{j}]");
-        let l = listener(d, ctx, &lp, raw, global);
+        let l = listener(d, ctx, &lp, raw, global, decided);
         names.check(
             d,
             &format!("{lp}.name"),
@@ -192,7 +195,14 @@ fn listeners(
     out
 }
 
-fn listener(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawListener, global: Limits) -> Listener {
+fn listener(
+    d: &mut Diags,
+    ctx: &Ctx,
+    path: &str,
+    raw: &RawListener,
+    global: Limits,
+    decided: &Decided,
+) -> Listener {
     let p = |key: &str| format!("{path}.{key}");
     let name = fields::name(d, &p("name"), &raw.name);
     if raw.protocol.is_none() {
@@ -251,9 +261,9 @@ fn listener(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawListener, global: Lim
             "tls_passthrough listeners cannot have rules: there is no HTTP request to match",
         );
     }
-    let rules = rules::rules(d, ctx, path, &raw.rule, protocol);
+    let rules = rules::rules(d, ctx, path, &raw.rule, (protocol, port), decided);
     let default_action = match &raw.default_action {
-        Some(a) => rules::action(d, ctx, &p("default_action"), a, protocol),
+        Some(a) => rules::action(d, ctx, &p("default_action"), a, (protocol, port)),
         None => {
             fields::missing(d, &p("default_action"));
             Action::Forward(Vec::new())

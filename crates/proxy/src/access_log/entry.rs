@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(v["failureReason"], "-");
         assert_eq!(v["requestId"], "abc");
         assert_eq!(v["authDeniedReason"], "-");
-        assert_eq!(v.as_object().unwrap().len(), 23);
+        assert_eq!(v.as_object().unwrap().len(), 25);
     }
 
     #[test]

@@ -75,6 +75,14 @@ impl Pending {
         self.entry.rule = Some(route.rule.clone());
     }
 
+    /// The path (and query) the target gets, when a rule's transform rewrote the request's.
+    pub fn rewritten(&mut self, uri: &http::Uri) {
+        self.entry.path.clear();
+        self.entry
+            .path
+            .push_str(uri.path_and_query().map_or(uri.path(), |pq| pq.as_str()));
+    }
+
     /// Why an auth policy denied the request.
     pub fn denied(&mut self, reason: &str) {
         self.entry.auth_denied_reason.push_str(reason);

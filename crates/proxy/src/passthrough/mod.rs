@@ -79,7 +79,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, listener: &ListenerC
                 .pick()
                 .and_then(|to| snapshot.group(to.slot).cloned()),
             // Configuration allows only forwarding here.
-            Action::Fixed(_) => None,
+            Action::Fixed(_) | Action::Redirect(_) => None,
         }
     };
     let Some(group) = group else {

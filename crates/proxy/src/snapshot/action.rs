@@ -5,9 +5,12 @@ use http::{HeaderValue, StatusCode};
 use trellis_config as config;
 use trellis_targets::SmoothSchedule;
 
+use super::redirect::Redirect;
+
 pub enum Action {
     Forward(Forward),
     Fixed(Fixed),
+    Redirect(Redirect),
 }
 
 /// A weighted split over target groups; the group for each request comes from a smooth schedule.
@@ -79,6 +82,7 @@ impl Action {
                     content_type,
                 })
             }
+            config::Action::Redirect(r) => Action::Redirect(Redirect::build(r)),
         }
     }
 }

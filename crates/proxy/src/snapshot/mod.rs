@@ -4,15 +4,19 @@ mod action;
 mod hosts;
 #[cfg(test)]
 mod limit_tests;
+mod redirect;
 mod route_metrics;
 mod rules;
+mod transform;
 
 pub use action::{Action, Fixed};
 pub use hosts::HostTable;
+pub use redirect::{host_without_port, Origin, Redirect};
 pub use route_metrics::{class_index, RouteMetrics};
 pub use rules::Conditions;
 #[cfg(feature = "fuzzing")]
 pub use rules::TextMatcher;
+pub use transform::Transform;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -113,6 +117,7 @@ pub struct Rule {
     pub metrics: Arc<RouteMetrics>,
     /// The service's rate limit, then the rule's.
     limits: RouteLimits,
+    transform: Option<Transform>,
 }
 
 /// Where a request goes, what it is counted as, and the rate limits it must pass first.
@@ -120,6 +125,10 @@ pub struct Route<'a> {
     pub action: &'a Action,
     pub metrics: &'a Arc<RouteMetrics>,
     pub limits: &'a RouteLimits,
+    /// What the matched rule changes in the request and the response.
+    pub transform: Option<&'a Transform>,
+    /// The rule matched the path's parameter-stripped view, not the path itself.
+    pub stripped: bool,
 }
 
 impl Snapshot {
@@ -274,6 +283,10 @@ impl Snapshot {
                                     &r.name,
                                 )),
                                 limits: limits(&r.name, own.as_ref()),
+                                transform: r
+                                    .transform
+                                    .as_ref()
+                                    .map(|t| Transform::build(t, &r.matcher)),
                             })
                             .collect(),
                         default_action: Action::build(&l.default_action, &service.name, &lookup),
@@ -379,7 +392,8 @@ impl ServiceRoutes {
 
     /// The first rule (by priority) whose conditions all hold, else the listener's default action. A
     /// rule's path condition holds on the path or on its parameter-stripped view (`unparameterised`, see
-    /// [`crate::head::path::without_parameters`]).
+    /// [`crate::head::path::without_parameters`]); the route says which, so that a transform rewrites
+    /// the view trellis decided on.
     #[inline]
     pub fn route(
         &self,
@@ -390,18 +404,27 @@ impl ServiceRoutes {
     ) -> Route<'_> {
         for rule in self.rules.iter() {
             let holds = |path| rule.conditions.matches(method, path, headers);
-            if holds(path) || unparameterised.is_some_and(holds) {
-                return Route {
-                    action: &rule.action,
-                    metrics: &rule.metrics,
-                    limits: &rule.limits,
-                };
-            }
+            let stripped = if holds(path) {
+                false
+            } else if unparameterised.is_some_and(holds) {
+                true
+            } else {
+                continue;
+            };
+            return Route {
+                action: &rule.action,
+                metrics: &rule.metrics,
+                limits: &rule.limits,
+                transform: rule.transform.as_ref(),
+                stripped,
+            };
         }
         Route {
             action: &self.default_action,
             metrics: &self.default_metrics,
             limits: &self.default_limits,
+            transform: None,
+            stripped: false,
         }
     }
 }

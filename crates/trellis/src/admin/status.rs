@@ -5,7 +5,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 use trellis_config::{
-    Action, Algorithm, HealthCheckProtocol, ListenerProtocol, TargetGroup, TargetProtocol,
+    Action, Algorithm, HeaderEdits, HealthCheckProtocol, ListenerProtocol, TargetGroup,
+    TargetProtocol, Transform,
 };
 use trellis_targets::{TargetRegistry, TargetView};
 
@@ -86,11 +87,17 @@ pub fn status(daemon: &Daemon) -> Value {
                     ListenerProtocol::TlsPassthrough => "tls_passthrough",
                 },
                 "address": l.socket_addr().to_string(),
-                "rules": l.rules.iter().map(|r| json!({
-                    "name": r.name,
-                    "priority": r.priority,
-                    "action": action(&r.action),
-                })).collect::<Vec<_>>(),
+                "rules": l.rules.iter().map(|r| {
+                    let mut rule = json!({
+                        "name": r.name,
+                        "priority": r.priority,
+                        "action": action(&r.action),
+                    });
+                    if let Some(t) = &r.transform {
+                        rule["transform"] = transform(t);
+                    }
+                    rule
+                }).collect::<Vec<_>>(),
                 "default_action": action(&l.default_action),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
@@ -115,7 +122,20 @@ fn action(a: &Action) -> Value {
             "forward": groups.iter().map(|g| json!({"target_group": g.target_group, "weight": g.weight})).collect::<Vec<_>>()
         }),
         Action::FixedResponse(f) => json!({"fixed_response": {"status": f.status}}),
+        Action::Redirect(r) => json!({"redirect": {"status": r.status, "location": r.to_string()}}),
     }
+}
+
+/// What a rule's transform changes: the new path prefix, and the header names of each edit.
+fn transform(t: &Transform) -> Value {
+    let names = |list: &[(String, String)]| list.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    let edits =
+        |e: &HeaderEdits| json!({"set": names(&e.set), "add": names(&e.add), "remove": e.remove});
+    json!({
+        "path_prefix": t.path_prefix,
+        "request_headers": edits(&t.request_headers),
+        "response_headers": edits(&t.response_headers),
+    })
 }
 
 fn target_group(
