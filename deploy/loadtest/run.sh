@@ -39,6 +39,7 @@ ACCESS_LOG=${ACCESS_LOG:-}          # trellis-log's access log file (default: in
 READY_TIMEOUT=${READY_TIMEOUT:-15}  # seconds a server gets to answer its first request
 IDLE=${IDLE:-9000}                  # idle scenario: keep-alive connections held open (each after one request)
 WORKERS=${WORKERS:-1}               # proxy workers: trellis --workers, nginx worker_processes, HAProxy nbthread
+TG_EXTRA=${TG_EXTRA:-}              # lines added to trellis's target groups (e.g. a retry policy), \n-separated
 
 usage() {
     sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
@@ -47,6 +48,7 @@ usage() {
 Environment: DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS THREADS=$THREADS SCENARIO=$SCENARIO
              PEERS="$PEERS" PROXY_CORE=$PROXY_CORE LOAD_CORE=$LOAD_CORE
              TRELLIS_BIN ECHO_BIN NO_BUILD KEEP READY_TIMEOUT SPLIT_SAMPLES=$SPLIT_SAMPLES IDLE=$IDLE WORKERS=$WORKERS
+             TG_EXTRA
 EOF
 }
 case "${1:-}" in
@@ -563,6 +565,7 @@ peer() {
     case "$name" in
         trellis)
             render "$HERE/trellis$SUFFIX.toml.tmpl" "$WORKDIR/trellis.toml"
+            add_tg_extra "$WORKDIR/trellis.toml"
             start trellis "$PROXY_CORE" "$TRELLIS_BIN" run -c "$WORKDIR/trellis.toml" --workers "$WORKERS"
             ;;
         trellis-log)
@@ -640,6 +643,17 @@ peer() {
         R_NOTE[$name]="${R_NOTE[$name]:+${R_NOTE[$name]}; }log: ${written:-?} lines, ${dropped:-?} dropped, $(du -h "${ACCESS_LOG:-$WORKDIR/access.log}" 2>/dev/null | cut -f1)"
     fi
     stop_all_but_backend
+}
+
+# add_tg_extra FILE: TG_EXTRA's lines right after each `[[target_group]]`'s `name = ...` line.
+add_tg_extra() {
+    [[ -n "$TG_EXTRA" ]] || return 0
+    local tmp="$1.tmp"
+    awk -v extra="$TG_EXTRA" '
+        { print }
+        /^\[\[target_group\]\]/ { in_tg = 1; next }
+        in_tg && /^name = / { gsub(/\\n/, "\n", extra); print extra; in_tg = 0 }
+    ' "$1" >"$tmp" && mv "$tmp" "$1"
 }
 
 # trellis_allocated: the bytes trellis's allocator counts as allocated (its /metrics).

@@ -22,7 +22,8 @@ use crate::snapshot::{host_without_port, Action, Fixed, Origin, Redirect, Route,
 use crate::tunnel::{tunnel, TunnelLimits};
 use crate::upload::Overdue;
 use crate::upstream::{
-    admit, admit_sticky, exchange, Admitted, ExchangeError, Exchanged, Group, Lookup, Timing,
+    admit, admit_queued, admit_sticky, exchange, Admitted, ExchangeError, Exchanged, Group, Lookup,
+    Timing,
 };
 
 /// Answers one request. Never fails: every failure becomes a response trellis writes itself.
@@ -283,11 +284,12 @@ async fn forward(
     let replay = match policy {
         None => Replay::of(&req, upgrade),
         Some(policy) => {
-            // A body that may have to go again is read whole first (as nginx buffers request bodies).
-            let body = if !upgrade && policy.allows(req.method()) {
-                req.body_mut()
-                    .read_whole(policy.max_replay_body, conn.limits.body_timeout)
-                    .await?
+            // A body that may have to go again is read whole first (as nginx buffers request bodies);
+            // boxed, as bodiless requests (most) never get here.
+            let has_body = !matches!(req.body(), RequestBody::Empty);
+            let body = if has_body && !upgrade && policy.allows(req.method()) {
+                let limit = policy.max_replay_body;
+                Box::pin(req.body_mut().read_whole(limit, conn.limits.body_timeout)).await?
             } else {
                 None
             };
@@ -346,12 +348,12 @@ async fn forward(
         }
         let mut admitted = match stuck.flatten() {
             Some((pick, in_flight)) => Admitted::Target(pick, in_flight),
-            None => admit(group, &tried, &mut trace.queue_wait).await,
+            None => next_target(group, &tried, trace).await,
         };
         if matches!(admitted, Admitted::NoTarget) && policy.is_some() && !tried.is_empty() {
             // Every target has had a try: a policy's further tries go round them again.
             tried.clear();
-            admitted = admit(group, &tried, &mut trace.queue_wait).await;
+            admitted = next_target(group, &tried, trace).await;
         }
         let (pick, in_flight) = match admitted {
             Admitted::Target(pick, in_flight) => (pick, in_flight),
@@ -464,6 +466,15 @@ async fn forward(
                 }
             }
         }
+    }
+}
+
+/// The target for the next try: at once when one can take it, else after a wait in the group's queue
+/// (boxed: most requests never wait, and their future should not carry the queue's state).
+async fn next_target(group: &Group, tried: &Tried, trace: &mut Trace) -> Admitted {
+    match admit(group, tried) {
+        Some(admitted) => admitted,
+        None => Box::pin(admit_queued(group, tried, &mut trace.queue_wait)).await,
     }
 }
 

@@ -18,57 +18,72 @@ pub enum Admitted {
     Overloaded,
 }
 
-/// The next target not in `tried`; with a concurrency limit, one with a free slot, waiting for one in
-/// the group's queue if need be. `queued` gets the time spent waiting.
-pub async fn admit(group: &Group, tried: &Tried, queued: &mut Option<Duration>) -> Admitted {
+/// The next target not in `tried`, when one can take the request now: with a concurrency limit, one
+/// with a free slot. `None` when every candidate is at its limit: then [`admit_queued`] waits for one.
+/// Not async, so that the request's future carries no queue state unless it has to wait.
+pub fn admit(group: &Group, tried: &Tried) -> Option<Admitted> {
     let targets = group.balancer.targets();
     let Some(limit) = &group.concurrency else {
-        return match group.balancer.pick(tried) {
+        return Some(match group.balancer.pick(tried) {
             Some(pick) => Admitted::Target(pick, targets[pick.index].begin()),
             None => Admitted::NoTarget,
-        };
+        });
     };
-    let Concurrency {
+    if let Some(admitted) = free_slot(group, tried, limit.max_per_target) {
+        return Some(admitted);
+    }
+    if group.balancer.pick(tried).is_none() {
+        return Some(Admitted::NoTarget);
+    }
+    None
+}
+
+/// A target below `max` in flight, its slot taken. A pick sees a free slot that another request may
+/// take first: a few tries, then give up.
+fn free_slot(group: &Group, tried: &Tried, max: u32) -> Option<Admitted> {
+    for _ in 0..3 {
+        let pick = group.balancer.pick_within(tried, max)?;
+        if let Some(in_flight) = group.balancer.targets()[pick.index].try_begin(max) {
+            return Some(Admitted::Target(pick, in_flight));
+        }
+    }
+    None
+}
+
+/// Waits in the group's queue for a target below `max_per_target` (first come, first served), up to
+/// `queue_timeout`; refused at once when the queue is full. `queued` gets the time spent waiting.
+pub async fn admit_queued(group: &Group, tried: &Tried, queued: &mut Option<Duration>) -> Admitted {
+    let Some(Concurrency {
         max_per_target,
         queue,
         queue_timeout,
-    } = *limit;
-    let mut place = None;
-    let mut since = None;
+    }) = group.concurrency
+    else {
+        return admit(group, tried).unwrap_or(Admitted::NoTarget);
+    };
+    let started = Instant::now();
+    let Some(place) = group.stats.queue.enter(queue) else {
+        group.metrics.refused_queue_full.inc();
+        return Admitted::Overloaded;
+    };
+    let _place = Queued::new(place, &group.metrics.waiting);
+    group.metrics.queued.inc();
+    let deadline = tokio::time::Instant::from_std(started + queue_timeout);
     loop {
-        // A pick sees a free slot that another request may take first: a few tries, then the queue.
-        for _ in 0..3 {
-            let Some(pick) = group.balancer.pick_within(tried, max_per_target) else {
-                break;
-            };
-            if let Some(in_flight) = targets[pick.index].try_begin(max_per_target) {
-                if let Some(since) = since {
-                    *queued = Some(Instant::now().saturating_duration_since(since));
-                }
-                return Admitted::Target(pick, in_flight);
-            }
+        // A slot may have freed between the caller's look and entering: look before each wait.
+        if let Some(admitted) = free_slot(group, tried, max_per_target) {
+            *queued = Some(started.elapsed());
+            return admitted;
         }
         if group.balancer.pick(tried).is_none() {
             return Admitted::NoTarget;
         }
-        let started = *since.get_or_insert_with(Instant::now);
-        if place.is_none() {
-            let Some(entered) = group.stats.queue.enter(queue) else {
-                group.metrics.refused_queue_full.inc();
-                return Admitted::Overloaded;
-            };
-            place = Some(Queued::new(entered, &group.metrics.waiting));
-            group.metrics.queued.inc();
-            // A slot may have freed between the look above and entering: look again before waiting.
-            continue;
-        }
-        let deadline = tokio::time::Instant::from_std(started + queue_timeout);
         if tokio::time::timeout_at(deadline, group.stats.queue.freed())
             .await
             .is_err()
         {
             group.metrics.refused_queue_timeout.inc();
-            *queued = Some(Instant::now().saturating_duration_since(started));
+            *queued = Some(started.elapsed());
             return Admitted::Overloaded;
         }
     }

@@ -7,7 +7,7 @@ mod pool;
 mod sticky;
 mod tls;
 
-pub use admit::{admit, admit_sticky, Admitted};
+pub use admit::{admit, admit_queued, admit_sticky, Admitted};
 pub use exchange::{exchange, ExchangeError, Exchanged, Timing};
 pub use group::Group;
 pub use pool::{PoolRegistry, PooledSender, TargetPool};
