@@ -93,6 +93,11 @@ async fn a_cookie_keeps_a_client_on_its_target_until_that_target_leaves() {
     assert!(trellis.metric(&metric("hit")).await >= Some(25.0));
     assert!(trellis.metric(&metric("miss")).await >= Some(1.0));
     assert_eq!(trellis.metric(&metric("new")).await, Some(1.0));
+    let status = trellis.status().await;
+    assert_eq!(
+        status["target_groups"][0]["stickiness"],
+        serde_json::json!({"type": "lb_cookie", "cookie_name": null, "duration": "1h"})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,6 +133,10 @@ async fn a_target_that_joins_gets_a_small_share_first_and_its_fair_share_after_s
     let old = Tracking::start("old").await;
     let new = Tracking::start("new").await;
     let (trellis, port) = proxy("slow_start = \"4s\"\n").await;
+    assert_eq!(
+        trellis.status().await["target_groups"][0]["slow_start"],
+        "4s"
+    );
     assert_eq!(trellis.register("web", &old.addr(), 1).await.0, 201);
     // Slow start is about time passing: the first target's own window must be over before the second
     // one joins, and nothing but the clock says when it is.

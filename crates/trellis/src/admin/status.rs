@@ -203,6 +203,18 @@ fn target_group(
             "budget_percent": r.budget_percent,
             "max_replay_body": r.max_replay_body,
         })),
+        "stickiness": tg.stickiness.as_ref().map(|st| json!({
+            "type": match st.kind {
+                trellis_config::StickinessKind::LbCookie => "lb_cookie",
+                trellis_config::StickinessKind::AppCookie { .. } => "app_cookie",
+            },
+            "cookie_name": match &st.kind {
+                trellis_config::StickinessKind::AppCookie { cookie_name } => Some(cookie_name.as_str()),
+                trellis_config::StickinessKind::LbCookie => None,
+            },
+            "duration": fmt(st.duration),
+        })),
+        "slow_start": fmt(tg.slow_start),
         "concurrency": tg.concurrency.as_ref().map(|c| json!({
             "max_per_target": c.max_per_target,
             "queue": c.queue,
