@@ -311,7 +311,7 @@ fn scaled_pool(port: u16) -> String {
         ),
         format!(
             "[[scaling_group]]\nname = \"web\"\ntarget_group = \"pool\"\nmin = 1\nmax = 2\ndesired = 1\n\
-             evaluation_period = \"500ms\"\ncooldown = \"1s\"\ninstance_warmup = \"500ms\"\n\
+             evaluation_period = \"500ms\"\nscale_in_window = \"1500ms\"\ncooldown = \"1s\"\ninstance_warmup = \"500ms\"\n\
              [scaling_group.launch]\nprovider = \"process\"\n\
              command = [\"{{self}}\", \"echo\", \"--listen\", \"127.0.0.1:{{port}}\", \"--name\", \"{{id}}\", \"--workers\", \"1\"]\n\
              ports = \"{lo}-{hi}\"\nstop_timeout = \"2s\"\n"

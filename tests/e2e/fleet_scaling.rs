@@ -25,7 +25,7 @@ fn shared(port: u16, (lo, hi): (u16, u16), min: u32, max: u32) -> String {
          [target_group.health_check]\npath = \"/healthz\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\n\
          healthy_threshold = 1\nunhealthy_threshold = 2\n\n\
          [[scaling_group]]\nname = \"web\"\ntarget_group = \"pool\"\nmin = {min}\nmax = {max}\ndesired = {min}\n\
-         evaluation_period = \"500ms\"\ncooldown = \"1s\"\ninstance_warmup = \"500ms\"\nhealth_check_grace_period = \"10s\"\n\
+         evaluation_period = \"500ms\"\nscale_in_window = \"1500ms\"\ncooldown = \"1s\"\ninstance_warmup = \"500ms\"\nhealth_check_grace_period = \"10s\"\n\
          [scaling_group.launch]\nprovider = \"process\"\n\
          command = [\"{{self}}\", \"echo\", \"--listen\", \"{{host}}:{{port}}\", \"--name\", \"{{id}}\", \"--workers\", \"1\"]\n\
          ports = \"{lo}-{hi}\"\nstop_timeout = \"2s\"\n\

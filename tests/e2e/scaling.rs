@@ -21,7 +21,7 @@ pub(crate) fn config(port: u16, min: u32, max: u32) -> String {
   [target_group.health_check]\n  path = \"/healthz\"\n  interval = \"200ms\"\n  timeout = \"150ms\"\n\
   healthy_threshold = 1\n  unhealthy_threshold = 2\n\n\
 [[scaling_group]]\nname = \"web\"\ntarget_group = \"pool\"\nmin = {min}\nmax = {max}\ndesired = {min}\n\
-evaluation_period = \"500ms\"\ncooldown = \"1s\"\ninstance_warmup = \"500ms\"\nhealth_check_grace_period = \"10s\"\n\
+evaluation_period = \"500ms\"\nscale_in_window = \"1500ms\"\ncooldown = \"1s\"\ninstance_warmup = \"500ms\"\nhealth_check_grace_period = \"10s\"\n\
   [scaling_group.launch]\n  provider = \"process\"\n\
   command = [\"{{self}}\", \"echo\", \"--listen\", \"127.0.0.1:{{port}}\", \"--name\", \"{{id}}\", \"--workers\", \"1\"]\n\
   ports = \"{lo}-{hi}\"\n  stop_timeout = \"2s\"\n\
@@ -197,6 +197,16 @@ async fn desired_set_by_hand_is_clamped_and_scale_in_spares_a_protected_instance
         "{reply}"
     );
     let g = wait_group(&trellis, "three in service", |g| g["in_service"] == 3).await;
+    // An instance belongs to its scaling group: the target API neither re-weights nor drains it.
+    let address = g["instances"][0]["address"].as_str().unwrap().to_string();
+    for (status, reply) in [
+        trellis.register("pool", &address, 5).await,
+        trellis.deregister("pool", &address).await,
+    ] {
+        assert_eq!(status, 409, "{reply}");
+        let message = reply["error"].as_str().unwrap_or_default();
+        assert!(message.contains("scaling group \"web\""), "{message}");
+    }
     // Protect the newest; scale-in (oldest first by default) must then take the other two.
     let newest = g["instances"]
         .as_array()

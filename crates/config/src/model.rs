@@ -588,6 +588,9 @@ pub struct ScalingGroup {
     pub health_check_grace_period: Duration,
     /// Default 300s.
     pub cooldown: Duration,
+    /// Scale-in never goes below the largest capacity any evaluation within this window asked for
+    /// (Kubernetes' scale-down stabilization); default 5m, `0s`: only the latest evaluation.
+    pub scale_in_window: Duration,
     /// Default 0s.
     pub instance_warmup: Duration,
     /// How often the policies look at the metrics (each sample covers one period); 100ms..=300s,

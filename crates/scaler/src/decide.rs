@@ -9,8 +9,9 @@
 //! - scale-out happens at once; warming instances already count toward capacity, so it does not
 //!   overshoot while they start;
 //! - scale-in waits for `cooldown` after the last activity, and while any instance is warming up, and
-//!   takes the largest capacity any of the last few samples asked for, so a dip does not shed capacity
-//!   that the next peak needs.
+//!   takes the largest capacity any evaluation within `scale_in_window` asked for (Kubernetes'
+//!   scale-down stabilization; AWS waits for 15 minutes of low datapoints), so a dip does not shed
+//!   capacity that the next peak needs. Scale-out stays immediate.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -18,9 +19,6 @@ use std::time::{Duration, Instant};
 use trellis_config::ScalingGroup;
 
 use crate::policy::{propose, Proposal};
-
-/// Scale-in looks back over this many samples and keeps the largest capacity they needed.
-const SCALE_IN_LOOKBACK: usize = 3;
 
 /// The group's own metrics over the last evaluation period, measured on in-service instances that are
 /// not warming up (a warming instance's numbers would drag the average down while it starts).
@@ -51,9 +49,10 @@ pub struct Decider {
     max: u32,
     desired: u32,
     cooldown: Duration,
+    scale_in_window: Duration,
     last_activity: Option<Instant>,
-    /// Capacity each recent sample asked for (for scale-in).
-    recent: VecDeque<u32>,
+    /// When each evaluation within the scale-in window was made, and the capacity it asked for.
+    recent: VecDeque<(Instant, u32)>,
 }
 
 impl Decider {
@@ -63,6 +62,7 @@ impl Decider {
             max: group.max,
             desired: group.desired.clamp(group.min, group.max),
             cooldown: group.cooldown,
+            scale_in_window: group.scale_in_window,
             last_activity: None,
             recent: VecDeque::new(),
         }
@@ -82,6 +82,7 @@ impl Decider {
             max,
             desired: desired.clamp(min, max),
             cooldown: group.cooldown,
+            scale_in_window: group.scale_in_window,
             last_activity,
             recent: VecDeque::new(),
         }
@@ -95,6 +96,28 @@ impl Decider {
     /// Takes a reloaded group's timings (bounds go through [`Self::set_bounds`]).
     pub fn reconfigure(&mut self, group: &ScalingGroup) {
         self.cooldown = group.cooldown;
+        self.scale_in_window = group.scale_in_window;
+    }
+
+    /// How long before a scale-in could happen, when the latest evaluation asked for less than desired:
+    /// the cooldown's rest, or the time until every larger capacity asked for within the window has left
+    /// it, whichever is later. `None` when no scale-in is wanted.
+    pub fn scale_in_held(&self, now: Instant) -> Option<Duration> {
+        let &(_, latest) = self.recent.back()?;
+        if latest >= self.desired {
+            return None;
+        }
+        let cooling = self.last_activity.map_or(Duration::ZERO, |at| {
+            (at + self.cooldown).saturating_duration_since(now)
+        });
+        let window = self
+            .recent
+            .iter()
+            .filter(|(_, wanted)| *wanted > latest)
+            .map(|(at, _)| (*at + self.scale_in_window).saturating_duration_since(now))
+            .max()
+            .unwrap_or(Duration::ZERO);
+        Some(cooling.max(window))
     }
 
     pub fn desired(&self) -> u32 {
@@ -141,8 +164,14 @@ impl Decider {
         }
         let (wanted, cause) = best?;
         let wanted = wanted.clamp(self.min, self.max);
-        self.recent.push_back(wanted);
-        if self.recent.len() > SCALE_IN_LOOKBACK {
+        self.recent.push_back((now, wanted));
+        // Evaluations older than the window no longer hold capacity (the latest always stays).
+        while self.recent.len() > 1
+            && self
+                .recent
+                .front()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) > self.scale_in_window)
+        {
             self.recent.pop_front();
         }
         if wanted > self.desired {
@@ -155,7 +184,7 @@ impl Decider {
             if cooling || warming > 0 {
                 return None;
             }
-            let keep = self.recent.iter().copied().max().unwrap_or(wanted);
+            let keep = self.recent.iter().map(|(_, w)| *w).max().unwrap_or(wanted);
             return self.change(keep, now, cause);
         }
         None
@@ -327,7 +356,9 @@ instance_warmup = "10s"
 
     #[test]
     fn a_spike_scales_out_at_once_and_back_in_only_after_cooldown_and_lookback() {
-        let g = group();
+        let mut g = group();
+        // Three evaluations' worth of look-back.
+        g.scale_in_window = Duration::from_secs(15);
         let (desired, decisions) = simulate(
             &g,
             |t| if (60..70).contains(&t) { 3000.0 } else { 300.0 },
@@ -340,6 +371,55 @@ instance_warmup = "10s"
         // Scaled out at t=60; scale-in not before cooldown (30s) nor while warming (10s).
         let back_at = (desired.iter().rposition(|&d| d == 6).unwrap() as u64 + 1) * 5 + 5;
         assert!(back_at >= 60 + 30, "{desired:?}");
+    }
+
+    #[test]
+    fn a_dip_shorter_than_the_scale_in_window_sheds_no_capacity() {
+        let mut g = group();
+        g.desired = 4;
+        assert_eq!(g.scale_in_window, Duration::from_secs(300), "the default");
+        // 2000/s (4 at 500/s each), a 15 s dip to 500/s at t=100, then 2000/s again.
+        let steady_with_dip = |t: u64| {
+            if (100..115).contains(&t) {
+                500.0
+            } else {
+                2000.0
+            }
+        };
+        let (desired, decisions) = simulate(&g, steady_with_dip, 600, 5);
+        assert!(decisions.is_empty(), "{decisions:?}");
+        assert!(desired.iter().all(|&d| d == 4));
+        // A dip that lasts: capacity goes once the window has passed since the last evaluation that
+        // asked for 4 (t=95), not before.
+        let (desired, decisions) = simulate(&g, |t| if t >= 100 { 500.0 } else { 2000.0 }, 600, 5);
+        assert_eq!(decisions[0].from, 4, "{decisions:?}");
+        assert!(decisions[0].to < 4, "{decisions:?}");
+        let first_low = desired.iter().position(|&d| d < 4).unwrap() as u64;
+        let at = (first_low + 1) * 5;
+        assert!(
+            (95 + 300..=95 + 300 + 10).contains(&at),
+            "scaled in at t={at}"
+        );
+    }
+
+    #[test]
+    fn the_time_a_scale_in_is_held_for_is_the_later_of_cooldown_and_window() {
+        let mut g = group();
+        g.desired = 4;
+        let t0 = Instant::now();
+        let mut d = Decider::new(&g);
+        let sample = |rps: f64| Sample {
+            requests_per_second: rps,
+            in_flight: 0.0,
+            cpu_percent: None,
+            measured: 4,
+        };
+        assert_eq!(d.decide(&g, t0, &sample(2000.0), 0), None);
+        assert_eq!(d.scale_in_held(t0), None, "nothing to scale in");
+        let t1 = t0 + Duration::from_secs(10);
+        assert_eq!(d.decide(&g, t1, &sample(500.0), 0), None);
+        // The evaluation at t0 asked for 4: held until t0 + 300s.
+        assert_eq!(d.scale_in_held(t1), Some(Duration::from_secs(290)));
     }
 
     #[test]

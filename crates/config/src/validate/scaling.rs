@@ -112,6 +112,14 @@ fn scaling_group(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawScalingGroup) ->
             secs(0),
         ),
         cooldown: fields::duration(d, &p("cooldown"), &raw.cooldown, secs(300)),
+        scale_in_window: fields::duration_in(
+            d,
+            &p("scale_in_window"),
+            &raw.scale_in_window,
+            secs(300),
+            secs(0),
+            secs(3600),
+        ),
         instance_warmup: fields::duration(d, &p("instance_warmup"), &raw.instance_warmup, secs(0)),
         evaluation_period: fields::duration_in(
             d,

@@ -100,6 +100,32 @@ pub struct Running {
     pub scaled: HashSet<(String, SocketAddr)>,
 }
 
+/// A target a scaling group launched belongs to it: the API may not register or deregister it (the
+/// scaler would undo either, or a drain would be reported that nothing carries out).
+fn refuse_scaled(
+    current: &Running,
+    group: &str,
+    address: SocketAddr,
+    what: &str,
+) -> Result<(), ChangeError> {
+    if !current.scaled.contains(&(group.to_string(), address)) {
+        return Ok(());
+    }
+    let owner = current
+        .file
+        .scaling_groups
+        .iter()
+        .find(|sg| sg.target_group == group)
+        .map_or("its scaling group".to_string(), |sg| {
+            format!("scaling group {:?}", sg.name)
+        });
+    Err(ChangeError::Conflict(format!(
+        "{address} in target group {group:?} is an instance of {owner}; it cannot be {what} through \
+         the target API; change the group's desired capacity instead (trellis scale, PUT \
+         /v1/scaling-groups/NAME/desired)"
+    )))
+}
+
 impl Running {
     pub fn source(&self, key: &(String, SocketAddr)) -> Source {
         if self.scaled.contains(key) {
@@ -317,6 +343,7 @@ impl Daemon {
     ) -> Result<(bool, u16), ChangeError> {
         let _change = self.change.lock().await;
         let current = self.current();
+        refuse_scaled(&current, group, address, "registered")?;
         registry::check_registrable(&current.file, group, address, weight)?;
         let mut next = self.lock_registrations().clone();
         let (created, weight) = registry::upsert(&mut next, group, address, weight);
@@ -334,6 +361,7 @@ impl Daemon {
     ) -> Result<(), ChangeError> {
         let _change = self.change.lock().await;
         let current = self.current();
+        refuse_scaled(&current, group, address, "deregistered")?;
         let mut next = self.lock_registrations().clone();
         registry::remove(&current.file, &mut next, group, address)?;
         self.off_workers(move |this| this.persist_and_apply(&current, next))

@@ -892,6 +892,10 @@ impl Controller {
             "in_service": count(Lifecycle::InService),
             "pending": count(Lifecycle::Pending),
             "terminating": count(Lifecycle::Terminating),
+            // The latest evaluation wants fewer instances: how long the cooldown and the scale-in window
+            // hold them still.
+            "scale_in_held_seconds": self.decider.scale_in_held(now).map(|d| d.as_secs_f64()),
+            "scale_in_window": humantime::format_duration(self.group.scale_in_window).to_string(),
             "scheduled": self.group.policies.iter().filter_map(|p| {
                 let next = self.scheduler.as_ref()?.next_fire(&p.name, SystemTime::now())?;
                 Some(json!({"policy": p.name, "next": humantime::format_rfc3339_seconds(next).to_string()}))
