@@ -429,3 +429,75 @@ async fn a_reload_reshapes_a_running_group_and_removing_it_stops_its_instances()
         "{status:#}"
     );
 }
+
+/// Keeps `clients` keep-alive clients sending requests until `stop` is set.
+fn load(port: u16, clients: usize, stop: &Arc<AtomicBool>) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let c = client::http1();
+                while !stop.load(Ordering::SeqCst) {
+                    let _ = get(&c, port, "/").await;
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dip_shorter_than_the_scale_in_window_sheds_no_instance() {
+    let port = free_port();
+    let cfg = config(port, 1, 3).replace(
+        "scale_in_window = \"1500ms\"",
+        "scale_in_window = \"4s\"",
+    );
+    let trellis = Trellis::start(&cfg, &[port]).await;
+    wait_group(&trellis, "one instance in service", |g| {
+        g["in_service"] == 1
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(port, 4, &stop);
+    wait_group(&trellis, "three in service", |g| g["in_service"] == 3).await;
+
+    // A dip of 1.5 s (three evaluations with no load, cooldown 1 s over), then the load again: the
+    // window holds the capacity, and says for how long.
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let held = wait_group(&trellis, "a scale-in held by the window", |g| {
+        g["scale_in_held_seconds"].as_f64().is_some_and(|s| s > 0.0)
+    })
+    .await;
+    assert_eq!(held["desired"], 3, "{held:#}");
+    assert_eq!(held["scale_in_window"], "4s");
+    let dip_started = std::time::Instant::now();
+    let mut lowest = 3;
+    while dip_started.elapsed() < Duration::from_millis(1500) {
+        lowest = lowest.min(group(&trellis).await["desired"].as_u64().unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(port, 4, &stop);
+    let resumed = std::time::Instant::now();
+    while resumed.elapsed() < Duration::from_secs(2) {
+        lowest = lowest.min(group(&trellis).await["desired"].as_u64().unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lowest, 3, "a dip shorter than scale_in_window shed capacity");
+
+    // The load goes for good: the group scales in, but not before the window has passed.
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let quiet = std::time::Instant::now();
+    wait_group(&trellis, "scale-in after the window", |g| g["desired"] == 1).await;
+    assert!(
+        quiet.elapsed() >= Duration::from_secs(3),
+        "scaled in after {:?}",
+        quiet.elapsed()
+    );
+}
