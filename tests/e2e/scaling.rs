@@ -448,10 +448,8 @@ fn load(port: u16, clients: usize, stop: &Arc<AtomicBool>) -> Vec<tokio::task::J
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dip_shorter_than_the_scale_in_window_sheds_no_instance() {
     let port = free_port();
-    let cfg = config(port, 1, 3).replace(
-        "scale_in_window = \"1500ms\"",
-        "scale_in_window = \"4s\"",
-    );
+    let cfg =
+        config(port, 1, 3).replace("scale_in_window = \"1500ms\"", "scale_in_window = \"4s\"");
     let trellis = Trellis::start(&cfg, &[port]).await;
     wait_group(&trellis, "one instance in service", |g| {
         g["in_service"] == 1
@@ -473,6 +471,21 @@ async fn a_dip_shorter_than_the_scale_in_window_sheds_no_instance() {
     .await;
     assert_eq!(held["desired"], 3, "{held:#}");
     assert_eq!(held["scale_in_window"], "4s");
+    // Why: the policy's metric, as the last evaluation measured it, against its target.
+    let policy = &held["policies"][0];
+    assert_eq!(
+        (&policy["name"], &policy["metric"], &policy["target"]),
+        (
+            &Value::from("rps"),
+            &Value::from("request_count_per_target"),
+            &Value::from(50.0)
+        ),
+        "{held:#}"
+    );
+    assert!(
+        policy["value"].as_f64().is_some_and(|v| v < 50.0),
+        "{held:#}"
+    );
     let dip_started = std::time::Instant::now();
     let mut lowest = 3;
     while dip_started.elapsed() < Duration::from_millis(1500) {
@@ -486,7 +499,10 @@ async fn a_dip_shorter_than_the_scale_in_window_sheds_no_instance() {
         lowest = lowest.min(group(&trellis).await["desired"].as_u64().unwrap());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(lowest, 3, "a dip shorter than scale_in_window shed capacity");
+    assert_eq!(
+        lowest, 3,
+        "a dip shorter than scale_in_window shed capacity"
+    );
 
     // The load goes for good: the group scales in, but not before the window has passed.
     stop.store(true, Ordering::SeqCst);

@@ -230,6 +230,7 @@ fn spawn_group(
         retiring: false,
         protection_noted: false,
         decider: Decider::new(group),
+        last_sample: None,
         group: group.clone(),
         instances: Vec::new(),
         backoff: Backoff::default(),
@@ -397,6 +398,8 @@ struct Controller {
     /// Said once that protection blocks scale-in (reset when capacity matches again).
     protection_noted: bool,
     decider: Decider,
+    /// The last evaluation's sample, for the status (each policy's metric against its target).
+    last_sample: Option<trellis_scaler::Sample>,
     group: ScalingGroup,
     instances: Vec<Live>,
     backoff: Backoff,
@@ -632,6 +635,7 @@ impl Controller {
             tally.measured(delta, in_flight, cpu_delta);
         }
         let sample = tally.sample(period);
+        self.last_sample = Some(sample);
         if let Some(d) = self
             .decider
             .decide(&self.group, now, &sample, tally.warming)
@@ -896,6 +900,7 @@ impl Controller {
             // hold them still.
             "scale_in_held_seconds": self.decider.scale_in_held(now).map(|d| d.as_secs_f64()),
             "scale_in_window": humantime::format_duration(self.group.scale_in_window).to_string(),
+            "policies": policy_status(&self.group, self.last_sample.as_ref()),
             "scheduled": self.group.policies.iter().filter_map(|p| {
                 let next = self.scheduler.as_ref()?.next_fire(&p.name, SystemTime::now())?;
                 Some(json!({"policy": p.name, "next": humantime::format_rfc3339_seconds(next).to_string()}))
@@ -925,4 +930,39 @@ impl Controller {
             })).collect::<Vec<_>>(),
         }));
     }
+}
+
+/// Each metric policy's metric as the last evaluation measured it, against its target (target
+/// tracking) — what an operator looks at to see why a group is the size it is.
+fn policy_status(
+    group: &ScalingGroup,
+    sample: Option<&trellis_scaler::Sample>,
+) -> Vec<serde_json::Value> {
+    use trellis_config::{PolicyKind, ScalingMetric};
+    let name = |m: &ScalingMetric| match m {
+        ScalingMetric::RequestCountPerTarget => "request_count_per_target",
+        ScalingMetric::InFlightPerTarget => "in_flight_per_target",
+        ScalingMetric::CpuUtilization => "cpu_utilization",
+    };
+    group
+        .policies
+        .iter()
+        .filter_map(|p| {
+            let (kind, metric, target) = match &p.kind {
+                PolicyKind::TargetTracking { metric, target, .. } => {
+                    ("target_tracking", metric, Some(*target))
+                }
+                PolicyKind::Step { metric, .. } => ("step", metric, None),
+                PolicyKind::Scheduled { .. } => return None,
+            };
+            let value = sample.and_then(|s| trellis_scaler::metric_value(*metric, s));
+            Some(json!({
+                "name": p.name,
+                "type": kind,
+                "metric": name(metric),
+                "value": value,
+                "target": target,
+            }))
+        })
+        .collect()
 }
