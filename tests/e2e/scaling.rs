@@ -517,3 +517,64 @@ async fn a_dip_shorter_than_the_scale_in_window_sheds_no_instance() {
         quiet.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_past_max_instance_lifetime_is_replaced_without_a_failed_request() {
+    let port = free_port();
+    let mut cfg = config(port, 1, 2);
+    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    let cfg = cfg.replace(
+        "scale_in_window = \"1500ms\"",
+        "scale_in_window = \"1500ms\"\nmax_instance_lifetime = \"3s\"",
+    );
+    let trellis = Trellis::start(&cfg, &[port]).await;
+    let first = wait_group(&trellis, "one instance in service", |g| {
+        g["in_service"] == 1
+    })
+    .await;
+    let first_id = first["instances"][0]["id"].as_str().unwrap().to_string();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new(AtomicUsize::new(0));
+    let trickle = {
+        let (stop, failures, served) = (stop.clone(), failures.clone(), served.clone());
+        tokio::spawn(async move {
+            let c = client::http1();
+            while !stop.load(Ordering::SeqCst) {
+                let reply = get(&c, port, "/").await;
+                if reply.status == 200 {
+                    served.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    eprintln!("failed: {reply:?}");
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Launch first, then stop: the old instance leaves only once its replacement is in service.
+    let g = wait_group(&trellis, "the first instance replaced", |g| {
+        let ids: Vec<&str> = g["instances"]
+            .as_array()
+            .map(|i| i.iter().filter_map(|i| i["id"].as_str()).collect())
+            .unwrap_or_default();
+        g["in_service"] == 1 && ids.len() == 1 && ids[0] != first_id
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    trickle.await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "failed requests\n{}",
+        trellis.stderr()
+    );
+    assert!(served.load(Ordering::SeqCst) > 0);
+    assert_eq!(g["desired"], 1);
+    let activities = g["activities"].to_string();
+    assert!(
+        activities.contains("max_instance_lifetime 3s reached"),
+        "{activities}"
+    );
+}

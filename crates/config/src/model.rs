@@ -591,6 +591,8 @@ pub struct ScalingGroup {
     /// Scale-in never goes below the largest capacity any evaluation within this window asked for
     /// (Kubernetes' scale-down stabilization); default 5m, `0s`: only the latest evaluation.
     pub scale_in_window: Duration,
+    /// Instances older than this are replaced, launch first, then stop; `None`: they live on.
+    pub max_instance_lifetime: Option<Duration>,
     /// Default 0s.
     pub instance_warmup: Duration,
     /// How often the policies look at the metrics (each sample covers one period); 100ms..=300s,

@@ -340,6 +340,7 @@ pub(crate) struct RawScalingGroup {
     pub health_check_grace_period: Option<String>,
     pub cooldown: Option<String>,
     pub scale_in_window: Option<String>,
+    pub max_instance_lifetime: Option<String>,
     pub instance_warmup: Option<String>,
     pub evaluation_period: Option<String>,
     pub termination_policy: Option<String>,

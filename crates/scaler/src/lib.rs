@@ -17,7 +17,7 @@ mod schedule;
 
 pub use command::{CommandProvider, HookInstance};
 pub use decide::{Decider, Decision, Sample};
-pub use lifecycle::{Backoff, Instance, Lifecycle, Replace};
+pub use lifecycle::{renewal, Backoff, Instance, Lifecycle, Renewal, Replace};
 pub use policy::{value as metric_value, Proposal};
 pub use process::{ProcessInstance, ProcessProvider};
 pub use schedule::{CronSchedule, ScheduledAction, Scheduler};

@@ -208,3 +208,87 @@ mod tests {
         assert!(b.ready(t) && b.failures() == 0);
     }
 }
+
+/// What `max_instance_lifetime` asks of a group now: instances that reached it are replaced one at a
+/// time, launch first and then stop (EC2 Auto Scaling's maximum instance lifetime), so capacity never
+/// dips below desired on its account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Nothing has reached its lifetime (or there is no lifetime).
+    None,
+    /// An instance has: the group may run one over desired while its replacement starts.
+    Replace,
+    /// The replacement is in service: this instance (an index into the slice given) goes now.
+    Retire(usize),
+}
+
+/// See [`Renewal`]. In-service, unprotected instances older than `lifetime` are due, oldest first; the
+/// oldest is retired once `desired` instances that are not due are in service.
+pub fn renewal(
+    instances: &[&Instance],
+    desired: u32,
+    lifetime: Option<Duration>,
+    now: Instant,
+) -> Renewal {
+    let Some(lifetime) = lifetime else {
+        return Renewal::None;
+    };
+    let due = |i: &Instance| {
+        i.state == Lifecycle::InService
+            && !i.protected
+            && now.saturating_duration_since(i.launched_at) >= lifetime
+    };
+    let Some(oldest) = (0..instances.len())
+        .filter(|&k| due(instances[k]))
+        .min_by_key(|&k| instances[k].launched_at)
+    else {
+        return Renewal::None;
+    };
+    let fresh_in_service = instances
+        .iter()
+        .filter(|i| i.state == Lifecycle::InService && !due(i))
+        .count() as u32;
+    if fresh_in_service >= desired {
+        Renewal::Retire(oldest)
+    } else {
+        Renewal::Replace
+    }
+}
+
+#[cfg(test)]
+mod renewal_tests {
+    use super::*;
+
+    fn in_service(id: &str, launched_at: Instant) -> Instance {
+        let mut i = Instance::launched(id.into(), launched_at);
+        i.state = Lifecycle::InService;
+        i
+    }
+
+    #[test]
+    fn an_instance_past_its_lifetime_is_replaced_launch_first() {
+        let t0 = Instant::now();
+        let life = Some(Duration::from_secs(60));
+        let a = in_service("a", t0);
+        let b = in_service("b", t0 + Duration::from_secs(30));
+        let now = t0 + Duration::from_secs(61);
+        // a is due; b alone is not `desired` (2) fresh instances: launch a replacement first.
+        assert_eq!(renewal(&[&a, &b], 2, life, now), Renewal::Replace);
+        // The replacement pending: still only Replace (the group stays at desired + 1).
+        let c = Instance::launched("c".into(), now);
+        assert_eq!(renewal(&[&a, &b, &c], 2, life, now), Renewal::Replace);
+        // In service: a goes.
+        let c = in_service("c", now);
+        assert_eq!(renewal(&[&a, &b, &c], 2, life, now), Renewal::Retire(0));
+        // Nothing due, or no lifetime: nothing to do; a protected instance is never due.
+        assert_eq!(renewal(&[&b, &c], 2, life, now), Renewal::None);
+        assert_eq!(renewal(&[&a, &b], 2, None, now), Renewal::None);
+        let mut p = in_service("p", t0);
+        p.protected = true;
+        assert_eq!(renewal(&[&p], 1, life, now), Renewal::None);
+        // Oldest first.
+        let old = in_service("old", t0 - Duration::from_secs(100));
+        let c = in_service("c", now);
+        assert_eq!(renewal(&[&a, &old, &c], 1, life, now), Renewal::Retire(1));
+    }
+}

@@ -112,6 +112,16 @@ fn scaling_group(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawScalingGroup) ->
             secs(0),
         ),
         cooldown: fields::duration(d, &p("cooldown"), &raw.cooldown, secs(300)),
+        max_instance_lifetime: raw.max_instance_lifetime.as_ref().map(|_| {
+            fields::duration_in(
+                d,
+                &p("max_instance_lifetime"),
+                &raw.max_instance_lifetime,
+                secs(86_400),
+                secs(1),
+                secs(365 * 86_400),
+            )
+        }),
         scale_in_window: fields::duration_in(
             d,
             &p("scale_in_window"),

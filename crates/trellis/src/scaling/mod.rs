@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use trellis_config::{Launch, ScalingGroup, TerminationPolicy};
 use trellis_scaler::{
-    Backoff, CommandProvider, Decider, Instance, Lifecycle, ProcessInstance, ProcessProvider,
-    Replace, Sample, Scheduler,
+    renewal, Backoff, CommandProvider, Decider, Instance, Lifecycle, ProcessInstance,
+    ProcessProvider, Renewal, Replace, Sample, Scheduler,
 };
 
 use crate::daemon::Daemon;
@@ -647,14 +647,40 @@ impl Controller {
         }
     }
 
-    /// Launches or terminates toward `desired`.
+    /// Instances past `max_instance_lifetime`: their replacement may take the group one over desired;
+    /// once it is in service, the oldest of them drains and stops. Returns the capacity to converge to.
+    fn renew(&mut self, now: Instant) -> u32 {
+        let desired = self.decider.desired();
+        let metas: Vec<&Instance> = self.instances.iter().map(|i| &i.meta).collect();
+        match renewal(&metas, desired, self.group.max_instance_lifetime, now) {
+            Renewal::None => desired,
+            Renewal::Replace => desired + 1,
+            Renewal::Retire(i) => {
+                self.instances[i].meta.terminate();
+                let id = self.instances[i].meta.id.clone();
+                let life = self.group.max_instance_lifetime.unwrap_or_default();
+                self.activity(
+                    "terminate",
+                    format!(
+                        "instance {id} terminating (max_instance_lifetime {} reached; its replacement is in service): draining",
+                        humantime::format_duration(life)
+                    ),
+                );
+                self.dirty = true;
+                desired
+            }
+        }
+    }
+
+    /// Launches or terminates toward `desired` (one over while an old instance is being replaced).
     async fn converge(&mut self, now: Instant) {
+        // First: an instance retired for its lifetime no longer counts below.
+        let desired = self.renew(now);
         let live = self
             .instances
             .iter()
             .filter(|i| matches!(i.meta.state, Lifecycle::Pending | Lifecycle::InService))
             .count() as u32;
-        let desired = self.decider.desired();
         if live <= desired {
             self.protection_noted = false;
         }

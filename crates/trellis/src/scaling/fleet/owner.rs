@@ -13,7 +13,7 @@ use trellis_config::{Launch, ScalingGroup, TerminationPolicy};
 use trellis_fleet::{
     ActivityRecord, GroupState, GroupView, InstanceRecord, NodeInfo, OwnerWrite, Report,
 };
-use trellis_scaler::{Backoff, Decider, Instance, Lifecycle, Replace, Scheduler};
+use trellis_scaler::{renewal, Backoff, Decider, Instance, Lifecycle, Renewal, Replace, Scheduler};
 use trellis_targets::TargetState;
 
 use super::super::{fire_scheduled, scheduler, ScalingMetrics, Tally, ACTIVITIES};
@@ -601,8 +601,8 @@ impl Owner {
         now_ms: u64,
         metrics: &ScalingMetrics,
     ) {
+        let desired = self.renew(group, now, now_ms, metrics);
         let live = self.records.iter().filter(|r| !r.terminating).count() as u32;
-        let desired = self.decider.desired();
         if live <= desired {
             self.protection_noted = false;
         }
@@ -663,6 +663,44 @@ impl Owner {
                 self.changed.insert(id.clone());
                 let text = format!("instance {id} terminating (scale-in): draining");
                 self.activity(group, metrics, "terminate", text);
+            }
+        }
+    }
+
+    /// `max_instance_lifetime`, as on a single node (see `trellis_scaler::renewal`): one over desired
+    /// while an old instance's replacement starts, then the old one drains. Returns the capacity to
+    /// converge to.
+    fn renew(
+        &mut self,
+        group: &ScalingGroup,
+        now: Instant,
+        now_ms: u64,
+        metrics: &ScalingMetrics,
+    ) -> u32 {
+        let desired = self.decider.desired();
+        let live: Vec<usize> = (0..self.records.len())
+            .filter(|&i| !self.records[i].terminating)
+            .collect();
+        let instances: Vec<Instance> = live
+            .iter()
+            .map(|&i| instance_of(&self.records[i], now_ms, now))
+            .collect();
+        let refs: Vec<&Instance> = instances.iter().collect();
+        match renewal(&refs, desired, group.max_instance_lifetime, now) {
+            Renewal::None => desired,
+            Renewal::Replace => desired + 1,
+            Renewal::Retire(k) => {
+                let record = &mut self.records[live[k]];
+                record.terminating = true;
+                let id = record.id.clone();
+                self.changed.insert(id.clone());
+                let life = group.max_instance_lifetime.unwrap_or_default();
+                let text = format!(
+                    "instance {id} terminating (max_instance_lifetime {} reached; its replacement is in service): draining",
+                    humantime::format_duration(life)
+                );
+                self.activity(group, metrics, "terminate", text);
+                desired
             }
         }
     }
