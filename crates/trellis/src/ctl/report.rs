@@ -57,6 +57,32 @@ fn scaling_group(group: &Value) -> String {
         text(&group["pending"]),
         text(&group["terminating"]),
     );
+    // Why it is this size: each metric policy's last measured value against its target.
+    let policies: Vec<String> = list(&group["policies"])
+        .map(|p| {
+            let value = p["value"]
+                .as_f64()
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+            match p["target"].as_f64() {
+                Some(target) => format!(
+                    "{} {} {value} (target {target})",
+                    text(&p["name"]),
+                    text(&p["metric"])
+                ),
+                None => format!("{} {} {value}", text(&p["name"]), text(&p["metric"])),
+            }
+        })
+        .collect();
+    if !policies.is_empty() {
+        out.push_str(&format!("policies: {}\n", policies.join("; ")));
+    }
+    if let Some(held) = group["scale_in_held_seconds"].as_f64() {
+        out.push_str(&format!(
+            "scale-in wanted, held {} more (cooldown, scale_in_window {})\n",
+            humanize(held),
+            text(&group["scale_in_window"])
+        ));
+    }
     let backoff = &group["launch_backoff"];
     if let Some(failures) = backoff["failures"].as_u64().filter(|&n| n > 0) {
         out.push_str(&format!("launches failing: {failures} in a row"));
@@ -454,6 +480,9 @@ blue          127.0.0.1:9002  -       0       unavailable  1m1s  -
         status["scaling_groups"] = json!([
             {"name": "web", "target_group": "pool", "min": 1, "desired": 4, "max": 8,
              "in_service": 2, "pending": 1, "terminating": 1,
+             "scale_in_window": "5m", "scale_in_held_seconds": 95.2,
+             "policies": [{"name": "rps", "type": "target_tracking", "metric": "request_count_per_target",
+                           "value": 31.25, "target": 50.0}],
              "launch_backoff": {"failures": 0, "next_launch_in_seconds": null},
              "instances": [
                 {"id": "web-1", "address": "127.0.0.1:20001", "lifecycle": "in_service", "pid": 1234,
@@ -495,6 +524,8 @@ TARGET GROUP  TARGET           SOURCE  WEIGHT  STATE    FOR    REASON
 pool          127.0.0.1:20001  scaler  1       healthy  1m10s  status 200
 
 SCALING GROUP web → target group pool: min 1, desired 4, max 8 (2 in service, 1 pending, 1 terminating)
+policies: rps request_count_per_target 31.2 (target 50)
+scale-in wanted, held 1m35s more (cooldown, scale_in_window 5m)
 INSTANCE  ADDRESS          LIFECYCLE               AGE    PID
 web-1     127.0.0.1:20001  in_service (protected)  1h2m   1234
 web-2     127.0.0.1:20002  in_service (warming)    12s    1240
