@@ -55,9 +55,26 @@ where
     TestServer { port, accept }
 }
 
-/// A port nothing listens on: connecting to it is refused.
+/// A port nothing listens on: connecting to it is refused. The port stays bound (without listening)
+/// for the rest of the test run, so that no other server of a test running alongside — a trellis that
+/// picked it as a free port, which then forwarded to itself — can take it and answer.
 pub fn closed_port_addr() -> String {
-    format!("127.0.0.1:{}", super::free_port())
+    static HELD: std::sync::Mutex<Vec<std::net::TcpListener>> = std::sync::Mutex::new(Vec::new());
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&addr.into()).expect("bind 127.0.0.1:0");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("a local address")
+        .port();
+    // Never `listen`ed: a connect gets a reset, as to a closed port.
+    HELD.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(socket.into());
+    format!("127.0.0.1:{port}")
 }
 
 /// Accepts connections, reads whatever comes and never answers.
