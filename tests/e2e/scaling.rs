@@ -578,3 +578,58 @@ async fn an_instance_past_max_instance_lifetime_is_replaced_without_a_failed_req
         "{activities}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lifecycle_hooks_gate_a_launch_and_see_a_leaving_instance_still_answer() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("last-look");
+    let mut cfg = config(port, 1, 2);
+    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    // The launching hook abandons the first instance only; the terminating one asks the leaving
+    // instance for its health and keeps the status line it got.
+    cfg.push_str(&format!(
+        "  [[scaling_group.lifecycle_hook]]\n  name = \"gate\"\n  transition = \"launching\"\n\
+         \x20 command = [\"sh\", \"-c\", \"test \\\"$0\\\" != web-1\", \"{{id}}\"]\n  timeout = \"5s\"\n\
+         \x20 [[scaling_group.lifecycle_hook]]\n  name = \"last-look\"\n  transition = \"terminating\"\n\
+         \x20 command = [\"bash\", \"-c\", \"exec 3<>/dev/tcp/${{0%:*}}/${{0##*:}} && printf 'GET /healthz HTTP/1.0\\\\r\\\\n\\\\r\\\\n' >&3 && head -n 1 <&3 > {}\", \"{{address}}\"]\n\
+         \x20 timeout = \"5s\"\n",
+        seen.display()
+    ));
+    let trellis = Trellis::start(&cfg, &[port]).await;
+    let g = wait_group(&trellis, "an admitted instance in service", |g| {
+        g["in_service"] == 1
+    })
+    .await;
+    assert_eq!(g["instances"][0]["id"], "web-2", "{g:#}");
+    let activities = g["activities"].to_string();
+    assert!(
+        activities.contains("web-1 abandoned by its launching hooks"),
+        "{activities}"
+    );
+    assert_eq!(get(&client::http1(), port, "/").await.status, 200);
+
+    // One more, then back to one: the leaving instance's terminating hook runs while it still answers.
+    let put = |n: u64| {
+        trellis.admin(
+            reqwest::Method::PUT,
+            "/v1/scaling-groups/web/desired",
+            Some(serde_json::json!({"desired": n})),
+        )
+    };
+    assert_eq!(put(2).await.0, 200);
+    wait_group(&trellis, "two in service", |g| g["in_service"] == 2).await;
+    assert_eq!(put(1).await.0, 200);
+    let g = wait_group(&trellis, "back to one, the other stopped", |g| {
+        g["instances"].as_array().is_some_and(|i| i.len() == 1)
+    })
+    .await;
+    let line = std::fs::read_to_string(&seen).expect("the terminating hook ran");
+    assert!(
+        line.starts_with("HTTP/1.") && line.contains(" 200 "),
+        "{line:?}"
+    );
+    assert!(g["activities"]
+        .to_string()
+        .contains("terminating hooks: last-look: continue"));
+}

@@ -602,6 +602,8 @@ pub struct ScalingGroup {
     pub termination_policy: TerminationPolicy,
     pub launch: Launch,
     pub policies: Vec<Policy>,
+    /// Commands run between launch and service, or between drained and stopped.
+    pub lifecycle_hooks: Vec<LifecycleHook>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -696,4 +698,32 @@ pub struct Step {
     /// Exclusive upper bound; None = unbounded.
     pub upper: Option<f64>,
     pub adjustment: i64,
+}
+
+/// `[[scaling_group.lifecycle_hook]]`: a command run at a lifecycle transition (EC2 Auto Scaling's
+/// lifecycle hooks, with the command in place of a notification and `complete-lifecycle-action`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleHook {
+    pub name: String,
+    pub transition: HookTransition,
+    /// Placeholders `{id}`, `{address}`, `{group}`, `{transition}`.
+    pub command: Vec<String>,
+    /// Default 5m; then `default_result`.
+    pub timeout: Duration,
+    /// What a timeout counts as; default abandon.
+    pub default_result: HookResult,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookTransition {
+    /// After the instance started, before it is registered in its target group.
+    Launching,
+    /// After it left its target group and drained, while it still runs, before it is stopped.
+    Terminating,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookResult {
+    Continue,
+    Abandon,
 }

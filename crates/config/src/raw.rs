@@ -347,6 +347,18 @@ pub(crate) struct RawScalingGroup {
     pub launch: Option<RawLaunch>,
     #[serde(default)]
     pub policy: Vec<RawPolicy>,
+    #[serde(default)]
+    pub lifecycle_hook: Vec<RawLifecycleHook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawLifecycleHook {
+    pub name: Option<String>,
+    pub transition: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub timeout: Option<String>,
+    pub default_result: Option<String>,
 }
 
 /// Both providers' keys in one struct: which ones are present is checked against `provider` in validation,

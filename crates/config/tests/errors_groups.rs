@@ -236,6 +236,43 @@ fn retry_and_concurrency() {
 }
 
 #[test]
+fn lifecycle_hooks() {
+    let hook = |body: &str| {
+        doc(
+            &[],
+            &format!("{SCALING}  [[scaling_group.lifecycle_hook]]\n{body}"),
+        )
+    };
+    let t = hook("  name = \"h\"\n  transition = \"booting\"\n  command = [\"x\", \"{nope}\", \"${0%:*}\"]\n  timeout = \"0s\"\n  default_result = \"maybe\"\n");
+    expect(
+        &t,
+        "booting",
+        "scaling_group[0].lifecycle_hook[0].transition",
+        "\"booting\" is not one of \"launching\", \"terminating\"",
+    );
+    expect(
+        &t,
+        "{nope}",
+        "scaling_group[0].lifecycle_hook[0].command",
+        "{nope} is not one of {id}, {address}, {group}, {transition}",
+    );
+    expect(
+        &t,
+        "timeout = \"0s\"",
+        "scaling_group[0].lifecycle_hook[0].timeout",
+        "is outside 1s..=2h",
+    );
+    expect(
+        &t,
+        "maybe",
+        "scaling_group[0].lifecycle_hook[0].default_result",
+        "\"maybe\" is not one of \"continue\", \"abandon\"",
+    );
+    let ok = hook("  name = \"h\"\n  transition = \"terminating\"\n  command = [\"sh\", \"-c\", \"echo ${0%:*}\", \"{address}\"]\n");
+    assert_eq!(errors(&ok), Vec::<String>::new());
+}
+
+#[test]
 fn scaling_groups() {
     let sg = |from: &str, to: &str| doc(&[], &SCALING.replacen(from, to, 1));
     let t = sg("max = 8", "max = 1001");

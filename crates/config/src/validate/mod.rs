@@ -113,6 +113,17 @@ pub(crate) fn validate(
         }
     }
     let scaling_groups = scaling::scaling_groups(d, &ctx, &doc.scaling_groups);
+    if node.is_some() {
+        // A fleet's owner does not run lifecycle hooks yet: refused rather than silently skipped.
+        for (i, group) in scaling_groups.iter().enumerate() {
+            if !group.lifecycle_hooks.is_empty() {
+                d.err(
+                    &format!("scaling_group[{i}].lifecycle_hook[0]"),
+                    "lifecycle hooks run on a single node only for now, not in fleet mode",
+                );
+            }
+        }
+    }
     let network = auth::network(d, doc.network, &ctx.auth_policies);
     let jwt_issuers = auth::jwt_issuers(d, &ctx, &doc.jwt_issuers);
 

@@ -99,6 +99,7 @@ fn scaling_group(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawScalingGroup) ->
         }
     };
     let policies = policy::policies(d, path, &raw.policy, &launch);
+    let lifecycle_hooks = lifecycle_hooks(d, path, &raw.lifecycle_hook);
     ScalingGroup {
         name,
         target_group,
@@ -142,6 +143,7 @@ fn scaling_group(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawScalingGroup) ->
         termination_policy,
         launch,
         policies,
+        lifecycle_hooks,
     }
 }
 
@@ -315,6 +317,90 @@ fn signal(name: &str) -> Option<i32> {
         "USR2" => libc::SIGUSR2,
         _ => return None,
     })
+}
+
+fn lifecycle_hooks(
+    d: &mut Diags,
+    path: &str,
+    raws: &[crate::raw::RawLifecycleHook],
+) -> Vec<crate::model::LifecycleHook> {
+    use crate::model::{HookResult, HookTransition, LifecycleHook};
+    let mut names = fields::Unique::new();
+    let mut out = Vec::new();
+    for (i, raw) in raws.iter().enumerate() {
+        let hp = format!("{path}.lifecycle_hook[{i}]");
+        let p = |key: &str| format!("{hp}.{key}");
+        let name = fields::name(d, &p("name"), &raw.name);
+        names.check(d, &p("name"), name.clone(), &hp, |first| {
+            format!("{name:?} is already used by {first}")
+        });
+        let transition = match fields::required(d, &p("transition"), &raw.transition) {
+            "launching" => HookTransition::Launching,
+            "terminating" => HookTransition::Terminating,
+            "" => HookTransition::Launching,
+            other => {
+                d.err(
+                    &p("transition"),
+                    format!("{other:?} is not one of \"launching\", \"terminating\""),
+                );
+                HookTransition::Launching
+            }
+        };
+        let command = raw.command.clone().unwrap_or_default();
+        if raw.command.is_none() {
+            fields::missing(d, &p("command"));
+        } else if command.is_empty() || command[0].is_empty() {
+            d.err(&p("command"), "needs at least the program to run");
+        }
+        for arg in &command {
+            let mut rest = arg.as_str();
+            while let Some(open) = rest.find('{') {
+                let Some(close) = rest[open..].find('}') else {
+                    break;
+                };
+                let placeholder = &rest[open..open + close + 1];
+                // Only `{word}` is a placeholder: a shell's `${0%:*}` passes untouched.
+                let word = placeholder[1..placeholder.len() - 1]
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_');
+                if word && !["{id}", "{address}", "{group}", "{transition}"].contains(&placeholder)
+                {
+                    d.err(
+                        &p("command"),
+                        format!("{placeholder} is not one of {{id}}, {{address}}, {{group}}, {{transition}}"),
+                    );
+                }
+                rest = &rest[open + close + 1..];
+            }
+        }
+        let timeout = fields::duration_in(
+            d,
+            &p("timeout"),
+            &raw.timeout,
+            secs(300),
+            secs(1),
+            secs(7200),
+        );
+        let default_result = match raw.default_result.as_deref() {
+            None | Some("abandon") => HookResult::Abandon,
+            Some("continue") => HookResult::Continue,
+            Some(other) => {
+                d.err(
+                    &p("default_result"),
+                    format!("{other:?} is not one of \"continue\", \"abandon\""),
+                );
+                HookResult::Abandon
+            }
+        };
+        out.push(LifecycleHook {
+            name,
+            transition,
+            command,
+            timeout,
+            default_result,
+        });
+    }
+    out
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use prometheus::{IntCounterVec, IntGaugeVec, Opts};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
-use trellis_config::{Launch, ScalingGroup, TerminationPolicy};
+use trellis_config::{HookResult, HookTransition, Launch, ScalingGroup, TerminationPolicy};
 use trellis_scaler::{
     renewal, Backoff, CommandProvider, Decider, Instance, Lifecycle, ProcessInstance,
     ProcessProvider, Renewal, Replace, Sample, Scheduler,
@@ -23,6 +23,7 @@ use crate::daemon::Daemon;
 use crate::state::StateDir;
 
 mod fleet;
+mod hooks;
 pub use fleet::FleetScaling;
 
 /// How often instances are looked at (exits, health, draining), between evaluations too.
@@ -374,6 +375,12 @@ struct Live {
     /// The process's CPU time (clock ticks) at the last evaluation.
     last_cpu: Option<u64>,
     stop_signal: i32,
+    /// Lifecycle hooks running for it now (launching or terminating).
+    hook: Option<tokio::task::JoinHandle<hooks::HookRun>>,
+    /// Registered in the target group: false while its launching hooks run.
+    admitted: bool,
+    /// Its terminating hooks have run (or it has none, or its launch was abandoned).
+    terminate_hooked: bool,
 }
 
 struct Activity {
@@ -427,12 +434,16 @@ impl Controller {
                 last_evaluation = now;
                 next_evaluation = now + self.group.evaluation_period;
             }
+            self.hooks_done().await;
             self.converge(now).await;
             if std::mem::take(&mut self.dirty) {
                 let members: Vec<SocketAddr> = self
                     .instances
                     .iter()
-                    .filter(|i| matches!(i.meta.state, Lifecycle::Pending | Lifecycle::InService))
+                    .filter(|i| {
+                        i.admitted
+                            && matches!(i.meta.state, Lifecycle::Pending | Lifecycle::InService)
+                    })
                     .map(|i| i.address)
                     .collect();
                 if let Err(e) = daemon.set_scaled(&self.group.target_group, members).await {
@@ -698,7 +709,22 @@ impl Controller {
                             "launch",
                             format!("instance {name} launched at {address} ({detail})"),
                         );
+                        let launching = hooks::for_transition(
+                            &self.group.lifecycle_hooks,
+                            HookTransition::Launching,
+                        );
+                        let hook = (!launching.is_empty()).then(|| {
+                            tokio::spawn(hooks::run(
+                                launching,
+                                name.clone(),
+                                address.to_string(),
+                                self.group.name.clone(),
+                            ))
+                        });
                         self.instances.push(Live {
+                            admitted: hook.is_none(),
+                            hook,
+                            terminate_hooked: false,
                             meta: Instance::launched(name, now),
                             address,
                             handle: Some(handle),
@@ -806,6 +832,9 @@ impl Controller {
                 self.next_id = self.next_id.max(n + 1);
             }
             self.instances.push(Live {
+                hook: None,
+                admitted: true,
+                terminate_hooked: false,
                 meta: Instance::launched(name, now),
                 address,
                 handle: Some(Handle::Vm(id)),
@@ -841,6 +870,57 @@ impl Controller {
     }
 
     /// Terminating instances whose target has finished draining are stopped.
+    /// Takes the results of the lifecycle hooks that have finished: a launch they continue joins the
+    /// target group, one they abandon is stopped and counts as a failed launch (the crash-loop back-off
+    /// applies, and converge launches a replacement); a termination goes on to the stop either way.
+    async fn hooks_done(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.instances.len() {
+            let live = &mut self.instances[i];
+            if !live.hook.as_ref().is_some_and(|h| h.is_finished()) {
+                continue;
+            }
+            let Some(handle) = live.hook.take() else {
+                continue;
+            };
+            let run = handle.await.unwrap_or_else(|e| hooks::HookRun {
+                result: HookResult::Abandon,
+                detail: format!("hook task failed: {e}"),
+            });
+            let id = live.meta.id.clone();
+            if live.meta.state == Lifecycle::Terminating {
+                live.terminate_hooked = true;
+                self.activity(
+                    "lifecycle_hook",
+                    format!("instance {id} terminating hooks: {}", run.detail),
+                );
+                continue;
+            }
+            match run.result {
+                HookResult::Continue => {
+                    live.admitted = true;
+                    self.dirty = true;
+                    self.activity(
+                        "lifecycle_hook",
+                        format!(
+                            "instance {id} launching hooks: {}; registering it",
+                            run.detail
+                        ),
+                    );
+                }
+                HookResult::Abandon => {
+                    live.meta.terminate();
+                    live.terminate_hooked = true;
+                    let wait = self.backoff.failed(now);
+                    self.activity(
+                        "launch_abandoned",
+                        format!("instance {id} abandoned by its launching hooks ({}); stopping it, next launch in {wait:?}", run.detail),
+                    );
+                }
+            }
+        }
+    }
+
     async fn finish_terminations(&mut self, daemon: &Daemon) {
         let stop_timeout = match &self.group.launch {
             Launch::Process(p) => p.stop_timeout,
@@ -855,6 +935,28 @@ impl Controller {
             }
             if daemon.routes_or_drains(&self.group.target_group, live.address) {
                 continue;
+            }
+            if !live.terminate_hooked {
+                // Drained and still running: the terminating hooks first, then the stop.
+                if live.hook.is_none() {
+                    let terminating = hooks::for_transition(
+                        &self.group.lifecycle_hooks,
+                        HookTransition::Terminating,
+                    );
+                    if terminating.is_empty() {
+                        live.terminate_hooked = true;
+                    } else {
+                        live.hook = Some(tokio::spawn(hooks::run(
+                            terminating,
+                            live.meta.id.clone(),
+                            live.address.to_string(),
+                            self.group.name.clone(),
+                        )));
+                    }
+                }
+                if !live.terminate_hooked {
+                    continue;
+                }
             }
             if let Some(handle) = live.handle.take() {
                 stopping.push((i, handle, live.stop_signal));
