@@ -5,33 +5,14 @@
 use std::time::Duration;
 
 use crate::support::client;
-use crate::support::config::{forward_to, listener, service, target_group_with, targets};
+use crate::support::config::targets;
 use crate::support::servers::Tracking;
-use crate::support::{eventually, free_port, Trellis};
-
-async fn proxy_to(web_targets: &str, tg_extra: &str) -> (Trellis, u16) {
-    let port = free_port();
-    let cfg = [
-        service("shop", &["*"]),
-        listener(port, &forward_to("web")),
-        target_group_with("web", web_targets, tg_extra),
-    ]
-    .concat();
-    (Trellis::start(&cfg, &[port]).await, port)
-}
-
-fn log_lines(trellis: &Trellis) -> Vec<serde_json::Value> {
-    trellis
-        .stdout()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+use crate::support::{eventually, Trellis};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_slow_requests_against_two_slots_and_a_queue_of_three() {
     let slow = Tracking::start("slow").await;
-    let (trellis, port) = proxy_to(
+    let (trellis, port) = Trellis::shop_to_web(
         &targets(&[slow.addr()]),
         "concurrency = { max_per_target = 2, queue = 3, queue_timeout = \"1s\" }\n",
     )
@@ -102,7 +83,7 @@ async fn ten_slow_requests_against_two_slots_and_a_queue_of_three() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_requests_take_the_slots_as_they_free_up() {
     let one = Tracking::start("one").await;
-    let (trellis, port) = proxy_to(
+    let (trellis, port) = Trellis::shop_to_web(
         &targets(&[one.addr()]),
         "concurrency = { max_per_target = 1, queue = 10, queue_timeout = \"30s\" }\n",
     )
@@ -125,10 +106,11 @@ async fn queued_requests_take_the_slots_as_they_free_up() {
     assert!(queued >= 1.0, "{queued}");
     // The access log says how long each waited.
     eventually(Duration::from_secs(5), "4 access log lines", || async {
-        (log_lines(&trellis).len() >= 4).then_some(())
+        (trellis.access_log_lines().len() >= 4).then_some(())
     })
     .await;
-    let waits: Vec<f64> = log_lines(&trellis)
+    let waits: Vec<f64> = trellis
+        .access_log_lines()
         .iter()
         .filter_map(|l| l["queueWaitDuration"].as_f64())
         .collect();

@@ -3,26 +3,14 @@
 use std::time::{Duration, Instant};
 
 use crate::support::client::{self, served_sequence, tally};
-use crate::support::config::{forward_to, listener, service, target_group_with, targets};
+use crate::support::config::targets;
 use crate::support::servers::{self, closed_port_addr};
-use crate::support::{free_port, Echo, Trellis};
-
-/// Service `shop` (any host) forwarding everything to target group `web`.
-async fn proxy_to(web_targets: &str, tg_extra: &str) -> (Trellis, u16) {
-    let port = free_port();
-    let cfg = [
-        service("shop", &["*"]),
-        listener(port, &forward_to("web")),
-        target_group_with("web", web_targets, tg_extra),
-    ]
-    .concat();
-    (Trellis::start(&cfg, &[port]).await, port)
-}
+use crate::support::{Echo, Trellis};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_target_refused_is_502_connect_failed() {
     let refused = targets(&[closed_port_addr(), closed_port_addr()]);
-    let (_trellis, port) = proxy_to(&refused, "").await;
+    let (_trellis, port) = Trellis::shop_to_web(&refused, "").await;
     let http = client::http1();
     for _ in 0..3 {
         client::get(&http, port, "/")
@@ -34,7 +22,8 @@ async fn every_target_refused_is_502_connect_failed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connect_is_retried_on_another_target() {
     let live = Echo::start("live").await;
-    let (_trellis, port) = proxy_to(&targets(&[closed_port_addr(), live.addr()]), "").await;
+    let (_trellis, port) =
+        Trellis::shop_to_web(&targets(&[closed_port_addr(), live.addr()]), "").await;
 
     // Round robin sends about half of these to the refused target first: each must be retried.
     let seq = served_sequence(&client::http1(), port, "/", 20).await;
@@ -43,7 +32,7 @@ async fn refused_connect_is_retried_on_another_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_without_targets_is_503_no_targets() {
-    let (_trellis, port) = proxy_to("[]", "").await;
+    let (_trellis, port) = Trellis::shop_to_web("[]", "").await;
     let reply = client::get(&client::http1(), port, "/").await;
     reply.assert_trellis_error(503, "no_targets");
 }
@@ -52,7 +41,7 @@ async fn group_without_targets_is_503_no_targets() {
 async fn target_that_never_answers_is_504_after_response_timeout() {
     let silent = servers::silent().await;
     let (_trellis, port) =
-        proxy_to(&targets(&[silent.addr()]), "response_timeout = \"300ms\"").await;
+        Trellis::shop_to_web(&targets(&[silent.addr()]), "response_timeout = \"300ms\"").await;
 
     let started = Instant::now();
     let reply = client::get(&client::http1(), port, "/").await;
@@ -67,7 +56,8 @@ async fn target_that_never_answers_is_504_after_response_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_answer_times_out_but_fast_one_passes() {
     let echo = Echo::start("slowpoke").await;
-    let (_trellis, port) = proxy_to(&targets(&[echo.addr()]), "response_timeout = \"300ms\"").await;
+    let (_trellis, port) =
+        Trellis::shop_to_web(&targets(&[echo.addr()]), "response_timeout = \"300ms\"").await;
     let http = client::http1();
 
     let started = Instant::now();
@@ -97,7 +87,7 @@ async fn connect_failures_are_retried_at_most_twice() {
         refused[2].clone(),
         live.addr(),
     ];
-    let (_trellis, port) = proxy_to(&targets(&all), "").await;
+    let (_trellis, port) = Trellis::shop_to_web(&targets(&all), "").await;
     let http = client::http1();
 
     // Equal weights walk the targets in order: the first request tries the three refused ones (the

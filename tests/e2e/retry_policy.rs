@@ -5,34 +5,15 @@
 use std::time::{Duration, Instant};
 
 use crate::support::client::{self, tally};
-use crate::support::config::{forward_to, listener, service, target_group_with, targets};
+use crate::support::config::targets;
 use crate::support::recorder::Recorder;
 use crate::support::servers::{self, Switchable, Tracking};
-use crate::support::{free_port, Trellis};
-
-/// Service `shop` (any host) forwarding everything to `web`, whose targets and extra lines are given.
-async fn proxy_to(web_targets: &str, tg_extra: &str) -> (Trellis, u16) {
-    let port = free_port();
-    let cfg = [
-        service("shop", &["*"]),
-        listener(port, &forward_to("web")),
-        target_group_with("web", web_targets, tg_extra),
-    ]
-    .concat();
-    (Trellis::start(&cfg, &[port]).await, port)
-}
+use crate::support::Trellis;
 
 /// Only the retry policy decides here: no ejections (and, from the harness, no health checks).
 const QUIET: &str = "outlier_detection = { enabled = false }\n";
 
 /// The JSON access log lines trellis wrote to stdout so far.
-fn log_lines(trellis: &Trellis) -> Vec<serde_json::Value> {
-    trellis
-        .stdout()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_over_a_503_target_and_a_hanging_one_is_answered_by_the_good_one() {
@@ -43,7 +24,7 @@ async fn a_get_over_a_503_target_and_a_hanging_one_is_answered_by_the_good_one()
     let extra = format!(
         "{QUIET}retry = {{ attempts = 2, on = [\"5xx\", \"reset\", \"timeout\"], per_try_timeout = \"300ms\" }}\n"
     );
-    let (trellis, port) = proxy_to(
+    let (trellis, port) = Trellis::shop_to_web(
         &targets(&[failing.addr(), hanging.addr(), good.addr()]),
         &extra,
     )
@@ -70,10 +51,10 @@ async fn a_get_over_a_503_target_and_a_hanging_one_is_answered_by_the_good_one()
     assert!(trellis.metric(&metric("timeout")).await >= Some(1.0));
     // The access log says how many tries each request took, and which target answered.
     crate::support::eventually(Duration::from_secs(5), "4 access log lines", || async {
-        (log_lines(&trellis).len() >= 4).then_some(())
+        (trellis.access_log_lines().len() >= 4).then_some(())
     })
     .await;
-    let lines = log_lines(&trellis);
+    let lines = trellis.access_log_lines();
     assert!(
         lines.iter().all(|l| l["targetIpPort"] == good.addr()),
         "{lines:?}"
@@ -93,7 +74,8 @@ async fn a_post_is_sent_again_only_when_its_method_is_listed() {
     let pair = targets(&[failing.addr(), good.addr()]);
 
     // Default methods (the idempotent ones): a POST that met the 503 gets the 503.
-    let (_trellis, port) = proxy_to(&pair, &format!("{QUIET}retry = {{ on = [\"5xx\"] }}\n")).await;
+    let (_trellis, port) =
+        Trellis::shop_to_web(&pair, &format!("{QUIET}retry = {{ on = [\"5xx\"] }}\n")).await;
     let http = client::http1();
     let mut statuses = Vec::new();
     for i in 0..6 {
@@ -112,7 +94,7 @@ async fn a_post_is_sent_again_only_when_its_method_is_listed() {
 
     // Listed: every POST is answered by the good target, with its body intact.
     let before = failing.requests();
-    let (_trellis, port) = proxy_to(
+    let (_trellis, port) = Trellis::shop_to_web(
         &pair,
         &format!("{QUIET}retry = {{ on = [\"5xx\"], methods = [\"GET\", \"POST\"] }}\n"),
     )
@@ -142,7 +124,7 @@ async fn a_group_whose_every_target_fails_retries_within_its_budget() {
     let b = Switchable::start("b").await;
     a.set_traffic(503);
     b.set_traffic(503);
-    let (trellis, port) = proxy_to(
+    let (trellis, port) = Trellis::shop_to_web(
         &targets(&[a.addr(), b.addr()]),
         &format!("{QUIET}retry = {{ attempts = 5, on = [\"5xx\"], budget_percent = 20 }}\n"),
     )

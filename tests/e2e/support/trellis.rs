@@ -190,6 +190,28 @@ impl Trellis {
     pub fn stdout(&self) -> String {
         self.child.stdout.text()
     }
+
+    /// The access log's JSON lines written to stdout (the default destination) so far.
+    pub fn access_log_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// trellis with service `shop` (any host) forwarding everything to target group `web`, whose
+    /// `targets = ...` value and extra lines are given; and the listener's port.
+    pub async fn shop_to_web(web_targets: &str, tg_extra: &str) -> (Trellis, u16) {
+        use super::config::{forward_to, listener, service, target_group_with};
+        let port = super::free_port();
+        let cfg = [
+            service("shop", &["*"]),
+            listener(port, &forward_to("web")),
+            target_group_with("web", web_targets, tg_extra),
+        ]
+        .concat();
+        (Trellis::start(&cfg, &[port]).await, port)
+    }
 }
 
 /// The admin API of a running trellis.
