@@ -633,3 +633,40 @@ async fn lifecycle_hooks_gate_a_launch_and_see_a_leaving_instance_still_answer()
         .to_string()
         .contains("terminating hooks: last-look: continue"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_at_zero_wakes_for_a_request_and_goes_back_to_zero_when_idle() {
+    let port = free_port();
+    let mut cfg = config(port, 0, 1);
+    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    cfg.push_str("  [scaling_group.scale_to_zero]\n  idle = \"2s\"\n  wake_timeout = \"20s\"\n");
+    let trellis = Trellis::start(&cfg, &[port]).await;
+    let g = group(&trellis).await;
+    assert_eq!(
+        (g["desired"].as_u64(), g["in_service"].as_u64()),
+        (Some(0), Some(0)),
+        "{g:#}"
+    );
+    assert!(
+        g["instances"].as_array().is_some_and(|i| i.is_empty()),
+        "no instance at rest: {g:#}"
+    );
+
+    // The first request is held while the group wakes, then answered by the new instance.
+    let reply = get(&client::http1(), port, "/").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let g = wait_group(&trellis, "one in service", |g| g["in_service"] == 1).await;
+    assert!(g["activities"].to_string().contains("a request is waiting"));
+
+    // Idle for `idle`: back to zero, and the instance stops.
+    let g = wait_group(&trellis, "back at zero", |g| {
+        g["desired"] == 0 && g["instances"].as_array().is_some_and(|i| i.is_empty())
+    })
+    .await;
+    assert!(
+        g["activities"].to_string().contains("scaling to zero"),
+        "{g:#}"
+    );
+    // And it wakes again.
+    assert_eq!(get(&client::http1(), port, "/").await.status, 200);
+}

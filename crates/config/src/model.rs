@@ -593,6 +593,8 @@ pub struct ScalingGroup {
     pub scale_in_window: Duration,
     /// Instances older than this are replaced, launch first, then stop; `None`: they live on.
     pub max_instance_lifetime: Option<Duration>,
+    /// With `min = 0`: down to no instance when idle, woken by the next request.
+    pub scale_to_zero: Option<ScaleToZero>,
     /// Default 0s.
     pub instance_warmup: Duration,
     /// How often the policies look at the metrics (each sample covers one period); 100ms..=300s,
@@ -726,4 +728,14 @@ pub enum HookTransition {
 pub enum HookResult {
     Continue,
     Abandon,
+}
+
+/// `[scaling_group.scale_to_zero]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScaleToZero {
+    /// No request for this long: desired goes to 0. Default 10m.
+    pub idle: Duration,
+    /// A request to the group with nothing in service waits this long for it to wake; then 503
+    /// `waking`. Default 30s.
+    pub wake_timeout: Duration,
 }

@@ -341,6 +341,7 @@ pub(crate) struct RawScalingGroup {
     pub cooldown: Option<String>,
     pub scale_in_window: Option<String>,
     pub max_instance_lifetime: Option<String>,
+    pub scale_to_zero: Option<RawScaleToZero>,
     pub instance_warmup: Option<String>,
     pub evaluation_period: Option<String>,
     pub termination_policy: Option<String>,
@@ -349,6 +350,13 @@ pub(crate) struct RawScalingGroup {
     pub policy: Vec<RawPolicy>,
     #[serde(default)]
     pub lifecycle_hook: Vec<RawLifecycleHook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table { idle, wake_timeout }")]
+pub(crate) struct RawScaleToZero {
+    pub idle: Option<String>,
+    pub wake_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

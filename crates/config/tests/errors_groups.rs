@@ -273,6 +273,26 @@ fn lifecycle_hooks() {
 }
 
 #[test]
+fn scale_to_zero_needs_min_zero() {
+    let t = doc(
+        &[],
+        &format!("{SCALING}  [scaling_group.scale_to_zero]\n  idle = \"0s\"\n"),
+    );
+    expect(
+        &t,
+        "[scaling_group.scale_to_zero]",
+        "scaling_group[0].scale_to_zero",
+        "needs min = 0",
+    );
+    expect(
+        &t,
+        "idle = ",
+        "scaling_group[0].scale_to_zero.idle",
+        "0s is outside 1s..=1day",
+    );
+}
+
+#[test]
 fn scaling_groups() {
     let sg = |from: &str, to: &str| doc(&[], &SCALING.replacen(from, to, 1));
     let t = sg("max = 8", "max = 1001");

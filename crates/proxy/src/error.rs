@@ -76,13 +76,17 @@ pub enum Failure {
     /// Every target of the group has `max_per_target` requests in flight, and the group's queue is full
     /// or the request waited in it for `queue_timeout`.
     Overloaded,
+    /// The group scaled to zero and did not wake within `wake_timeout`.
+    Waking,
 }
 
 impl Failure {
     pub fn status(self) -> StatusCode {
         match self {
             Failure::NoService => StatusCode::NOT_FOUND,
-            Failure::NoTargets | Failure::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::NoTargets | Failure::Overloaded | Failure::Waking => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Failure::ConnectFailed | Failure::UpstreamReset => StatusCode::BAD_GATEWAY,
             Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::Misdirected => StatusCode::MISDIRECTED_REQUEST,
@@ -100,6 +104,7 @@ impl Failure {
             Failure::NoService => "no_service",
             Failure::NoTargets => "no_targets",
             Failure::Overloaded => "overloaded",
+            Failure::Waking => "waking",
             Failure::ConnectFailed => "connect_failed",
             Failure::UpstreamReset => "upstream_reset",
             Failure::UpstreamTimeout => "upstream_timeout",
@@ -124,6 +129,7 @@ impl Failure {
             Failure::NoService => b"no service for this host\n",
             Failure::NoTargets => b"no targets available\n",
             Failure::Overloaded => b"every target is at its concurrency limit\n",
+            Failure::Waking => b"the target group is waking up from zero; try again shortly\n",
             Failure::ConnectFailed => b"could not connect to any target\n",
             Failure::UpstreamReset => b"target closed the connection before responding\n",
             Failure::UpstreamTimeout => b"target did not respond in time\n",

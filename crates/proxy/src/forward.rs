@@ -35,7 +35,7 @@ pub async fn handle(
     // Routing happens under the one snapshot load of this request; only the chosen group, the route's
     // counters and the log's sink (Arcs) are carried past it, so a reload during a slow exchange frees
     // the old snapshot as soon as it can.
-    let (group, target_header, route, log, response_edits) = {
+    let (group, target_header, route, log, response_edits, slot) = {
         let snapshot = conn.proxy.snapshot();
         let Some(port) = snapshot.port(conn.listen) else {
             return Ok(failure(Failure::NoService));
@@ -124,11 +124,11 @@ pub async fn handle(
                     Err(f) => answer(failure(f), route, started, log, Some(f)),
                 });
             }
-            Action::Forward(forward) => match forward
-                .pick()
-                .and_then(|to| Some((snapshot.group(to.slot)?.clone(), to.target_header.clone())))
-            {
-                Some((group, header)) => {
+            Action::Forward(forward) => match forward.pick().and_then(|to| {
+                let group = snapshot.group(to.slot)?.clone();
+                Some((group, to.target_header.clone(), to.slot))
+            }) {
+                Some((group, header, slot)) => {
                     let mut log = log;
                     if let Some(t) = transform {
                         let view = unparameterised.as_deref().filter(|_| stripped);
@@ -143,7 +143,7 @@ pub async fn handle(
                         entry.group(&group.name);
                     }
                     let response_edits = transform.and_then(|t| t.response.clone());
-                    (group, header, route.clone(), log, response_edits)
+                    (group, header, route.clone(), log, response_edits, slot)
                 }
                 None => {
                     let f = Failure::NoTargets;
@@ -160,6 +160,20 @@ pub async fn handle(
         started,
     };
     let logging = unanswered.log.is_some();
+    // A group that scaled to zero: the request waits while it wakes.
+    let group = match group.wake_timeout {
+        Some(timeout) if !group.has_routable_target() => {
+            match Box::pin(woken(&conn, slot, &group.name, timeout)).await {
+                Some(group) => group,
+                None => {
+                    let f = Failure::Waking;
+                    let (route, log) = unanswered.answered();
+                    return Ok(answer(failure(f), &route, started, log, Some(f)));
+                }
+            }
+        }
+        _ => group,
+    };
     let to = To {
         group: &group,
         target_header: &target_header,
@@ -178,6 +192,31 @@ pub async fn handle(
     group.metrics.record(resp.status(), started);
     let (route, log) = unanswered.answered();
     Ok(answer(resp, &route, started, log, failed))
+}
+
+/// Wakes the scaling group behind target group `name` and waits, up to `timeout`, until the group in
+/// slot `slot` has a target that can take a request; that group, or `None` if it did not wake in time.
+/// Polled: waking takes a process start and a health check (hundreds of milliseconds at least), and
+/// the wait is for the target's health, which no snapshot swap announces.
+async fn woken(
+    conn: &ConnContext,
+    slot: usize,
+    name: &str,
+    timeout: Duration,
+) -> Option<Arc<Group>> {
+    conn.proxy.wake(name);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(group) = conn.proxy.snapshot().group(slot) {
+            if group.has_routable_target() {
+                return Some(group.clone());
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Counts an answered request, and hands its access log entry to the response body to finish.

@@ -51,7 +51,12 @@ pub struct Proxy {
     /// The rate limiters that have a key count series now (so that a gone limiter's is removed); also
     /// serializes refreshes.
     limit_series: Mutex<HashSet<LimitId>>,
+    /// Wakes the scaling group of a target group (by name) that scaled to zero; set by the daemon.
+    waker: std::sync::OnceLock<GroupWaker>,
 }
+
+/// Wakes the scaling group of the target group it is called with.
+pub type GroupWaker = Box<dyn Fn(&str) + Send + Sync>;
 
 impl Proxy {
     /// `targets` is shared with health checking, which writes the states the balancers read;
@@ -81,7 +86,19 @@ impl Proxy {
             metrics,
             slots,
             limit_series: Mutex::new(HashSet::new()),
+            waker: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// How a request to a group that scaled to zero wakes it: called with the target group's name.
+    pub fn set_waker(&self, wake: GroupWaker) {
+        let _ = self.waker.set(wake);
+    }
+
+    pub(crate) fn wake(&self, target_group: &str) {
+        if let Some(wake) = self.waker.get() {
+            wake(target_group);
+        }
     }
 
     /// The current snapshot: one load per request.

@@ -93,6 +93,18 @@ pub fn run(
         }
         let scaling = crate::scaling::start(&daemon, &daemon.scaling_metrics);
         *daemon.scaling.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = scaling;
+        // A request to a group that scaled to zero wakes its scaling group.
+        let weak = std::sync::Arc::downgrade(&daemon);
+        daemon.proxy.set_waker(Box::new(move |target_group: &str| {
+            let Some(daemon) = weak.upgrade() else { return };
+            let groups = daemon
+                .scaling
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for group in groups.iter().filter(|g| g.target_group() == target_group) {
+                group.wake();
+            }
+        }));
         let admin_addr = admin::start(daemon.clone()).await?;
         tracing::info!(addr = %admin_addr, "admin API listening");
         for addr in daemon.server.local_addrs() {

@@ -113,6 +113,33 @@ fn scaling_group(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawScalingGroup) ->
             secs(0),
         ),
         cooldown: fields::duration(d, &p("cooldown"), &raw.cooldown, secs(300)),
+        scale_to_zero: raw.scale_to_zero.as_ref().map(|z| {
+            let zp = |key: &str| format!("{}.{key}", p("scale_to_zero"));
+            if raw.min.is_some_and(|m| m != 0) {
+                d.err(
+                    &p("scale_to_zero"),
+                    "needs min = 0 (a group with a minimum never goes to zero)",
+                );
+            }
+            crate::model::ScaleToZero {
+                idle: fields::duration_in(
+                    d,
+                    &zp("idle"),
+                    &z.idle,
+                    secs(600),
+                    secs(1),
+                    secs(86_400),
+                ),
+                wake_timeout: fields::duration_in(
+                    d,
+                    &zp("wake_timeout"),
+                    &z.wake_timeout,
+                    secs(30),
+                    secs(1),
+                    secs(600),
+                ),
+            }
+        }),
         max_instance_lifetime: raw.max_instance_lifetime.as_ref().map(|_| {
             fields::duration_in(
                 d,

@@ -143,6 +143,12 @@ impl Snapshot {
         for tg in &config.target_groups {
             let slot = parts.slots.slot(&tg.name);
             let tls = parts.tls.get(&tg.name);
+            let wake = config
+                .scaling_groups
+                .iter()
+                .find(|sg| sg.target_group == tg.name)
+                .and_then(|sg| sg.scale_to_zero)
+                .map(|z| z.wake_timeout);
             let reused = previous
                 .and_then(|p| {
                     let before = p.source.target_groups.iter().find(|g| g.name == tg.name)?;
@@ -156,7 +162,7 @@ impl Snapshot {
                         (Some(a), Some(b)) => a.same_as(b),
                         _ => false,
                     };
-                    same_tls && parts.pools.holds(&tg.name, &g.pools)
+                    same_tls && parts.pools.holds(&tg.name, &g.pools) && g.wake_timeout == wake
                 });
             let group = reused.unwrap_or_else(|| {
                 Arc::new(Group::build(
@@ -165,6 +171,7 @@ impl Snapshot {
                     parts.targets,
                     parts.pools,
                     parts.metrics,
+                    wake,
                 ))
             });
             if groups.len() <= slot {

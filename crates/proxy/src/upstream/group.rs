@@ -27,6 +27,9 @@ pub struct Group {
     pub concurrency: Option<trellis_config::Concurrency>,
     /// `[target_group.stickiness]`.
     pub sticky: Option<super::Sticky>,
+    /// The group's scaling group scales to zero: a request finding no target waits this long for it
+    /// to wake.
+    pub wake_timeout: Option<Duration>,
     /// Live group state (ejection budget, fail-open flag), shared with every other snapshot.
     pub stats: Arc<GroupStats>,
     pub metrics: GroupMetrics,
@@ -68,6 +71,7 @@ impl Group {
         targets: &TargetRegistry,
         pools: &PoolRegistry,
         metrics: &ProxyMetrics,
+        wake_timeout: Option<Duration>,
     ) -> Self {
         let http2 = Self::http2(tg);
         let members: Vec<Target> = tg
@@ -135,10 +139,21 @@ impl Group {
                 .as_ref()
                 .map(|p| crate::retry::Retry::new(p, tg.response_timeout)),
             concurrency: tg.concurrency,
+            wake_timeout,
             sticky,
             stats,
             metrics,
         }
+    }
+}
+
+impl Group {
+    /// Whether a request could be sent to a target now (one with weight that is routable).
+    pub fn has_routable_target(&self) -> bool {
+        self.balancer
+            .targets()
+            .iter()
+            .any(|t| t.weight > 0 && t.stats.is_routable())
     }
 }
 

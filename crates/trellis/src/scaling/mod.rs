@@ -60,6 +60,8 @@ enum Command {
     Reconfigure(Box<ScalingGroup>),
     /// Gone from the configuration: terminate every instance, then stop.
     Retire,
+    /// A request is waiting for a group that scaled to zero.
+    Wake,
 }
 
 impl GroupHandle {
@@ -81,6 +83,16 @@ impl GroupHandle {
             .send(Command::SetDesired(desired, tx))
             .map_err(|_| Refused::Stopped)?;
         rx.await.map_err(|_| Refused::Stopped)?
+    }
+
+    /// The target group this scaling group fills.
+    pub fn target_group(&self) -> &str {
+        &self.target_group
+    }
+
+    /// A request waits for the group: if it has scaled to zero, it goes back to (at least) one.
+    pub fn wake(&self) {
+        let _ = self.commands.send(Command::Wake);
     }
 
     /// Protects (or not) an instance from scale-in; `Ok(false)` when there is no such instance.
@@ -232,6 +244,7 @@ fn spawn_group(
         protection_noted: false,
         decider: Decider::new(group),
         last_sample: None,
+        last_request: Instant::now(),
         group: group.clone(),
         instances: Vec::new(),
         backoff: Backoff::default(),
@@ -407,6 +420,8 @@ struct Controller {
     decider: Decider,
     /// The last evaluation's sample, for the status (each policy's metric against its target).
     last_sample: Option<trellis_scaler::Sample>,
+    /// When the group last had a request (or was woken): scale to zero counts its idle time from here.
+    last_request: Instant,
     group: ScalingGroup,
     instances: Vec<Live>,
     backoff: Backoff,
@@ -496,6 +511,21 @@ impl Controller {
                         self.scheduler = scheduler(&group);
                     }
                     self.group = *group;
+                }
+                Command::Wake => {
+                    self.last_request = now;
+                    if self.decider.desired() == 0 && !self.retiring {
+                        let (min, _) = self.decider.bounds();
+                        if let Some(d) =
+                            self.decider
+                                .set_desired(min.max(1), now, "a request is waiting")
+                        {
+                            self.activity(
+                                "wake",
+                                format!("desired {} → {}: {}", d.from, d.to, d.cause),
+                            );
+                        }
+                    }
                 }
                 Command::Retire => {
                     self.retiring = true;
@@ -647,6 +677,29 @@ impl Controller {
         }
         let sample = tally.sample(period);
         self.last_sample = Some(sample);
+        if sample.requests_per_second > 0.0 || sample.in_flight > 0.0 {
+            self.last_request = now;
+        }
+        if let Some(zero) = self.group.scale_to_zero {
+            let idle = now.saturating_duration_since(self.last_request);
+            if idle >= zero.idle && self.decider.desired() > 0 {
+                let cause = format!(
+                    "no request for {}: scaling to zero",
+                    humantime::format_duration(zero.idle)
+                );
+                if let Some(d) = self.decider.set_desired(0, now, &cause) {
+                    self.activity(
+                        "scale",
+                        format!("desired {} → {}: {}", d.from, d.to, d.cause),
+                    );
+                }
+                return;
+            }
+            if self.decider.desired() == 0 {
+                // At zero nothing is measured: only a request (a wake) brings the group back.
+                return;
+            }
+        }
         if let Some(d) = self
             .decider
             .decide(&self.group, now, &sample, tally.warming)

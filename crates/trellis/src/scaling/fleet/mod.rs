@@ -197,6 +197,8 @@ impl FleetGroup {
                     self.group = *group;
                 }
                 Command::Retire => self.retiring = true,
+                // Scale to zero is refused in fleet mode (see config validation): nothing to wake.
+                Command::Wake => {}
             }
         }
     }
