@@ -670,3 +670,24 @@ async fn a_group_at_zero_wakes_for_a_request_and_goes_back_to_zero_when_idle() {
     // And it wakes again.
     assert_eq!(get(&client::http1(), port, "/").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_to_a_group_that_cannot_wake_in_time_is_503_waking() {
+    let port = free_port();
+    let mut cfg = config(port, 0, 1);
+    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    // An instance that never listens: the group cannot come up.
+    let start = cfg.find("command = [").unwrap();
+    let end = start + cfg[start..].find('\n').unwrap();
+    cfg.replace_range(start..end, "command = [\"sleep\", \"30\", \"{port}\"]");
+    cfg.push_str("  [scaling_group.scale_to_zero]\n  idle = \"1m\"\n  wake_timeout = \"1s\"\n");
+    let trellis = Trellis::start(&cfg, &[port]).await;
+    let reply = get(&client::http1(), port, "/").await;
+    reply.assert_trellis_error(503, "waking");
+    // It did try: the group was woken.
+    let g = wait_group(&trellis, "woken", |g| g["desired"] == 1).await;
+    assert!(
+        g["activities"].to_string().contains("a request is waiting"),
+        "{g:#}"
+    );
+}
