@@ -24,15 +24,6 @@ fn guarded_service(name: &str, hosts: &[&str], policy: &str) -> String {
     service(name, hosts).replacen("\n\n", &format!("\nauth_policy = {}\n\n", quote(policy)), 1)
 }
 
-/// The access log lines trellis printed so far (stdout, the default destination).
-fn log_lines(trellis: &Trellis) -> Vec<Value> {
-    trellis
-        .stdout()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[tokio::test]
 async fn the_network_and_the_service_must_both_allow_and_deny_wins() {
     let echo = Echo::start("a").await;
@@ -87,7 +78,7 @@ async fn the_network_and_the_service_must_both_allow_and_deny_wins() {
         .assert_trellis_error(403, "access_denied");
 
     let lines = eventually(Duration::from_secs(10), "five access log lines", || {
-        let lines = log_lines(&trellis);
+        let lines = trellis.access_log_lines();
         async move { (lines.len() == 5).then_some(lines) }
     })
     .await;

@@ -5,19 +5,12 @@
 use std::time::Duration;
 
 use crate::support::client::{self, tally, Reply};
-use crate::support::config::{forward_to, listener, service, target_group_with};
 use crate::support::servers::{self, Tracking};
-use crate::support::{free_port, Trellis};
+use crate::support::Trellis;
 
+/// trellis forwarding everything to group `web`, which starts empty: targets come through the API.
 async fn proxy(tg_extra: &str) -> (Trellis, u16) {
-    let port = free_port();
-    let cfg = [
-        service("shop", &["*"]),
-        listener(port, &forward_to("web")),
-        target_group_with("web", "[]", tg_extra),
-    ]
-    .concat();
-    (Trellis::start(&cfg, &[port]).await, port)
+    Trellis::shop_to_web("[]", tg_extra).await
 }
 
 /// `NAME=VALUE` of the cookie `name` a response sets, if it does.

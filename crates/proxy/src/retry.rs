@@ -106,6 +106,11 @@ impl RetryReason {
     ];
 
     pub fn label(self) -> &'static str {
+        debug_assert_eq!(
+            Self::ALL[self as usize],
+            self,
+            "ALL is in declaration order"
+        );
         match self {
             RetryReason::Connect => "connect",
             RetryReason::Reset => "reset",
@@ -204,6 +209,14 @@ mod tests {
             },
             Duration::from_secs(7),
         )
+    }
+
+    #[test]
+    fn all_reasons_are_listed_in_declaration_order() {
+        // GroupMetrics::retry indexes its counters by `reason as usize`.
+        for (i, reason) in RetryReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{}", reason.label());
+        }
     }
 
     #[test]

@@ -159,11 +159,8 @@ impl Group {
 
 impl GroupMetrics {
     pub fn retry(&self, reason: crate::retry::RetryReason) -> &IntCounter {
-        let i = crate::retry::RetryReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        &self.retries[i]
+        // `retries` follows `RetryReason::ALL`, which is the enum's declaration order.
+        &self.retries[reason as usize]
     }
 
     /// Counts one request answered for the group and the time from its head to its response head.
