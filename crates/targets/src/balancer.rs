@@ -122,6 +122,16 @@ impl Balancer {
         self.pick_within(tried, u32::MAX)
     }
 
+    /// Whether [`Self::pick`] would find a target (failing open included), without picking one: the
+    /// round-robin schedule does not move.
+    pub fn any_candidate(&self, tried: &Tried) -> bool {
+        let within = Within {
+            tried,
+            limit: u32::MAX,
+        };
+        (0..self.targets.len()).any(|i| self.candidate(i, &within, false))
+    }
+
     /// [`Self::pick`] among the targets with fewer than `limit` requests in flight.
     pub fn pick_within(&self, tried: &Tried, limit: u32) -> Option<Pick> {
         let tried = &Within { tried, limit };

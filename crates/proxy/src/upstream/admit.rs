@@ -32,7 +32,7 @@ pub fn admit(group: &Group, tried: &Tried) -> Option<Admitted> {
     if let Some(admitted) = free_slot(group, tried, limit.max_per_target) {
         return Some(admitted);
     }
-    if group.balancer.pick(tried).is_none() {
+    if !group.balancer.any_candidate(tried) {
         return Some(Admitted::NoTarget);
     }
     None
@@ -75,7 +75,7 @@ pub async fn admit_queued(group: &Group, tried: &Tried, queued: &mut Option<Dura
             *queued = Some(started.elapsed());
             return admitted;
         }
-        if group.balancer.pick(tried).is_none() {
+        if !group.balancer.any_candidate(tried) {
             return Admitted::NoTarget;
         }
         if tokio::time::timeout_at(deadline, group.stats.queue.freed())
