@@ -31,11 +31,15 @@ evaluation_period = \"500ms\"\nscale_in_window = \"1500ms\"\ncooldown = \"1s\"\n
     )
 }
 
-async fn group(trellis: &Trellis) -> Value {
+pub(crate) async fn group(trellis: &Trellis) -> Value {
     trellis.status().await["scaling_groups"][0].clone()
 }
 
-async fn wait_group(trellis: &Trellis, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+pub(crate) async fn wait_group(
+    trellis: &Trellis,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     eventually(WAIT, what, || async {
         let g = group(trellis).await;
         done(&g).then_some(g)

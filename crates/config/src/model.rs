@@ -595,6 +595,11 @@ pub struct ScalingGroup {
     pub max_instance_lifetime: Option<Duration>,
     /// With `min = 0`: down to no instance when idle, woken by the next request.
     pub scale_to_zero: Option<ScaleToZero>,
+    /// How a refresh replaces the instances (started by a reload that changes `launch`, or through the
+    /// API).
+    pub instance_refresh: InstanceRefresh,
+    /// Instances kept launched, healthy and out of service, for a scale-out that cannot wait for a boot.
+    pub warm_pool: Option<WarmPool>,
     /// Default 0s.
     pub instance_warmup: Duration,
     /// How often the policies look at the metrics (each sample covers one period); 100ms..=300s,
@@ -728,6 +733,40 @@ pub enum HookTransition {
 pub enum HookResult {
     Continue,
     Abandon,
+}
+
+/// `[scaling_group.instance_refresh]`: EC2 Auto Scaling's instance refresh preferences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceRefresh {
+    /// Of desired, the share that stays in service throughout; 0..=100, default 100 (launch before stop;
+    /// Auto Scaling's default of 90 drops a one-instance group to zero).
+    pub min_healthy_percent: u32,
+    /// Of desired, how far a refresh may go above it; 100..=200, default 200.
+    pub max_healthy_percent: u32,
+    /// A refresh whose new instances fail goes back to the previous launch. Default true.
+    pub auto_rollback: bool,
+    /// A reload that changes `launch` starts a refresh. Default true.
+    pub on_launch_change: bool,
+}
+
+impl Default for InstanceRefresh {
+    fn default() -> Self {
+        InstanceRefresh {
+            min_healthy_percent: 100,
+            max_healthy_percent: 200,
+            auto_rollback: true,
+            on_launch_change: true,
+        }
+    }
+}
+
+/// `[scaling_group.warm_pool]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmPool {
+    /// Instances kept launched and healthy but out of service; 1..=100.
+    pub size: u32,
+    /// Scale-in returns instances to the pool (while it has room) instead of stopping them.
+    pub reuse_on_scale_in: bool,
 }
 
 /// `[scaling_group.scale_to_zero]`.

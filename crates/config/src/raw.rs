@@ -342,6 +342,8 @@ pub(crate) struct RawScalingGroup {
     pub scale_in_window: Option<String>,
     pub max_instance_lifetime: Option<String>,
     pub scale_to_zero: Option<RawScaleToZero>,
+    pub instance_refresh: Option<RawInstanceRefresh>,
+    pub warm_pool: Option<RawWarmPool>,
     pub instance_warmup: Option<String>,
     pub evaluation_period: Option<String>,
     pub termination_policy: Option<String>,
@@ -357,6 +359,25 @@ pub(crate) struct RawScalingGroup {
 pub(crate) struct RawScaleToZero {
     pub idle: Option<String>,
     pub wake_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table { min_healthy_percent, max_healthy_percent, auto_rollback, on_launch_change }"
+)]
+pub(crate) struct RawInstanceRefresh {
+    pub min_healthy_percent: Option<i64>,
+    pub max_healthy_percent: Option<i64>,
+    pub auto_rollback: Option<bool>,
+    pub on_launch_change: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table { size, reuse_on_scale_in }")]
+pub(crate) struct RawWarmPool {
+    pub size: Option<i64>,
+    pub reuse_on_scale_in: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

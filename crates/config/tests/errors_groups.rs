@@ -293,6 +293,58 @@ fn scale_to_zero_needs_min_zero() {
 }
 
 #[test]
+fn instance_refresh_and_warm_pool_settings_are_checked() {
+    let t = doc(
+        &[],
+        &format!("{SCALING}  [scaling_group.instance_refresh]\n  min_healthy_percent = 101\n  max_healthy_percent = 99\n  [scaling_group.warm_pool]\n  size = 0\n"),
+    );
+    expect(
+        &t,
+        "min_healthy_percent = 101",
+        "scaling_group[0].instance_refresh.min_healthy_percent",
+        "101 is outside 0..=100",
+    );
+    expect(
+        &t,
+        "max_healthy_percent = 99",
+        "scaling_group[0].instance_refresh.max_healthy_percent",
+        "99 is outside 100..=200",
+    );
+    expect(
+        &t,
+        "size = 0",
+        "scaling_group[0].warm_pool.size",
+        "0 is outside 1..=100",
+    );
+    // Launch before stop needs room above desired; and at most 100 apart.
+    let t = doc(
+        &[],
+        &format!("{SCALING}  [scaling_group.instance_refresh]\n  max_healthy_percent = 100\n"),
+    );
+    expect(
+        &t,
+        "max_healthy_percent = 100",
+        "scaling_group[0].instance_refresh.max_healthy_percent",
+        "must be above 100",
+    );
+    let t = doc(
+        &[],
+        &format!("{SCALING}  [scaling_group.instance_refresh]\n  min_healthy_percent = 50\n  max_healthy_percent = 200\n"),
+    );
+    expect(
+        &t,
+        "max_healthy_percent = 200",
+        "scaling_group[0].instance_refresh.max_healthy_percent",
+        "200 is more than 100 above min_healthy_percent 50",
+    );
+    let ok = doc(
+        &[],
+        &format!("{SCALING}  [scaling_group.instance_refresh]\n  min_healthy_percent = 90\n  max_healthy_percent = 100\n  auto_rollback = false\n"),
+    );
+    assert_eq!(errors(&ok), Vec::<String>::new());
+}
+
+#[test]
 fn scaling_groups() {
     let sg = |from: &str, to: &str| doc(&[], &SCALING.replacen(from, to, 1));
     let t = sg("max = 8", "max = 1001");

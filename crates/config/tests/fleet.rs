@@ -172,3 +172,34 @@ fn fleet_settings_are_checked() {
         "{missing:?}"
     );
 }
+
+#[test]
+fn single_node_scaling_features_are_refused_in_a_fleet_rather_than_ignored() {
+    let node = parse(NODE, Path::new("node.toml")).expect("valid node file");
+    let group = "\n[[scaling_group]]\nname = \"pool\"\ntarget_group = \"g\"\nmin = 0\nmax = 2\n\
+                 [scaling_group.launch]\nprovider = \"process\"\ncommand = [\"x\", \"{port}\"]\nports = \"20000-20009\"\n\
+                 [scaling_group.instance_refresh]\nmin_healthy_percent = 50\n\
+                 [scaling_group.warm_pool]\nsize = 1\n\
+                 [scaling_group.scale_to_zero]\nidle = \"1m\"\n\
+                 [[scaling_group.lifecycle_hook]]\nname = \"h\"\ntransition = \"launching\"\ncommand = [\"true\"]\n";
+    let shared = SHARED.replace("targets = [\"127.0.0.1:9001\"]", "targets = []");
+    let errors = errors(parse_shared(
+        &format!("{shared}{group}"),
+        Path::new("shop.toml"),
+        &node,
+    ));
+    for key in [
+        "instance_refresh",
+        "warm_pool",
+        "scale_to_zero",
+        "lifecycle_hook[0]",
+    ] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(&format!("scaling_group[0].{key}:"))
+                    && e.contains("single node only")),
+            "{key}: {errors:?}"
+        );
+    }
+}

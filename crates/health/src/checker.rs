@@ -102,6 +102,17 @@ impl HealthChecker {
         state.known = present;
     }
 
+    /// Counts a probe made outside the checker's own schedule — the scaler's check of a warm instance
+    /// just before it goes in service — so that the target is healthy from its first moment instead of
+    /// waiting up to an interval for its prober's first turn.
+    pub fn vouch(&self, group: &str, address: SocketAddr, result: ProbeResult) {
+        let Some(stats) = self.registry.get(group, address) else {
+            return;
+        };
+        let transition = stats.observe(result, now());
+        self.report(group, address, &stats, transition);
+    }
+
     fn spawn(&self, tg: &TargetGroup, address: SocketAddr, stats: Arc<TargetStats>) -> Prober {
         let check = tg.health_check.clone();
         let group = tg.name.clone();

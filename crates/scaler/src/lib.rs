@@ -13,6 +13,7 @@ mod decide;
 mod lifecycle;
 mod policy;
 mod process;
+mod refresh;
 mod schedule;
 
 pub use command::{CommandProvider, HookInstance};
@@ -20,6 +21,7 @@ pub use decide::{Decider, Decision, Sample};
 pub use lifecycle::{renewal, Backoff, Instance, Lifecycle, Renewal, Replace};
 pub use policy::{value as metric_value, Proposal};
 pub use process::{ProcessInstance, ProcessProvider};
+pub use refresh::{Failure as RefreshFailure, Member, Refresh, RefreshStatus, Step as RefreshStep};
 pub use schedule::{CronSchedule, ScheduledAction, Scheduler};
 
 /// What can go wrong launching or stopping instances.

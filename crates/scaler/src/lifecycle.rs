@@ -8,6 +8,8 @@ use trellis_targets::TargetState;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifecycle {
+    /// In the warm pool: launched and kept running, out of service (Auto Scaling's `Warmed:Running`).
+    Warmed,
     Pending,
     InService,
     Terminating,
@@ -17,6 +19,7 @@ pub enum Lifecycle {
 impl Lifecycle {
     pub fn as_str(self) -> &'static str {
         match self {
+            Lifecycle::Warmed => "warmed",
             Lifecycle::Pending => "pending",
             Lifecycle::InService => "in_service",
             Lifecycle::Terminating => "terminating",

@@ -146,6 +146,32 @@ enum Command {
         #[command(flatten)]
         admin: ctl::AdminArgs,
     },
+    /// Replace every instance of a scaling group, or cancel the refresh under way
+    ///
+    /// Instances are replaced in batches kept within the group's `instance_refresh` bounds (by default
+    /// each new instance is in service before an old one drains). With --wait, follows the refresh to
+    /// its end and exits 0 only if it ended `successful`.
+    Refresh {
+        /// The scaling group.
+        group: String,
+        /// Cancel the refresh in progress instead (the instances replaced so far stay).
+        #[arg(long, conflicts_with_all = ["min_healthy_percent", "max_healthy_percent"])]
+        cancel: bool,
+        /// Follow the refresh until it ends.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up (exit 1) after this long; the refresh itself goes on.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "wait")]
+        timeout: Option<Duration>,
+        /// Of desired, the share that stays in service [default: the group's instance_refresh]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(0..=100))]
+        min_healthy_percent: Option<u32>,
+        /// Of desired, how far the refresh may go above it [default: the group's instance_refresh]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(100..=200))]
+        max_healthy_percent: Option<u32>,
+        #[command(flatten)]
+        admin: ctl::AdminArgs,
+    },
     /// Protect instances of a scaling group from scale-in, or lift the protection
     Instances {
         #[command(subcommand)]
@@ -304,6 +330,25 @@ fn main() -> ExitCode {
             desired,
             admin,
         } => return ctl::scale(&group, desired, &admin),
+        Command::Refresh {
+            group,
+            cancel,
+            wait,
+            timeout,
+            min_healthy_percent,
+            max_healthy_percent,
+            admin,
+        } => {
+            return ctl::refresh(ctl::RefreshArgs {
+                group: &group,
+                cancel,
+                wait,
+                min_healthy_percent,
+                max_healthy_percent,
+                timeout,
+                admin: &admin,
+            })
+        }
         Command::Instances { command } => return ctl::instances(&command),
         Command::Healthcheck { timeout, admin } => return ctl::healthcheck(&admin, timeout),
         Command::Fleet { command } => return fleet_command(command),

@@ -122,6 +122,23 @@ pub(crate) fn validate(
                     "scale to zero runs on a single node only for now, not in fleet mode",
                 );
             }
+            if group.warm_pool.is_some() {
+                d.err(
+                    &format!("scaling_group[{i}].warm_pool"),
+                    "warm pools run on a single node only for now, not in fleet mode",
+                );
+            }
+            if doc
+                .scaling_groups
+                .get(i)
+                .and_then(Option::as_ref)
+                .is_some_and(|g| g.instance_refresh.is_some())
+            {
+                d.err(
+                    &format!("scaling_group[{i}].instance_refresh"),
+                    "instance refresh runs on a single node only for now, not in fleet mode",
+                );
+            }
             if !group.lifecycle_hooks.is_empty() {
                 d.err(
                     &format!("scaling_group[{i}].lifecycle_hook[0]"),

@@ -140,6 +140,17 @@ fn scaling_group(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawScalingGroup) ->
                 ),
             }
         }),
+        instance_refresh: instance_refresh(d, &p("instance_refresh"), &raw.instance_refresh),
+        warm_pool: raw.warm_pool.as_ref().map(|w| crate::model::WarmPool {
+            size: fields::to_u32(fields::required_int_in(
+                d,
+                &format!("{}.size", p("warm_pool")),
+                w.size,
+                1,
+                100,
+            )),
+            reuse_on_scale_in: w.reuse_on_scale_in.unwrap_or(false),
+        }),
         max_instance_lifetime: raw.max_instance_lifetime.as_ref().map(|_| {
             fields::duration_in(
                 d,
@@ -344,6 +355,53 @@ fn signal(name: &str) -> Option<i32> {
         "USR2" => libc::SIGUSR2,
         _ => return None,
     })
+}
+
+/// `[scaling_group.instance_refresh]`, with Auto Scaling's constraints: min 0..=100, max 100..=200, at
+/// most 100 apart, and not both 100 (a refresh could then never replace anything).
+fn instance_refresh(
+    d: &mut Diags,
+    path: &str,
+    raw: &Option<crate::raw::RawInstanceRefresh>,
+) -> crate::model::InstanceRefresh {
+    let defaults = crate::model::InstanceRefresh::default();
+    let Some(raw) = raw else {
+        return defaults;
+    };
+    let p = |key: &str| format!("{path}.{key}");
+    let min = fields::int_in(
+        d,
+        &p("min_healthy_percent"),
+        raw.min_healthy_percent,
+        i64::from(defaults.min_healthy_percent),
+        0,
+        100,
+    );
+    let max = fields::int_in(
+        d,
+        &p("max_healthy_percent"),
+        raw.max_healthy_percent,
+        i64::from(defaults.max_healthy_percent),
+        100,
+        200,
+    );
+    if max - min > 100 {
+        d.err(
+            &p("max_healthy_percent"),
+            format!("{max} is more than 100 above min_healthy_percent {min}"),
+        );
+    } else if min == 100 && max == 100 {
+        d.err(
+            &p("max_healthy_percent"),
+            "with min_healthy_percent = 100 it must be above 100: a refresh launches before it stops",
+        );
+    }
+    crate::model::InstanceRefresh {
+        min_healthy_percent: fields::to_u32(min),
+        max_healthy_percent: fields::to_u32(max),
+        auto_rollback: raw.auto_rollback.unwrap_or(defaults.auto_rollback),
+        on_launch_change: raw.on_launch_change.unwrap_or(defaults.on_launch_change),
+    }
 }
 
 fn lifecycle_hooks(

@@ -112,6 +112,33 @@ async fn handle(daemon: &Arc<Daemon>, listen: SocketAddr, req: Request<Incoming>
             let (group, id) = (percent_decode(group), percent_decode(id));
             protect(daemon, &group, &id, req).await
         }
+        (&Method::POST, ["v1", "scaling-groups", group, "refresh"]) => {
+            let group = percent_decode(group);
+            start_refresh(daemon, &group, req).await
+        }
+        (&Method::GET | &Method::HEAD, ["v1", "scaling-groups", group, "refresh"]) => {
+            let group = percent_decode(group);
+            match scaling_group(daemon, &group) {
+                Ok(g) => match g.get().get("instance_refresh") {
+                    Some(view) if !view.is_null() => json_reply(StatusCode::OK, view),
+                    _ => error(
+                        StatusCode::NOT_FOUND,
+                        &format!("scaling group {group:?} has had no instance refresh"),
+                    ),
+                },
+                Err(reply) => reply,
+            }
+        }
+        (&Method::DELETE, ["v1", "scaling-groups", group, "refresh"]) => {
+            let group = percent_decode(group);
+            match scaling_group(daemon, &group) {
+                Ok(g) => match g.cancel_refresh().await {
+                    Ok(view) => json_reply(StatusCode::OK, &view),
+                    Err(refused) => refused_reply(refused),
+                },
+                Err(reply) => reply,
+            }
+        }
         (_, segments) => match allowed(segments) {
             Some(allow) => {
                 let mut reply = error(
@@ -136,6 +163,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
         ["v1", "target-groups", _, "targets", _] => Some("DELETE"),
         ["v1", "scaling-groups", _, "desired"]
         | ["v1", "scaling-groups", _, "instances", _, "protection"] => Some("PUT"),
+        ["v1", "scaling-groups", _, "refresh"] => Some("GET, HEAD, POST, DELETE"),
         _ => None,
     }
 }
@@ -206,6 +234,46 @@ async fn set_desired(daemon: &Arc<Daemon>, name: &str, req: Request<Incoming>) -
     }
 }
 
+/// `POST /v1/scaling-groups/{name}/refresh`: the body (optional) overrides the group's
+/// `instance_refresh` keys for this refresh.
+async fn start_refresh(daemon: &Arc<Daemon>, name: &str, req: Request<Incoming>) -> Reply {
+    let group = match scaling_group(daemon, name) {
+        Ok(g) => g,
+        Err(reply) => return reply,
+    };
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            )
+        }
+    };
+    // No body: the group's own settings.
+    let body = if body.trim_ascii().is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the body is not JSON: {e}"),
+                )
+            }
+        }
+    };
+    let overrides = match crate::scaling::RefreshOverrides::from_json(&body) {
+        Ok(o) => o,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    match group.start_refresh(overrides).await {
+        Ok(view) => json_reply(StatusCode::CREATED, &view),
+        Err(refused) => refused_reply(refused),
+    }
+}
+
 async fn protect(daemon: &Arc<Daemon>, name: &str, id: &str, req: Request<Incoming>) -> Reply {
     let group = match scaling_group(daemon, name) {
         Ok(g) => g,
@@ -245,6 +313,8 @@ fn refused_reply(refused: crate::scaling::Refused) -> Reply {
         crate::scaling::Refused::Unavailable(message) => {
             error(StatusCode::SERVICE_UNAVAILABLE, &message)
         }
+        crate::scaling::Refused::Conflict(message) => error(StatusCode::CONFLICT, &message),
+        crate::scaling::Refused::Invalid(message) => error(StatusCode::BAD_REQUEST, &message),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod client;
 mod locate;
+mod refresh;
 mod report;
 mod table;
 
@@ -18,6 +19,7 @@ use serde_json::{json, Value};
 
 use client::{Client, Reply};
 pub use locate::AdminArgs;
+pub use refresh::{refresh, RefreshArgs};
 
 /// Reads are quick; a reload builds a whole configuration and binds listeners, so it gets longer.
 const QUICK: Duration = Duration::from_secs(10);

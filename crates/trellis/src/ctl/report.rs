@@ -83,6 +83,28 @@ fn scaling_group(group: &Value) -> String {
             text(&group["scale_in_window"])
         ));
     }
+    let pool = &group["warm_pool"];
+    if pool.is_object() {
+        out.push_str(&format!(
+            "warm pool: {} of {} ready ({} warmed)\n",
+            text(&pool["ready"]),
+            text(&pool["size"]),
+            text(&pool["warmed"]),
+        ));
+    }
+    let refresh = &group["instance_refresh"];
+    if refresh.is_object() {
+        out.push_str(&format!(
+            "instance refresh {}: {}, {}%",
+            text(&refresh["id"]),
+            text(&refresh["status"]),
+            text(&refresh["percentage_complete"]),
+        ));
+        if let Some(reason) = refresh["reason"].as_str().filter(|r| !r.is_empty()) {
+            out.push_str(&format!(" ({reason})"));
+        }
+        out.push('\n');
+    }
     let backoff = &group["launch_backoff"];
     if let Some(failures) = backoff["failures"].as_u64().filter(|&n| n > 0) {
         out.push_str(&format!("launches failing: {failures} in a row"));
@@ -464,6 +486,27 @@ TARGET GROUP  TARGET          SOURCE  WEIGHT  STATE        FOR   REASON
 blue          127.0.0.1:9001  -       1       initial      -     not yet registered
 blue          127.0.0.1:9002  -       0       unavailable  1m1s  -
 "
+        );
+    }
+
+    #[test]
+    fn a_group_shows_its_warm_pool_and_its_latest_refresh() {
+        let group = json!({"name": "web", "target_group": "pool", "min": 1, "desired": 2, "max": 4,
+            "in_service": 2, "pending": 0, "terminating": 0,
+            "warm_pool": {"size": 2, "warmed": 2, "ready": 1, "reuse_on_scale_in": false},
+            "instance_refresh": {"id": 3, "status": "rolled_back", "percentage_complete": 100,
+                                 "reason": "3 new instances failed in a row"},
+            "instances": [], "activities": []});
+        let out = super::scaling_group(&group);
+        assert!(
+            out.contains("warm pool: 1 of 2 ready (2 warmed)\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "instance refresh 3: rolled_back, 100% (3 new instances failed in a row)\n"
+            ),
+            "{out}"
         );
     }
 

@@ -511,6 +511,16 @@ impl Daemon {
         .await
     }
 
+    /// A probe of a registered target made by the scaler (a warm instance going in service).
+    pub fn vouch(
+        &self,
+        target_group: &str,
+        address: SocketAddr,
+        result: trellis_targets::ProbeResult,
+    ) {
+        self.health.vouch(target_group, address, result);
+    }
+
     /// Whether `address` still gets requests in `target_group` here: routed, or draining what it has.
     /// An instance is stopped only once this is false.
     pub fn routes_or_drains(&self, target_group: &str, address: SocketAddr) -> bool {

@@ -24,7 +24,10 @@ use crate::state::StateDir;
 
 mod fleet;
 mod hooks;
+mod refresh;
+mod warm;
 pub use fleet::FleetScaling;
+pub use refresh::Overrides as RefreshOverrides;
 
 /// How often instances are looked at (exits, health, draining), between evaluations too.
 const TICK: Duration = Duration::from_millis(200);
@@ -50,6 +53,10 @@ pub enum Refused {
     Stopped,
     /// Fleet mode: the store cannot be written now.
     Unavailable(String),
+    /// Not in the group's current state (a refresh already running, none to cancel).
+    Conflict(String),
+    /// The request's values do not fit together.
+    Invalid(String),
 }
 
 /// Operator requests, answered by the controller between two of its ticks.
@@ -62,6 +69,8 @@ enum Command {
     Retire,
     /// A request is waiting for a group that scaled to zero.
     Wake,
+    StartRefresh(RefreshOverrides, oneshot::Sender<Result<Value, Refused>>),
+    CancelRefresh(oneshot::Sender<Result<Value, Refused>>),
 }
 
 impl GroupHandle {
@@ -95,6 +104,24 @@ impl GroupHandle {
         let _ = self.commands.send(Command::Wake);
     }
 
+    /// Starts an instance refresh; answers its view.
+    pub async fn start_refresh(&self, overrides: RefreshOverrides) -> Result<Value, Refused> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::StartRefresh(overrides, tx))
+            .map_err(|_| Refused::Stopped)?;
+        rx.await.map_err(|_| Refused::Stopped)?
+    }
+
+    /// Cancels the refresh in progress; answers its view.
+    pub async fn cancel_refresh(&self) -> Result<Value, Refused> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::CancelRefresh(tx))
+            .map_err(|_| Refused::Stopped)?;
+        rx.await.map_err(|_| Refused::Stopped)?
+    }
+
     /// Protects (or not) an instance from scale-in; `Ok(false)` when there is no such instance.
     pub async fn protect(&self, instance: &str, protected: bool) -> Result<bool, Refused> {
         let (tx, rx) = oneshot::channel();
@@ -125,7 +152,8 @@ impl ScalingMetrics {
             Opts::new(
                 "trellis_scaling_activities_total",
                 "Scaling activities by kind (scale, scheduled, scale_in_blocked, reconfigure, launch, launch_failed, \
-                 replace, terminate, terminate_failed, terminated, adopt, adopt_failed, retire, retired; fleet: owner)",
+                 replace, terminate, terminate_failed, terminated, adopt, adopt_failed, retire, retired, lifecycle_hook, \
+                 launch_abandoned, wake, refresh, warmed, to_warm_pool, warm_to_service; fleet: owner)",
             ),
             &["scaling_group", "kind"],
         )?;
@@ -192,16 +220,14 @@ fn same_provider_kind(a: &Launch, b: &Launch) -> bool {
     )
 }
 
-fn provider(group: &ScalingGroup) -> Provider {
-    match &group.launch {
+fn provider(group: &str, launch: &Launch) -> Provider {
+    match launch {
         Launch::Process(launch) => Provider::Process(ProcessProvider::new(
             launch.clone(),
-            &group.name,
+            group,
             std::env::current_exe().unwrap_or_else(|_| "trellis".into()),
         )),
-        Launch::Command(hooks) => {
-            Provider::Command(CommandProvider::new(hooks.clone(), &group.name))
-        }
+        Launch::Command(hooks) => Provider::Command(CommandProvider::new(hooks.clone(), group)),
     }
 }
 
@@ -236,7 +262,12 @@ fn spawn_group(
         inbox,
         metrics: metrics.clone(),
         daemon: Arc::downgrade(daemon),
-        provider: provider(group),
+        provider: provider(&group.name, &group.launch),
+        generation: 1,
+        generations_made: 1,
+        launches: vec![(1, group.launch.clone())],
+        refresh: None,
+        vouch: Vec::new(),
         records: StateDir::choose(Some(daemon.state_dir().to_path_buf())),
         dirty: false,
         scheduler: scheduler(group),
@@ -390,6 +421,14 @@ struct Live {
     stop_signal: i32,
     /// Lifecycle hooks running for it now (launching or terminating).
     hook: Option<tokio::task::JoinHandle<hooks::HookRun>>,
+    /// The launch generation it was launched from (see `refresh`).
+    generation: u64,
+    /// In the warm pool: its launching hooks are done and it passed its health check.
+    warm_ready: bool,
+    /// In the warm pool: its health probe under way.
+    probe: Option<tokio::task::JoinHandle<trellis_targets::ProbeResult>>,
+    /// Terminating for a scale-in: may go back to the warm pool once drained.
+    reuse: bool,
     /// Registered in the target group: false while its launching hooks run.
     admitted: bool,
     /// Its terminating hooks have run (or it has none, or its launch was abandoned).
@@ -407,6 +446,15 @@ struct Controller {
     metrics: ScalingMetrics,
     daemon: Weak<Daemon>,
     provider: Provider,
+    /// The launch generation new instances get, and how many generations were made so far.
+    generation: u64,
+    generations_made: u64,
+    /// The launch configuration of the current generation and of those a refresh may go back to.
+    launches: Vec<(u64, Launch)>,
+    /// The latest instance refresh (kept once done, for its status).
+    refresh: Option<refresh::Running>,
+    /// Instances taken from the warm pool, to be vouched for once registered.
+    vouch: Vec<SocketAddr>,
     /// Where the command provider's instance records are kept.
     records: StateDir,
     /// The set of members changed: the target group must be updated.
@@ -451,6 +499,7 @@ impl Controller {
             }
             self.hooks_done().await;
             self.converge(now).await;
+            self.tend_pool(&daemon, now).await;
             if std::mem::take(&mut self.dirty) {
                 let members: Vec<SocketAddr> = self
                     .instances
@@ -464,6 +513,7 @@ impl Controller {
                 if let Err(e) = daemon.set_scaled(&self.group.target_group, members).await {
                     tracing::error!(scaling_group = %self.group.name, error = %e, "cannot update the target group");
                 }
+                self.vouch_for_warmed(&daemon);
             }
             self.finish_terminations(&daemon).await;
             if self.retiring && self.instances.is_empty() {
@@ -500,17 +550,34 @@ impl Controller {
                         );
                     }
                     self.decider.reconfigure(&group);
-                    if group.launch != self.group.launch {
-                        self.provider = provider(&group);
-                        self.activity(
-                            "reconfigure",
-                            "new launch settings apply to the next launches".into(),
-                        );
-                    }
+                    let launch_changed = group.launch != self.group.launch;
                     if group.policies != self.group.policies {
                         self.scheduler = scheduler(&group);
                     }
                     self.group = *group;
+                    if launch_changed {
+                        let previous = self.generation;
+                        self.new_generation(self.group.launch.clone());
+                        if self.group.instance_refresh.on_launch_change {
+                            let _ = self.start_refresh(
+                                self.group.instance_refresh,
+                                "a reload changed launch",
+                                previous,
+                                true,
+                            );
+                        } else {
+                            self.activity(
+                                "reconfigure",
+                                "new launch settings apply to the next launches (on_launch_change = false)".into(),
+                            );
+                        }
+                    }
+                }
+                Command::StartRefresh(overrides, reply) => {
+                    let _ = reply.send(self.requested_refresh(overrides));
+                }
+                Command::CancelRefresh(reply) => {
+                    let _ = reply.send(self.cancel_refresh());
                 }
                 Command::Wake => {
                     self.last_request = now;
@@ -590,7 +657,9 @@ impl Controller {
         for (i, how) in exited.into_iter().rev() {
             let live = self.instances.remove(i);
             self.dirty = true;
-            if live.meta.state == Lifecycle::Pending {
+            let never_served = live.meta.state == Lifecycle::Pending
+                || (live.meta.state == Lifecycle::Warmed && !live.warm_ready);
+            if never_served {
                 let wait = self.backoff.failed(now);
                 self.activity(
                     "launch_failed",
@@ -599,6 +668,7 @@ impl Controller {
                         live.meta.id
                     ),
                 );
+                self.refresh_failure(live.generation, &format!("{} {how}", live.meta.id));
             } else if live.meta.state != Lifecycle::Terminating {
                 self.activity(
                     "replace",
@@ -611,7 +681,11 @@ impl Controller {
     fn follow_health(&mut self, daemon: &Daemon, now: Instant) {
         let grace = self.group.health_check_grace_period;
         let mut replace = Vec::new();
+        let mut in_service = Vec::new();
         for live in &mut self.instances {
+            if live.meta.state == Lifecycle::Warmed || !live.admitted {
+                continue;
+            }
             let Some(stats) = daemon.targets.get(&self.group.target_group, live.address) else {
                 continue;
             };
@@ -621,12 +695,18 @@ impl Controller {
                 .meta
                 .on_health(view.health.state, &view.health.reason, grace, now)
             {
-                Some(Replace::Unhealthy(reason)) => replace.push((live.meta.id.clone(), reason)),
+                Some(Replace::Unhealthy(reason)) => {
+                    replace.push((live.meta.id.clone(), reason, was, live.generation))
+                }
                 Some(Replace::Exited(_)) | None => {}
             }
             if was == Lifecycle::Pending && live.meta.state == Lifecycle::InService {
                 live.last_completed = stats.completed();
+                in_service.push(live.generation);
             }
+        }
+        for generation in in_service {
+            self.refresh_success(generation);
         }
         if self
             .instances
@@ -635,7 +715,7 @@ impl Controller {
         {
             self.backoff.succeeded();
         }
-        for (id, reason) in replace {
+        for (id, reason, was, generation) in replace {
             if let Some(live) = self.instances.iter_mut().find(|i| i.meta.id == id) {
                 live.meta.terminate();
                 self.dirty = true;
@@ -644,6 +724,9 @@ impl Controller {
                 "replace",
                 format!("instance {id} unhealthy ({reason}); replacing it"),
             );
+            if was == Lifecycle::Pending {
+                self.refresh_failure(generation, &format!("{id} unhealthy: {reason}"));
+            }
         }
     }
 
@@ -736,10 +819,14 @@ impl Controller {
         }
     }
 
-    /// Launches or terminates toward `desired` (one over while an old instance is being replaced).
+    /// Launches or terminates toward `desired` (one over while an old instance is being replaced; what
+    /// a refresh asks while one runs). A scale-out takes warm instances first.
     async fn converge(&mut self, now: Instant) {
-        // First: an instance retired for its lifetime no longer counts below.
-        let desired = self.renew(now);
+        // First: an instance retired for its lifetime, or let go by a refresh, no longer counts below.
+        let desired = match self.refresh_step(now) {
+            Some(capacity) => capacity,
+            None => self.renew(now),
+        };
         let live = self
             .instances
             .iter()
@@ -748,53 +835,11 @@ impl Controller {
         if live <= desired {
             self.protection_noted = false;
         }
-        if live < desired && self.backoff.ready(now) {
-            for _ in live..desired {
-                let name = format!("{}-{}", self.group.name, self.next_id);
-                self.next_id += 1;
-                match self.launch(&name).await {
-                    Ok((address, handle)) => {
-                        let detail = match &handle {
-                            Handle::Process(p) => format!("pid {}", p.pid()),
-                            Handle::Vm(id) => format!("id {id}"),
-                        };
-                        self.activity(
-                            "launch",
-                            format!("instance {name} launched at {address} ({detail})"),
-                        );
-                        let launching = hooks::for_transition(
-                            &self.group.lifecycle_hooks,
-                            HookTransition::Launching,
-                        );
-                        let hook = (!launching.is_empty()).then(|| {
-                            tokio::spawn(hooks::run(
-                                launching,
-                                name.clone(),
-                                address.to_string(),
-                                self.group.name.clone(),
-                            ))
-                        });
-                        self.instances.push(Live {
-                            admitted: hook.is_none(),
-                            hook,
-                            terminate_hooked: false,
-                            meta: Instance::launched(name, now),
-                            address,
-                            handle: Some(handle),
-                            retry_at: None,
-                            last_completed: 0,
-                            last_cpu: None,
-                            stop_signal: self.stop_signal(),
-                        });
-                        self.dirty = true;
-                        self.save_records();
-                    }
-                    Err(e) => {
-                        let wait = self.backoff.failed(Instant::now());
-                        self.activity(
-                            "launch_failed",
-                            format!("cannot launch {name}: {e}; next try in {wait:?}"),
-                        );
+        if live < desired {
+            let taken = self.take_warm(desired - live);
+            if self.backoff.ready(now) {
+                for _ in live + taken..desired {
+                    if !self.launch_instance(now, false).await {
                         break;
                     }
                 }
@@ -821,14 +866,81 @@ impl Controller {
                     ),
                 );
             }
+            let reuse = self
+                .group
+                .warm_pool
+                .is_some_and(|pool| pool.reuse_on_scale_in);
             for &i in candidates.iter().take(excess) {
                 self.instances[i].meta.terminate();
+                self.instances[i].reuse = reuse;
                 let id = self.instances[i].meta.id.clone();
                 self.activity(
                     "terminate",
                     format!("instance {id} terminating (scale-in): draining"),
                 );
                 self.dirty = true;
+            }
+        }
+    }
+
+    /// Launches one instance of the current generation, into service or into the warm pool. False when
+    /// the launch failed (the back-off has been started).
+    async fn launch_instance(&mut self, now: Instant, warm: bool) -> bool {
+        let name = format!("{}-{}", self.group.name, self.next_id);
+        self.next_id += 1;
+        match self.launch(&name).await {
+            Ok((address, handle)) => {
+                let detail = match &handle {
+                    Handle::Process(p) => format!("pid {}", p.pid()),
+                    Handle::Vm(id) => format!("id {id}"),
+                };
+                let into = if warm { " into the warm pool" } else { "" };
+                self.activity(
+                    "launch",
+                    format!("instance {name} launched{into} at {address} ({detail})"),
+                );
+                let launching =
+                    hooks::for_transition(&self.group.lifecycle_hooks, HookTransition::Launching);
+                let hook = (!launching.is_empty()).then(|| {
+                    tokio::spawn(hooks::run(
+                        launching,
+                        name.clone(),
+                        address.to_string(),
+                        self.group.name.clone(),
+                    ))
+                });
+                let mut meta = Instance::launched(name, now);
+                if warm {
+                    meta.state = Lifecycle::Warmed;
+                }
+                self.instances.push(Live {
+                    admitted: hook.is_none() && !warm,
+                    hook,
+                    terminate_hooked: false,
+                    meta,
+                    address,
+                    handle: Some(handle),
+                    retry_at: None,
+                    last_completed: 0,
+                    last_cpu: None,
+                    stop_signal: self.stop_signal(),
+                    generation: self.generation,
+                    warm_ready: false,
+                    probe: None,
+                    reuse: false,
+                });
+                self.dirty |= !warm;
+                self.save_records();
+                true
+            }
+            Err(e) => {
+                let wait = self.backoff.failed(Instant::now());
+                self.activity(
+                    "launch_failed",
+                    format!("cannot launch {name}: {e}; next try in {wait:?}"),
+                );
+                self.refresh_failure(self.generation, &format!("cannot launch {name}: {e}"));
+                false
             }
         }
     }
@@ -886,6 +998,10 @@ impl Controller {
             }
             self.instances.push(Live {
                 hook: None,
+                generation: self.generation,
+                warm_ready: false,
+                probe: None,
+                reuse: false,
                 admitted: true,
                 terminate_hooked: false,
                 meta: Instance::launched(name, now),
@@ -950,6 +1066,15 @@ impl Controller {
                 continue;
             }
             match run.result {
+                HookResult::Continue if live.meta.state == Lifecycle::Warmed => {
+                    self.activity(
+                        "lifecycle_hook",
+                        format!(
+                            "instance {id} launching hooks: {}; kept in the warm pool",
+                            run.detail
+                        ),
+                    );
+                }
                 HookResult::Continue => {
                     live.admitted = true;
                     self.dirty = true;
@@ -964,10 +1089,15 @@ impl Controller {
                 HookResult::Abandon => {
                     live.meta.terminate();
                     live.terminate_hooked = true;
+                    let generation = live.generation;
                     let wait = self.backoff.failed(now);
                     self.activity(
                         "launch_abandoned",
                         format!("instance {id} abandoned by its launching hooks ({}); stopping it, next launch in {wait:?}", run.detail),
+                    );
+                    self.refresh_failure(
+                        generation,
+                        &format!("{id} abandoned by its launching hooks"),
                     );
                 }
             }
@@ -981,12 +1111,17 @@ impl Controller {
         };
         let now = Instant::now();
         let mut stopping = Vec::new();
+        let mut returning = Vec::new();
         for (i, live) in self.instances.iter_mut().enumerate() {
             if live.meta.state != Lifecycle::Terminating || live.retry_at.is_some_and(|at| now < at)
             {
                 continue;
             }
             if daemon.routes_or_drains(&self.group.target_group, live.address) {
+                continue;
+            }
+            if live.reuse {
+                returning.push(i);
                 continue;
             }
             if !live.terminate_hooked {
@@ -1013,6 +1148,12 @@ impl Controller {
             }
             if let Some(handle) = live.handle.take() {
                 stopping.push((i, handle, live.stop_signal));
+            }
+        }
+        for i in returning {
+            if !self.back_to_pool(i) {
+                // No room in the pool (or it went away): stopped after all, on the next tick.
+                self.instances[i].reuse = false;
             }
         }
         for (i, handle, signal) in stopping {
@@ -1068,6 +1209,7 @@ impl Controller {
         gauge("in_service", count(Lifecycle::InService));
         gauge("pending", count(Lifecycle::Pending));
         gauge("terminating", count(Lifecycle::Terminating));
+        gauge("warmed", count(Lifecycle::Warmed));
         self.status.set(json!({
             "name": self.group.name,
             "target_group": self.group.target_group,
@@ -1077,6 +1219,14 @@ impl Controller {
             "in_service": count(Lifecycle::InService),
             "pending": count(Lifecycle::Pending),
             "terminating": count(Lifecycle::Terminating),
+            "warm_pool": self.group.warm_pool.map(|pool| json!({
+                "size": pool.size,
+                "reuse_on_scale_in": pool.reuse_on_scale_in,
+                "warmed": count(Lifecycle::Warmed),
+                "ready": self.warm_ready(),
+            })),
+            "launch_generation": self.generation,
+            "instance_refresh": self.refresh_view(),
             // The latest evaluation wants fewer instances: how long the cooldown and the scale-in window
             // hold them still.
             "scale_in_held_seconds": self.decider.scale_in_held(now).map(|d| d.as_secs_f64()),
@@ -1094,6 +1244,8 @@ impl Controller {
                 "id": i.meta.id,
                 "address": i.address.to_string(),
                 "lifecycle": i.meta.state.as_str(),
+                "generation": i.generation,
+                "warm_ready": (i.meta.state == Lifecycle::Warmed).then_some(i.warm_ready),
                 "health": daemon
                     .targets
                     .get(&self.group.target_group, i.address)

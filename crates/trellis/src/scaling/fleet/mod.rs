@@ -22,6 +22,9 @@ use trellis_fleet::{GroupView, InstanceRecord, Report};
 use trellis_scaler::CommandProvider;
 
 use super::{Command, GroupHandle, Refused, ScalingMetrics};
+
+/// Instance refresh is refused in a fleet's configuration; the API says so too.
+const NO_REFRESH: &str = "instance refresh runs on a single node only for now, not in fleet mode";
 use crate::daemon::Daemon;
 use crate::store::FleetState;
 use owner::Owner;
@@ -199,6 +202,12 @@ impl FleetGroup {
                 Command::Retire => self.retiring = true,
                 // Scale to zero is refused in fleet mode (see config validation): nothing to wake.
                 Command::Wake => {}
+                Command::StartRefresh(_, reply) => {
+                    let _ = reply.send(Err(Refused::Conflict(NO_REFRESH.into())));
+                }
+                Command::CancelRefresh(reply) => {
+                    let _ = reply.send(Err(Refused::Conflict(NO_REFRESH.into())));
+                }
             }
         }
     }

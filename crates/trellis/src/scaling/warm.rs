@@ -1,0 +1,182 @@
+//! The warm pool (`[scaling_group.warm_pool]`): instances launched ahead of need and kept running out of
+//! service, so that a scale-out takes one that has already booted and passed its health check instead
+//! of waiting for a boot. The pool always holds the current launch: instances of an older generation
+//! leave it, and it refills after every scale-out.
+
+use std::time::Instant;
+
+use trellis_config::HealthCheck;
+use trellis_scaler::Lifecycle;
+use trellis_targets::ProbeResult;
+
+use super::Controller;
+use crate::daemon::Daemon;
+
+impl Controller {
+    fn health_check(daemon: &Daemon, target_group: &str) -> Option<HealthCheck> {
+        daemon
+            .current()
+            .file
+            .target_groups
+            .iter()
+            .find(|t| t.name == target_group)
+            .map(|t| t.health_check.clone())
+    }
+
+    /// Warm instances that may go in service now: launching hooks done, health check passed.
+    pub(super) fn warm_ready(&self) -> usize {
+        self.instances
+            .iter()
+            .filter(|i| {
+                i.meta.state == Lifecycle::Warmed && i.warm_ready && i.generation == self.generation
+            })
+            .count()
+    }
+
+    /// Every tick: probes the warm instances that have not passed their check yet, lets go of those the
+    /// pool no longer wants (an older launch, a smaller pool, a retiring group), and refills it.
+    pub(super) async fn tend_pool(&mut self, daemon: &Daemon, now: Instant) {
+        let size = match (self.group.warm_pool, self.retiring) {
+            (Some(pool), false) => pool.size as usize,
+            _ => 0,
+        };
+        let check = Self::health_check(daemon, &self.group.target_group);
+        // Which warm instances the pool keeps: of the current launch, ready ones first (an instance
+        // back from a scale-in beats one still booting), then the oldest.
+        let mut pool: Vec<usize> = (0..self.instances.len())
+            .filter(|&i| self.instances[i].meta.state == Lifecycle::Warmed)
+            .collect();
+        pool.sort_by_key(|&i| {
+            let live = &self.instances[i];
+            (
+                live.generation != self.generation,
+                !live.warm_ready,
+                live.meta.launched_at,
+            )
+        });
+        let leaving: Vec<usize> = pool
+            .iter()
+            .enumerate()
+            .filter(|&(rank, &i)| rank >= size || self.instances[i].generation != self.generation)
+            .map(|(_, &i)| i)
+            .collect();
+        let kept = pool.len() - leaving.len();
+        let mut warmed = Vec::new();
+        for &i in &pool {
+            let live = &mut self.instances[i];
+            if leaving.contains(&i) || live.warm_ready || live.hook.is_some() {
+                continue;
+            }
+            match (&check, live.probe.take()) {
+                (Some(check), None) if check.enabled => {
+                    let (check, address) = (check.clone(), live.address);
+                    live.probe = Some(tokio::spawn(async move {
+                        trellis_health::probe(&check, address).await
+                    }));
+                }
+                (Some(_), Some(probe)) if !probe.is_finished() => live.probe = Some(probe),
+                (Some(_), Some(probe)) => {
+                    if let Ok(result) = probe.await {
+                        if result.passed {
+                            live.warm_ready = true;
+                            warmed.push((live.meta.id.clone(), result.detail));
+                        }
+                    }
+                }
+                // Health checks off: ready once its hooks are done, like a target that is `unavailable`.
+                _ => {
+                    live.warm_ready = true;
+                    warmed.push((live.meta.id.clone(), "health checks are off".into()));
+                }
+            }
+        }
+        for (id, detail) in warmed {
+            self.activity(
+                "warmed",
+                format!("instance {id} is warm: passed its health check ({detail}); ready for a scale-out"),
+            );
+        }
+        for &i in &leaving {
+            let live = &mut self.instances[i];
+            live.meta.terminate();
+            let id = live.meta.id.clone();
+            self.activity(
+                "terminate",
+                format!("warm instance {id} terminating: the pool no longer needs it"),
+            );
+        }
+        if kept < size && self.backoff.ready(now) {
+            for _ in kept..size {
+                if !self.launch_instance(now, true).await {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Takes up to `wanted` ready warm instances into service, oldest first; returns how many.
+    pub(super) fn take_warm(&mut self, wanted: u32) -> u32 {
+        let mut ready: Vec<usize> = (0..self.instances.len())
+            .filter(|&i| {
+                let live = &self.instances[i];
+                live.meta.state == Lifecycle::Warmed
+                    && live.warm_ready
+                    && live.generation == self.generation
+            })
+            .collect();
+        ready.sort_by_key(|&i| self.instances[i].meta.launched_at);
+        ready.truncate(wanted as usize);
+        for &i in &ready {
+            let live = &mut self.instances[i];
+            live.meta.state = Lifecycle::Pending;
+            live.admitted = true;
+            live.warm_ready = false;
+            self.vouch.push(live.address);
+            let id = live.meta.id.clone();
+            self.dirty = true;
+            self.activity(
+                "warm_to_service",
+                format!("instance {id} taken from the warm pool into service"),
+            );
+        }
+        ready.len() as u32
+    }
+
+    /// After the target group took the instances from the pool: their check passed in the pool, so
+    /// they are healthy at once instead of waiting for their prober's first turn.
+    pub(super) fn vouch_for_warmed(&mut self, daemon: &Daemon) {
+        for address in std::mem::take(&mut self.vouch) {
+            daemon.vouch(
+                &self.group.target_group,
+                address,
+                ProbeResult::pass("passed its health check in the warm pool"),
+            );
+        }
+    }
+
+    /// A drained instance of a scale-in goes back to the pool when it has room (`reuse_on_scale_in`).
+    pub(super) fn back_to_pool(&mut self, i: usize) -> bool {
+        let size = match self.group.warm_pool {
+            Some(pool) if pool.reuse_on_scale_in && !self.retiring => pool.size as usize,
+            _ => return false,
+        };
+        // Room: fewer ready instances than the pool's size (one still booting gives way to it).
+        let room = self.warm_ready() < size;
+        let live = &mut self.instances[i];
+        if !room || !live.reuse || live.generation != self.generation {
+            return false;
+        }
+        live.reuse = false;
+        live.meta.state = Lifecycle::Warmed;
+        live.meta.in_service_at = None;
+        live.admitted = false;
+        // Checked again before it serves: it may have changed while it drained.
+        live.warm_ready = false;
+        let id = live.meta.id.clone();
+        self.activity(
+            "to_warm_pool",
+            format!("instance {id} drained and returned to the warm pool (reuse_on_scale_in)"),
+        );
+        true
+    }
+}
