@@ -79,8 +79,8 @@ enum Command {
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
         shutdown_grace: Duration,
         /// Where targets registered through the admin API and the scaler's state are kept across
-        /// restarts [default: $STATE_DIRECTORY (systemd), else /var/lib/trellis when writable, else
-        /// ./.trellis-state].
+        /// restarts [default: $STATE_DIRECTORY (systemd), else /var/lib/trellis when it exists and is
+        /// writable, else ./.trellis-state].
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },

@@ -23,18 +23,14 @@ pub struct StateDir {
 
 impl StateDir {
     /// `explicit`, else the first directory of `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`),
-    /// else `/var/lib/trellis` when it is (or can be made) writable, else `./.trellis-state`.
+    /// else `/var/lib/trellis` when it exists and is writable (the package, the image and systemd make
+    /// it), else `./.trellis-state`: a demo run as root does not create system directories unasked.
     pub fn choose(explicit: Option<PathBuf>) -> StateDir {
         let from_systemd = std::env::var_os("STATE_DIRECTORY")
             .and_then(|dirs| std::env::split_paths(&dirs).find(|d| !d.as_os_str().is_empty()));
-        let path = explicit.or(from_systemd).unwrap_or_else(|| {
-            let default = PathBuf::from(DEFAULT_DIR);
-            if writable(&default) {
-                default
-            } else {
-                PathBuf::from(FALLBACK_DIR)
-            }
-        });
+        let path = explicit
+            .or(from_systemd)
+            .unwrap_or_else(|| default_dir(Path::new(DEFAULT_DIR), Path::new(FALLBACK_DIR)));
         StateDir { path }
     }
 
@@ -74,10 +70,16 @@ impl StateDir {
     }
 }
 
-fn writable(dir: &Path) -> bool {
-    if fs::create_dir_all(dir).is_err() {
-        return false;
+/// `system` when it exists and is writable, else `fallback`; neither is created here.
+fn default_dir(system: &Path, fallback: &Path) -> PathBuf {
+    if system.is_dir() && writable(system) {
+        system.to_path_buf()
+    } else {
+        fallback.to_path_buf()
     }
+}
+
+fn writable(dir: &Path) -> bool {
     let probe = dir.join(".trellis-write-test");
     let ok = File::create(&probe).is_ok();
     let _ = fs::remove_file(&probe);
@@ -167,6 +169,23 @@ pub fn save_registrations(dir: &StateDir, targets: &[Registration]) -> io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_directory_is_used_only_when_it_exists_and_is_never_created() {
+        let root = tempfile::tempdir().unwrap();
+        let (system, fallback) = (
+            root.path().join("var-lib-trellis"),
+            root.path().join("local"),
+        );
+        assert_eq!(default_dir(&system, &fallback), fallback);
+        assert!(
+            !system.exists(),
+            "a demo must not create system directories"
+        );
+        fs::create_dir(&system).unwrap();
+        assert_eq!(default_dir(&system, &fallback), system);
+        assert!(!system.join(".trellis-write-test").exists());
+    }
 
     fn reg(group: &str, port: u16, weight: u16) -> Registration {
         Registration {

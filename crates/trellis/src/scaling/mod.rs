@@ -596,6 +596,14 @@ impl Controller {
                 }
                 Command::Retire => {
                     self.retiring = true;
+                    if let Some(running) = self.refresh.as_mut() {
+                        if !running.refresh.status.is_done() {
+                            running
+                                .refresh
+                                .cancel("the scaling group was removed from the configuration");
+                            running.ended_at = Some(SystemTime::now());
+                        }
+                    }
                     self.decider.set_bounds(0, 0, now);
                     for live in &mut self.instances {
                         live.meta.protected = false;
