@@ -520,3 +520,70 @@ async fn a_single_node_s_machines_move_into_a_fleet_and_back_without_a_launch() 
         serde_json::from_slice(&std::fs::read(back.join("scaling-web.json")).unwrap()).unwrap();
     assert_eq!(exported.as_array().map(Vec::len), Some(2), "{exported}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_group_at_zero_is_woken_by_a_request_at_any_node_and_goes_back_to_zero() {
+    let Some(etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/zero";
+    let port = free_port();
+    let ports = instance_ports();
+    let ips = ["127.0.0.7", "127.0.0.8"];
+    let file = |name: &str, ip: &str| node_file(&etcd, prefix, name, ip);
+    let nodes = [
+        Trellis::start(&file("node-a", ips[0]), &[]).await,
+        Trellis::start(&file("node-b", ips[1]), &[]).await,
+    ];
+    let mut text = shared(port, ports, 0, 1);
+    text.truncate(text.find("[[scaling_group.policy]]").unwrap());
+    text.push_str("[scaling_group.scale_to_zero]\nidle = \"2s\"\nwake_timeout = \"20s\"\n");
+    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let g = eventually(WAIT, "an owner at desired 0", || async {
+        let g = group(&nodes[0]).await;
+        g["owner"].is_string().then_some(g)
+    })
+    .await;
+    assert_eq!(g["desired"], 0, "{g}");
+    assert!(running(ports).is_empty(), "no instance at rest");
+    let owner = g["owner"].as_str().unwrap().to_string();
+    // The request arrives at the node that does not own the group: held there while the owner wakes it.
+    let other = if owner == "node-a" { 1 } else { 0 };
+    let (other_ip, other_name) = (ips[other], if other == 0 { "node-a" } else { "node-b" });
+    let woke = Instant::now();
+    let reply = reqwest::Client::new()
+        .get(format!("http://{other_ip}:{port}/"))
+        .timeout(Duration::from_secs(25))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(reply.status(), 200, "held, then answered");
+    eprintln!("a request woke the fleet's group in {:?}", woke.elapsed());
+    let g = group(&nodes[0]).await;
+    assert!(
+        g["activities"]
+            .to_string()
+            .contains(&format!("a request is waiting at node {other_name}")),
+        "{g}"
+    );
+    // Idle: back to zero, and nothing runs.
+    eventually(WAIT, "back at zero with nothing running", || async {
+        let g = group(&nodes[0]).await;
+        (g["desired"] == 0
+            && g["instances"].as_array().is_some_and(|i| i.is_empty())
+            && running(ports).is_empty())
+        .then_some(())
+    })
+    .await;
+    let g = group(&nodes[1]).await;
+    assert!(
+        g["activities"].to_string().contains("scaling to zero"),
+        "{g}"
+    );
+}

@@ -174,7 +174,8 @@ fn fleet_settings_are_checked() {
 }
 
 #[test]
-fn single_node_scaling_features_are_refused_in_a_fleet_rather_than_ignored() {
+fn single_node_scaling_features_are_refused_in_a_fleet_rather_than_ignored_and_scale_to_zero_is_not(
+) {
     let node = parse(NODE, Path::new("node.toml")).expect("valid node file");
     let group = "\n[[scaling_group]]\nname = \"pool\"\ntarget_group = \"g\"\nmin = 0\nmax = 2\n\
                  [scaling_group.launch]\nprovider = \"process\"\ncommand = [\"x\", \"{port}\"]\nports = \"20000-20009\"\n\
@@ -188,12 +189,7 @@ fn single_node_scaling_features_are_refused_in_a_fleet_rather_than_ignored() {
         Path::new("shop.toml"),
         &node,
     ));
-    for key in [
-        "instance_refresh",
-        "warm_pool",
-        "scale_to_zero",
-        "lifecycle_hook[0]",
-    ] {
+    for key in ["instance_refresh", "warm_pool", "lifecycle_hook[0]"] {
         assert!(
             errors
                 .iter()
@@ -202,4 +198,9 @@ fn single_node_scaling_features_are_refused_in_a_fleet_rather_than_ignored() {
             "{key}: {errors:?}"
         );
     }
+    // Scale to zero runs in a fleet: the owner scales to zero, and any node wakes the group.
+    assert!(
+        !errors.iter().any(|e| e.contains("scale_to_zero")),
+        "{errors:?}"
+    );
 }

@@ -127,6 +127,11 @@ struct ProtectValue {
     protected: bool,
 }
 
+#[derive(Serialize, Deserialize)]
+struct WakeValue {
+    node: String,
+}
+
 /// Everything of one group, read at one revision.
 #[derive(Debug, Clone, Default)]
 pub struct GroupView {
@@ -139,6 +144,8 @@ pub struct GroupView {
     pub desired_request: Option<(u32, i64)>,
     /// Protection requests: (instance, protected, revision).
     pub protect_requests: Vec<(String, bool, i64)>,
+    /// The newest wake-up (a request waits at that node for a group scaled to zero), and its revision.
+    pub wake_request: Option<(String, i64)>,
 }
 
 /// A fenced write of the owner: puts and deletes of keys under the group.
@@ -178,6 +185,10 @@ fn load_key(prefix: &str, group: &str, node: &str) -> String {
 
 fn desired_key(prefix: &str, group: &str) -> String {
     format!("{}requests/desired", keys::group(prefix, group))
+}
+
+fn wake_key(prefix: &str, group: &str) -> String {
+    format!("{}requests/wake", keys::group(prefix, group))
 }
 
 fn protect_key(prefix: &str, group: &str, id: &str) -> String {
@@ -247,6 +258,10 @@ impl Store {
                 Some(("requests", "desired")) => {
                     let d: DesiredValue = serde_json::from_slice(value).map_err(corrupt)?;
                     view.desired_request = Some((d.desired, kv.mod_revision()));
+                }
+                Some(("requests", "wake")) => {
+                    let w: WakeValue = serde_json::from_slice(value).map_err(corrupt)?;
+                    view.wake_request = Some((w.node, kv.mod_revision()));
                 }
                 Some(("requests", protect)) => {
                     if let Some(id) = protect.strip_prefix("protect/") {
@@ -391,6 +406,20 @@ impl Store {
     pub async fn request_desired(&self, group: &str, desired: u32) -> Result<(), FleetError> {
         let key = desired_key(self.prefix(), group);
         let value = json(&DesiredValue { desired });
+        self.on_a_member(|mut client| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { client.put(key, value, None).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// A request is waiting at `node` for a group that scaled to zero: the owner wakes it.
+    pub async fn request_wake(&self, group: &str, node: &str) -> Result<(), FleetError> {
+        let key = wake_key(self.prefix(), group);
+        let value = json(&WakeValue {
+            node: node.to_string(),
+        });
         self.on_a_member(|mut client| {
             let (key, value) = (key.clone(), value.clone());
             async move { client.put(key, value, None).await }

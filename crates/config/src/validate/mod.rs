@@ -116,12 +116,6 @@ pub(crate) fn validate(
     if node.is_some() {
         // A fleet's owner does not run lifecycle hooks yet: refused rather than silently skipped.
         for (i, group) in scaling_groups.iter().enumerate() {
-            if group.scale_to_zero.is_some() {
-                d.err(
-                    &format!("scaling_group[{i}].scale_to_zero"),
-                    "scale to zero runs on a single node only for now, not in fleet mode",
-                );
-            }
             if group.warm_pool.is_some() {
                 d.err(
                     &format!("scaling_group[{i}].warm_pool"),

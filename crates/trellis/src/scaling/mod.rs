@@ -327,6 +327,59 @@ impl Tally {
     }
 }
 
+/// What scale to zero makes of one evaluation.
+enum Zero {
+    /// Not at zero and not idle long enough (or no scale to zero): the policies decide.
+    Policies,
+    /// At zero: nothing is measured, only a wake brings the group back.
+    Held,
+    /// Idle for `idle`: desired went to 0 (the activity's text).
+    Scaled(String),
+}
+
+/// Scale to zero, for a single node's controller and a fleet's owner alike: `last_request` moves with
+/// every evaluation that saw a request (completed or in flight); after `idle` without one, desired
+/// goes to 0.
+fn idle_to_zero(
+    decider: &mut Decider,
+    zero: Option<trellis_config::ScaleToZero>,
+    sample: &Sample,
+    last_request: &mut Instant,
+    now: Instant,
+) -> Zero {
+    if sample.requests_per_second > 0.0 || sample.in_flight > 0.0 {
+        *last_request = now;
+    }
+    let Some(zero) = zero else {
+        return Zero::Policies;
+    };
+    if decider.desired() == 0 {
+        return Zero::Held;
+    }
+    if now.saturating_duration_since(*last_request) < zero.idle {
+        return Zero::Policies;
+    }
+    let cause = format!(
+        "no request for {}: scaling to zero",
+        humantime::format_duration(zero.idle)
+    );
+    match decider.set_desired(0, now, &cause) {
+        Some(d) => Zero::Scaled(format!("desired {} → {}: {}", d.from, d.to, d.cause)),
+        None => Zero::Held,
+    }
+}
+
+/// A request waits for a group at zero: desired goes to (at least) one. The activity's text, if it
+/// changed anything.
+fn wake(decider: &mut Decider, now: Instant, cause: &str) -> Option<String> {
+    if decider.desired() > 0 {
+        return None;
+    }
+    let (min, _) = decider.bounds();
+    let d = decider.set_desired(min.max(1), now, cause)?;
+    Some(format!("desired {} → {}: {}", d.from, d.to, d.cause))
+}
+
 /// Applies the scheduled actions that fell due since the last call to `decider`; returns one activity
 /// text per action that changed something.
 fn fire_scheduled(scheduler: &mut Scheduler, decider: &mut Decider, now: Instant) -> Vec<String> {
@@ -581,16 +634,9 @@ impl Controller {
                 }
                 Command::Wake => {
                     self.last_request = now;
-                    if self.decider.desired() == 0 && !self.retiring {
-                        let (min, _) = self.decider.bounds();
-                        if let Some(d) =
-                            self.decider
-                                .set_desired(min.max(1), now, "a request is waiting")
-                        {
-                            self.activity(
-                                "wake",
-                                format!("desired {} → {}: {}", d.from, d.to, d.cause),
-                            );
+                    if !self.retiring {
+                        if let Some(text) = wake(&mut self.decider, now, "a request is waiting") {
+                            self.activity("wake", text);
                         }
                     }
                 }
@@ -768,26 +814,17 @@ impl Controller {
         }
         let sample = tally.sample(period);
         self.last_sample = Some(sample);
-        if sample.requests_per_second > 0.0 || sample.in_flight > 0.0 {
-            self.last_request = now;
-        }
-        if let Some(zero) = self.group.scale_to_zero {
-            let idle = now.saturating_duration_since(self.last_request);
-            if idle >= zero.idle && self.decider.desired() > 0 {
-                let cause = format!(
-                    "no request for {}: scaling to zero",
-                    humantime::format_duration(zero.idle)
-                );
-                if let Some(d) = self.decider.set_desired(0, now, &cause) {
-                    self.activity(
-                        "scale",
-                        format!("desired {} → {}: {}", d.from, d.to, d.cause),
-                    );
-                }
-                return;
-            }
-            if self.decider.desired() == 0 {
-                // At zero nothing is measured: only a request (a wake) brings the group back.
+        match idle_to_zero(
+            &mut self.decider,
+            self.group.scale_to_zero,
+            &sample,
+            &mut self.last_request,
+            now,
+        ) {
+            Zero::Policies => {}
+            Zero::Held => return,
+            Zero::Scaled(text) => {
+                self.activity("scale", text);
                 return;
             }
         }

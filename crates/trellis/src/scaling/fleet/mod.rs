@@ -22,13 +22,15 @@ use trellis_fleet::{GroupView, InstanceRecord, Report};
 use trellis_scaler::CommandProvider;
 
 use super::{Command, GroupHandle, Refused, ScalingMetrics};
-
-/// Instance refresh is refused in a fleet's configuration; the API says so too.
-const NO_REFRESH: &str = "instance refresh runs on a single node only for now, not in fleet mode";
 use crate::daemon::Daemon;
 use crate::store::FleetState;
 use owner::Owner;
 use runner::Runner;
+
+/// Instance refresh is refused in a fleet's configuration; the API says so too.
+const NO_REFRESH: &str = "instance refresh runs on a single node only for now, not in fleet mode";
+/// Requests held for a group at zero ask the owner to wake it at most this often (from each node).
+const WAKE_EVERY: Duration = Duration::from_secs(1);
 
 /// How often a group's keys are read and acted on.
 const ROUND: Duration = Duration::from_millis(300);
@@ -71,6 +73,7 @@ pub(super) fn spawn(
         routed: None,
         load_at: None,
         retiring: false,
+        woke_at: None,
     };
     tokio::spawn(task.run());
 }
@@ -105,6 +108,8 @@ struct FleetGroup {
     load_at: Option<Instant>,
     /// Removed from the configuration: every instance stops, then the task.
     retiring: bool,
+    /// When this node last asked the owner to wake the group.
+    woke_at: Option<Instant>,
 }
 
 impl FleetGroup {
@@ -200,8 +205,7 @@ impl FleetGroup {
                     self.group = *group;
                 }
                 Command::Retire => self.retiring = true,
-                // Scale to zero is refused in fleet mode (see config validation): nothing to wake.
-                Command::Wake => {}
+                Command::Wake => self.wake().await,
                 Command::StartRefresh(_, reply) => {
                     let _ = reply.send(Err(Refused::Conflict(NO_REFRESH.into())));
                 }
@@ -209,6 +213,29 @@ impl FleetGroup {
                     let _ = reply.send(Err(Refused::Conflict(NO_REFRESH.into())));
                 }
             }
+        }
+    }
+
+    /// A request waits here for the group, which the fleet scaled to zero: the owner (whichever node it
+    /// is) is asked to wake it, through the store, at most once a `WAKE_EVERY`.
+    async fn wake(&mut self) {
+        let desired = self
+            .view
+            .state
+            .as_ref()
+            .map_or(self.group.desired, |s| s.desired);
+        let recent = self.woke_at.is_some_and(|at| at.elapsed() < WAKE_EVERY);
+        if desired > 0 || recent || self.retiring {
+            return;
+        }
+        self.woke_at = Some(Instant::now());
+        if let Err(e) = self
+            .fleet
+            .store
+            .request_wake(&self.group.name, &self.fleet.node)
+            .await
+        {
+            tracing::warn!(scaling_group = %self.group.name, error = %e, "cannot ask the owner to wake the group");
         }
     }
 

@@ -16,7 +16,9 @@ use trellis_fleet::{
 use trellis_scaler::{renewal, Backoff, Decider, Instance, Lifecycle, Renewal, Replace, Scheduler};
 use trellis_targets::TargetState;
 
-use super::super::{fire_scheduled, scheduler, ScalingMetrics, Tally, ACTIVITIES};
+use super::super::{
+    fire_scheduled, idle_to_zero, scheduler, wake, ScalingMetrics, Tally, Zero, ACTIVITIES,
+};
 
 /// An instance that never reports (its node took the record but nothing came back) is replaced after
 /// its grace period, and never sooner than this.
@@ -52,6 +54,9 @@ pub(super) struct Owner {
     next_evaluation: Instant,
     last_evaluation: Instant,
     protection_noted: bool,
+    /// When the fleet last had a request for the group (or a wake): scale to zero counts from here. A
+    /// new owner starts counting when it takes over.
+    last_request: Instant,
     /// Command provider: instance ids to launch with the hook, taken by the group's task (hooks are
     /// slow and asynchronous; the decisions here are not).
     to_launch: Vec<String>,
@@ -148,6 +153,7 @@ impl Owner {
             next_evaluation: now + group.evaluation_period,
             last_evaluation: now,
             protection_noted: false,
+            last_request: now,
             to_launch: Vec::new(),
         };
         let previous = match &view.state {
@@ -386,6 +392,16 @@ impl Owner {
                 }
             }
         }
+        if let Some((node, revision)) = &view.wake_request {
+            if *revision > self.requests_applied {
+                newest = newest.max(*revision);
+                self.last_request = now;
+                let cause = format!("a request is waiting at node {node}");
+                if let Some(text) = wake(&mut self.decider, now, &cause) {
+                    self.activity(group, metrics, "wake", text);
+                }
+            }
+        }
         for (id, protected, revision) in &view.protect_requests {
             if *revision <= self.requests_applied {
                 continue;
@@ -585,6 +601,20 @@ impl Owner {
             tally.measured(delta, in_flight, cpu_delta);
         }
         let sample = tally.sample(period);
+        match idle_to_zero(
+            &mut self.decider,
+            group.scale_to_zero,
+            &sample,
+            &mut self.last_request,
+            now,
+        ) {
+            Zero::Policies => {}
+            Zero::Held => return,
+            Zero::Scaled(text) => {
+                self.activity(group, metrics, "scale", text);
+                return;
+            }
+        }
         if let Some(d) = self.decider.decide(group, now, &sample, tally.warming) {
             let text = format!("desired {} → {}: {}", d.from, d.to, d.cause);
             self.activity(group, metrics, "scale", text);
