@@ -101,7 +101,10 @@ async fn status_prints_the_listeners_and_every_target_with_its_state() {
 
     let text = succeeded(&ctl(&["status", "--admin", &admin_of(&trellis)]).await);
     assert!(text.starts_with("trellis "), "{text}");
-    assert!(text.lines().next().unwrap().contains("config "), "{text}");
+    let header = text.lines().next().unwrap();
+    for part in ["config ", "loaded ", "targets changed "] {
+        assert!(header.contains(part), "no {part:?} in {header:?}");
+    }
     assert_eq!(
         row(&text, "SERVICE"),
         ["SERVICE", "HOSTS", "LISTENER", "PROTOCOL", "ADDRESS", "RULES"]
