@@ -9,7 +9,7 @@ use crate::support::config::{
     admin_with_token, checked_target_group, forward_to, listener, rule, service, target_group,
     targets,
 };
-use crate::support::servers::closed_port_addr;
+use crate::support::servers::{closed_port_addr, Tracking};
 use crate::support::trellis::bin;
 use crate::support::{eventually, free_port, Echo, Trellis};
 
@@ -398,4 +398,52 @@ async fn healthcheck_exits_zero_only_when_the_admin_api_answers() {
     let closed = closed_port_addr();
     let err = failed(&ctl(&["healthcheck", "--admin", &closed, "--timeout", "1s"]).await);
     assert!(err.contains("connection refused"), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_trellis_on_the_admin_address_is_named_as_such() {
+    // Plain HTTP answering `200 hello` to anything, and `trellis echo`, which answers `GET /healthz`
+    // with `200 ok` as the admin API does.
+    let other = Tracking::start("other").await;
+    let echo = Echo::start("echo").await;
+    let hint = "pass -c FILE (the configuration of the running trellis) or --admin URL";
+
+    let err = failed(&ctl(&["status", "--admin", &other.addr()]).await);
+    let want = format!(
+        "trellis: {} answered but is not a trellis admin API (HTTP 200 OK: hello); it is the \
+         --admin address: {hint}",
+        other.addr()
+    );
+    assert_eq!(err.trim_end(), want);
+    assert!(other.arrived() >= 1, "the request never reached the server");
+
+    // A health check does not pass on whatever answers `ok`.
+    let err = failed(&ctl(&["healthcheck", "--admin", &echo.addr()]).await);
+    assert!(
+        err.contains(&format!(
+            "{} answered but is not a trellis admin API (HTTP 200 OK, text/plain: ok)",
+            echo.addr()
+        )),
+        "{err}"
+    );
+
+    // The address from a configuration's [admin] table: the message names the file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trellis.toml");
+    std::fs::write(&path, format!("[admin]\nlisten = \"{}\"\n", other.addr())).unwrap();
+    let config = path.to_str().expect("utf-8 path");
+    for args in [
+        &["reload", "-c", config][..],
+        &["targets", "register", "web", "127.0.0.1:1", "-c", config][..],
+        &["scale", "web", "2", "-c", config][..],
+    ] {
+        let err = failed(&ctl(args).await);
+        assert!(
+            err.contains(&format!(
+                "answered but is not a trellis admin API (HTTP 200 OK: hello); it is admin.listen \
+                 of {config}: {hint}"
+            )),
+            "{args:?}: {err}"
+        );
+    }
 }
