@@ -153,11 +153,16 @@ const V1_KEYS: &[&str] = &["config", "result", "target_group", "scaling_group", 
 
 impl Reply {
     /// Whether the admin API of trellis sent this (as an answer to `path`), rather than whatever else
-    /// listens on its port. Without the `Server` header only a `/v1` answer of the expected shape
-    /// counts: any server may answer `GET /healthz` with `ok`, and a health check must not pass on one.
+    /// listens on its port. Without the `Server` header (a daemon from before it) only an answer of the
+    /// expected shape counts: a `/v1` JSON object with a known key, or `/healthz`'s `200 ok`, which
+    /// `trellis echo` answers too (the compose files health-check echo backends with `trellis
+    /// healthcheck`, as their image has no curl).
     fn is_trellis(&self, path: &str) -> bool {
         if self.marked {
             return true;
+        }
+        if path == "/healthz" {
+            return self.status == StatusCode::OK && self.body.trim_ascii() == b"ok";
         }
         path.starts_with("/v1/")
             && self
@@ -411,8 +416,10 @@ mod tests {
     #[test]
     fn the_admin_api_is_known_by_its_server_header_or_its_json() {
         assert!(reply(200, None, "ok\n", true).is_trellis("/healthz"));
-        // Anything may answer `ok` on /healthz.
-        assert!(!reply(200, None, "ok\n", false).is_trellis("/healthz"));
+        // A daemon from before the header, or `trellis echo`: `200 ok`, and nothing else.
+        assert!(reply(200, None, "ok\n", false).is_trellis("/healthz"));
+        assert!(!reply(200, None, "hello\n", false).is_trellis("/healthz"));
+        assert!(!reply(503, None, "ok\n", false).is_trellis("/healthz"));
         // A daemon from before the header: its JSON.
         let status = r#"{"version":"0.1.0","config":{},"target_groups":[]}"#;
         assert!(reply(200, None, status, false).is_trellis("/v1/status"));
