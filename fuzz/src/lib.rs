@@ -577,6 +577,9 @@ pub fn parse_checked(text: &str) -> Option<trellis_config::Config> {
                 if let Some(line) = d.line {
                     assert!((1..=lines).contains(&line), "line {line} of {lines}: {d}");
                 }
+                if let Some(column) = d.column {
+                    assert!(d.line.is_some() && column >= 1, "column {column}: {d}");
+                }
             }
             assert!(
                 diagnostics

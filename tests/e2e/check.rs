@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::config::{fixed, forward_to, listener, rule, service, target_group, targets};
+use crate::support::config::{
+    checked_target_group, fixed, forward_to, listener, rule, service, target_group, targets,
+};
 use crate::support::free_port;
 use crate::support::process::ChildGuard;
 use crate::support::trellis::{bin, check};
@@ -128,6 +130,49 @@ async fn check_reports_every_error_with_file_line_and_key_path() {
         missing.starts_with(&want),
         "want {want:?}..., got {missing:?}"
     );
+}
+
+#[tokio::test]
+async fn check_suggests_the_key_a_one_letter_typo_meant() {
+    let cfg = [
+        service("shop", &["*"]),
+        listener(8080, &forward_to("web")),
+        checked_target_group("web", "[\"127.0.0.1:9001\"]", "healty_threshold = 3", ""),
+    ]
+    .concat();
+    let (_dir, path) = write_config(&cfg);
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let line = line_number(&cfg, "healty_threshold = 3", 0);
+    let want = format!(
+        "{}:{line}: target_group[0].health_check.healty_threshold: unknown key `healty_threshold` \
+         (did you mean `healthy_threshold`?), expected one of ",
+        path.display()
+    );
+    let error = stderr.lines().find(|l| l.contains("healty_threshold"));
+    let error = error.unwrap_or_else(|| panic!("the typo is not reported:\n{stderr}"));
+    assert!(error.starts_with(&want), "want {want:?}..., got {error:?}");
+    // The allowed keys are still listed, the near miss among them.
+    assert!(error.contains("`unhealthy_threshold`"), "{error:?}");
+}
+
+#[tokio::test]
+async fn check_locates_a_syntax_error_by_line_and_column() {
+    // A value that is no TOML value: the parser stops at `@`, line 3, column 9 (`é` is one column, two bytes).
+    let cfg = "[admin]\nlisten = \"127.0.0.1:9901\"\n  \"é\" = @2\n";
+    let (_dir, path) = write_config(cfg);
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let located = format!("{}:3:", path.display());
+    let error = stderr.lines().find(|l| l.starts_with(&located));
+    let error = error.unwrap_or_else(|| panic!("no error on line 3:\n{stderr}"));
+    let column = error[located.len()..]
+        .split(':')
+        .next()
+        .and_then(|c| c.parse::<usize>().ok());
+    assert_eq!(column, Some(9), "want {located}9: ..., got {error:?}");
 }
 
 #[tokio::test]

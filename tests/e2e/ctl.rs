@@ -9,7 +9,7 @@ use crate::support::config::{
     admin_with_token, checked_target_group, forward_to, listener, rule, service, target_group,
     targets,
 };
-use crate::support::servers::closed_port_addr;
+use crate::support::servers::{closed_port_addr, Tracking};
 use crate::support::trellis::bin;
 use crate::support::{eventually, free_port, Echo, Trellis};
 
@@ -101,7 +101,10 @@ async fn status_prints_the_listeners_and_every_target_with_its_state() {
 
     let text = succeeded(&ctl(&["status", "--admin", &admin_of(&trellis)]).await);
     assert!(text.starts_with("trellis "), "{text}");
-    assert!(text.lines().next().unwrap().contains("config "), "{text}");
+    let header = text.lines().next().unwrap();
+    for part in ["config ", "loaded ", "targets changed "] {
+        assert!(header.contains(part), "no {part:?} in {header:?}");
+    }
     assert_eq!(
         row(&text, "SERVICE"),
         ["SERVICE", "HOSTS", "LISTENER", "PROTOCOL", "ADDRESS", "RULES"]
@@ -395,4 +398,51 @@ async fn healthcheck_exits_zero_only_when_the_admin_api_answers() {
     let closed = closed_port_addr();
     let err = failed(&ctl(&["healthcheck", "--admin", &closed, "--timeout", "1s"]).await);
     assert!(err.contains("connection refused"), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_trellis_on_the_admin_address_is_named_as_such() {
+    // Plain HTTP answering `200 hello` to anything.
+    let other = Tracking::start("other").await;
+    let hint = "pass -c FILE (the configuration of the running trellis) or --admin URL";
+
+    let err = failed(&ctl(&["status", "--admin", &other.addr()]).await);
+    let want = format!(
+        "trellis: {} answered but is not a trellis admin API (HTTP 200 OK: hello); it is the \
+         --admin address: {hint}",
+        other.addr()
+    );
+    assert_eq!(err.trim_end(), want);
+    assert!(other.arrived() >= 1, "the request never reached the server");
+
+    // A health check does not pass on any 200 (only on the admin API's, or `trellis echo`'s `ok`: the
+    // compose files check echo backends with it).
+    let err = failed(&ctl(&["healthcheck", "--admin", &other.addr()]).await);
+    assert!(
+        err.contains(&format!(
+            "{} answered but is not a trellis admin API (HTTP 200 OK: hello)",
+            other.addr()
+        )),
+        "{err}"
+    );
+
+    // The address from a configuration's [admin] table: the message names the file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trellis.toml");
+    std::fs::write(&path, format!("[admin]\nlisten = \"{}\"\n", other.addr())).unwrap();
+    let config = path.to_str().expect("utf-8 path");
+    for args in [
+        &["reload", "-c", config][..],
+        &["targets", "register", "web", "127.0.0.1:1", "-c", config][..],
+        &["scale", "web", "2", "-c", config][..],
+    ] {
+        let err = failed(&ctl(args).await);
+        assert!(
+            err.contains(&format!(
+                "answered but is not a trellis admin API (HTTP 200 OK: hello); it is admin.listen \
+                 of {config}: {hint}"
+            )),
+            "{args:?}: {err}"
+        );
+    }
 }

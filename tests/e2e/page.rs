@@ -155,6 +155,9 @@ async fn the_page_shows_every_target_group_and_target_with_its_state() {
         .map(|s| s[..12].to_owned())
         .expect("config sha256 in /v1/status");
     assert!(dom.contains(&sha), "the header shows the config's sha256");
+    for label in ["<dt>loaded</dt>", "<dt>changed</dt>"] {
+        assert!(dom.contains(label), "the header has no {label}");
+    }
 
     let png =
         std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", shot.display()));

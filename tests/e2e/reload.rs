@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -502,4 +502,83 @@ async fn a_removed_listener_finishes_the_request_in_flight_on_it() {
     .await;
     let reply = in_flight.await.expect("request task");
     assert_eq!((reply.status, reply.served_by().as_str()), (200, "slow"));
+}
+
+/// `config.loaded_at` and `config.changed_at` of `/v1/status`.
+async fn load_and_change_times(trellis: &Trellis) -> (SystemTime, SystemTime) {
+    let status = trellis.status().await;
+    let at = |key: &str| {
+        let text = status["config"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no config.{key} in {:#}", status["config"]));
+        humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("config.{key} {text:?}: {e}"))
+    };
+    (at("loaded_at"), at("changed_at"))
+}
+
+/// Waits until the wall clock has left `at`'s millisecond (the status's resolution), so that whatever is
+/// stamped from now on shows as later than `at`.
+async fn clock_past(at: SystemTime) {
+    let next = at + Duration::from_millis(1);
+    let deadline = Instant::now() + WAIT;
+    while let Ok(left) = next.duration_since(SystemTime::now()) {
+        assert!(Instant::now() < deadline, "the clock did not pass {at:?}");
+        tokio::time::sleep(left).await;
+    }
+}
+
+#[tokio::test]
+async fn loaded_at_is_when_the_file_was_loaded_and_changed_at_when_the_targets_changed() {
+    let (file, api) = (Echo::start("file").await, Echo::start("api").await);
+    let port = free_port();
+    let config = service("web", &["*"])
+        + &listener(port, &forward_to("pool"))
+        + &target_group("pool", &targets(&[file.addr()]));
+    let trellis = Trellis::start(&config, &[port]).await;
+    let (loaded, changed) = load_and_change_times(&trellis).await;
+    assert_eq!(
+        loaded, changed,
+        "both are the start until something changes"
+    );
+
+    // A registration changes the targets, not the configuration's load time.
+    clock_past(changed).await;
+    let (status, reply) = trellis.register("pool", &api.addr(), 2).await;
+    assert_eq!(status, 201, "{reply}");
+    let (loaded_now, registered) = load_and_change_times(&trellis).await;
+    assert_eq!(loaded_now, loaded, "a registration moved loaded_at");
+    assert!(
+        registered > changed,
+        "changed_at did not move on a registration"
+    );
+
+    // Registering it again as it is changes nothing.
+    clock_past(registered).await;
+    let (status, reply) = trellis.register("pool", &api.addr(), 2).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        load_and_change_times(&trellis).await,
+        (loaded, registered),
+        "a registration that changes nothing moved a time"
+    );
+
+    let (status, reply) = trellis.deregister("pool", &api.addr()).await;
+    assert_eq!(status, 200, "{reply}");
+    let (loaded_now, deregistered) = load_and_change_times(&trellis).await;
+    assert_eq!(loaded_now, loaded, "a deregistration moved loaded_at");
+    assert!(
+        deregistered > registered,
+        "changed_at did not move on a deregistration"
+    );
+
+    // A reload loads the file again; the targets stay as they were.
+    clock_past(deregistered).await;
+    let (status, reply) = trellis.reload().await;
+    assert_eq!(status, 200, "{reply}");
+    let (reloaded, changed_now) = load_and_change_times(&trellis).await;
+    assert!(reloaded > loaded, "loaded_at did not move on a reload");
+    assert_eq!(
+        changed_now, deregistered,
+        "a reload that changed no target moved changed_at"
+    );
 }

@@ -1,6 +1,7 @@
 //! Scaling groups with the `process` provider: the real binary launches `trellis echo` instances,
 //! registers them, scales on its own request metrics, replaces what dies, and leaves no child behind.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -250,10 +251,57 @@ async fn desired_set_by_hand_is_clamped_and_scale_in_spares_a_protected_instance
         )
         .await;
     assert_eq!(status, 404);
-    let gauge = trellis
-        .metric("trellis_scaling_group_instances{scaling_group=\"web\",state=\"desired\"}")
-        .await;
-    assert_eq!(gauge, Some(1.0));
+
+    // The instance gauge counts instances only, so its sum is the group's instance count; the
+    // setpoints have their own gauge. Status first: the gauges are set before it, in the same step.
+    let count = group(&trellis).await["instances"]
+        .as_array()
+        .map(Vec::len)
+        .expect("instances in status");
+    let metrics = trellis.metrics().await;
+    let instances = samples(&metrics, "trellis_scaling_group_instances", "web");
+    assert!(!instances.contains_key("desired"), "{instances:?}");
+    assert_eq!(
+        instances.values().sum::<f64>(),
+        count as f64,
+        "{instances:?}"
+    );
+    let capacity = samples(&metrics, "trellis_scaling_group_capacity", "web");
+    let want = [("desired", 1.0), ("max", 3.0), ("min", 1.0)];
+    assert_eq!(
+        capacity,
+        want.map(|(b, n)| (b.to_owned(), n)).into(),
+        "{metrics}"
+    );
+}
+
+/// The samples of `metric` for scaling group `group` in `metrics`, by the value of their other label
+/// (`state`, `bound`).
+fn samples(metrics: &str, metric: &str, group: &str) -> BTreeMap<String, f64> {
+    let mine = format!("scaling_group=\"{group}\"");
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let (labels, value) = line
+                .strip_prefix(metric)?
+                .strip_prefix('{')?
+                .split_once("} ")?;
+            let mut labels = labels.split(',');
+            let (first, second) = (labels.next()?, labels.next()?);
+            let other = if first == mine {
+                second
+            } else if second == mine {
+                first
+            } else {
+                return None;
+            };
+            let (_, label) = other.split_once('=')?;
+            Some((
+                label.trim_matches('"').to_owned(),
+                value.trim().parse().ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Hook scripts standing in for a VM API: each "VM" is a detached `trellis echo` in its own session, with

@@ -21,6 +21,8 @@ pub struct Diagnostic {
     pub file: String,
     /// 1-based line, when known.
     pub line: Option<usize>,
+    /// 1-based column in characters, when known (syntax errors): `config.toml:7:8: ...`.
+    pub column: Option<usize>,
     /// Key path such as `service[0].listener[0].rule[1].priority`; empty for whole-file problems.
     pub key: String,
     pub message: String,
@@ -31,6 +33,9 @@ impl fmt::Display for Diagnostic {
         write!(f, "{}", self.file)?;
         if let Some(line) = self.line {
             write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
         }
         if !self.key.is_empty() {
             write!(f, ": {}", self.key)?;

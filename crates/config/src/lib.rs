@@ -63,12 +63,7 @@ fn parse_as(text: &str, path: &Path, node: Option<&Config>) -> Result<Config, Co
         Err(e) => {
             // A syntax error stops the parser, so it is the only diagnostic there can be.
             let mut d = diag::Diags::new(file, None);
-            let line = e.span().map(|s| line_of_offset(text, s.start));
-            d.push(
-                line,
-                String::new(),
-                e.message().trim_end().replace('\n', "; "),
-            );
+            d.syntax(text, &e);
             return Err(ConfigError::Invalid(d.into_sorted()));
         }
     };
@@ -80,13 +75,4 @@ fn parse_as(text: &str, path: &Path, node: Option<&Config>) -> Result<Config, Co
     } else {
         Err(ConfigError::Invalid(d.into_sorted()))
     }
-}
-
-fn line_of_offset(text: &str, offset: usize) -> usize {
-    text.as_bytes()
-        .iter()
-        .take(offset)
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
 }

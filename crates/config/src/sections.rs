@@ -47,10 +47,13 @@ pub(crate) fn split(root: Table, d: &mut Diags) -> RawDoc {
     for (key, item) in root {
         let key = key.as_str();
         if !SECTIONS.contains(&key) {
+            let meant = crate::diag::closest(key, SECTIONS.iter().copied())
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
             d.err(
                 key,
                 format!(
-                    "unknown section `{key}`, expected one of {}",
+                    "unknown section `{key}`{meant}, expected one of {}",
                     SECTIONS.join(", ")
                 ),
             );

@@ -50,10 +50,17 @@ fn unknown_keys() {
         &t,
         "intervall",
         "target_group[0].health_check.intervall",
-        "unknown key",
+        "unknown key `intervall` (did you mean `interval`?), expected one of",
     );
     let t = doc(&[], "[bogus]\n");
-    expect(&t, "[bogus]", "bogus", "unknown section `bogus`");
+    expect(&t, "[bogus]", "bogus", "unknown section `bogus`, expected");
+    let t = doc(&[], "[limit]\n");
+    expect(
+        &t,
+        "[limit]",
+        "limit",
+        "unknown section `limit` (did you mean `limits`?)",
+    );
     let t = doc(
         &[(
             "targets = [\"127.0.0.1:9001\"]",
@@ -415,9 +422,10 @@ fn type_errors_are_located() {
 }
 
 #[test]
-fn syntax_error_has_a_line() {
+fn syntax_error_has_a_line_and_column() {
+    // `  port = ` is nine characters: the value is missing at column 10.
     let t = doc(&[("port = 8080", "port = ")], "");
     let errs = errors(&t);
     assert_eq!(errs.len(), 1);
-    assert!(errs[0].starts_with("config.toml:7: "), "{errs:?}");
+    assert!(errs[0].starts_with("config.toml:7:10: "), "{errs:?}");
 }

@@ -254,6 +254,7 @@ fn target_tls(
             Err(e) => problems.push(Diagnostic {
                 file: config.source.display().to_string(),
                 line: None,
+                column: None,
                 key: match e.key() {
                     Some(key) => format!("target_group[{i}].{key}"),
                     None => format!("target_group[{i}]"),

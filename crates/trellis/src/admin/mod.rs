@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_TYPE};
+use http::header::{ALLOW, CONTENT_TYPE, SERVER};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -30,6 +30,11 @@ const MAX_BODY: usize = 64 * 1024;
 
 type Reply = Response<Full<Bytes>>;
 
+/// The `Server` header of every answer: how `trellis status` and the other commands tell the admin API
+/// from whatever else answers on its port (`ctl::client`). No version: a caller without the token learns
+/// no more than that it is trellis.
+pub const SERVER_NAME: &str = "trellis-admin";
+
 /// Binds the admin listener and serves it in the background; returns the bound address.
 pub async fn start(daemon: Arc<Daemon>) -> anyhow::Result<SocketAddr> {
     let listen = daemon.current().file.admin.listen;
@@ -46,7 +51,13 @@ pub async fn start(daemon: Arc<Daemon>) -> anyhow::Result<SocketAddr> {
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
                     let daemon = daemon.clone();
-                    async move { Ok::<_, Infallible>(handle(&daemon, addr, req).await) }
+                    async move {
+                        let mut reply = handle(&daemon, addr, req).await;
+                        reply
+                            .headers_mut()
+                            .insert(SERVER, HeaderValue::from_static(SERVER_NAME));
+                        Ok::<_, Infallible>(reply)
+                    }
                 });
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), service)

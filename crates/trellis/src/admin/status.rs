@@ -68,7 +68,9 @@ pub fn status(daemon: &Daemon) -> Value {
         "config": {
             "path": running.file.source.display().to_string(),
             "sha256": running.sha256,
-            "loaded_at": humantime::format_rfc3339_seconds(running.loaded_at).to_string(),
+            // Milliseconds: a registration right after a reload is still seen to come after it.
+            "loaded_at": humantime::format_rfc3339_millis(running.loaded_at).to_string(),
+            "changed_at": humantime::format_rfc3339_millis(running.changed_at).to_string(),
             "reloads": {"ok": ok, "error": failed},
             "state_dir": daemon.state_dir().display().to_string(),
         },

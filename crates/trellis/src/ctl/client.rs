@@ -5,11 +5,12 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, USER_AGENT};
+use http::header::{ACCEPT, AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, SERVER, USER_AGENT};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -119,9 +120,21 @@ fn split_host_port(authority: &str) -> Option<(&str, Option<&str>)> {
     }
 }
 
+/// Where the admin API's address came from: what to change when something else answers there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `--admin`.
+    Flag,
+    /// `admin.listen` of this configuration file.
+    Config(PathBuf),
+    /// Neither: [`DEFAULT_PORT`] on loopback.
+    Default,
+}
+
 /// The admin API of one running trellis, with the bearer token it wants (if any).
 pub struct Client {
     pub endpoint: Endpoint,
+    pub origin: Origin,
     pub token: Option<String>,
 }
 
@@ -129,9 +142,53 @@ pub struct Client {
 pub struct Reply {
     pub status: StatusCode,
     pub body: Bytes,
+    content_type: Option<String>,
+    /// It carries the admin API's `Server` header.
+    marked: bool,
 }
 
+/// Keys one of which every JSON answer of the admin API's `/v1` endpoints has (status, reload, a
+/// registration, scaling, protection, an error): how a daemon from before the `Server` header is known.
+const V1_KEYS: &[&str] = &["config", "result", "target_group", "scaling_group", "error"];
+
 impl Reply {
+    /// Whether the admin API of trellis sent this (as an answer to `path`), rather than whatever else
+    /// listens on its port. Without the `Server` header (a daemon from before it) only an answer of the
+    /// expected shape counts: a `/v1` JSON object with a known key, or `/healthz`'s `200 ok`, which
+    /// `trellis echo` answers too (the compose files health-check echo backends with `trellis
+    /// healthcheck`, as their image has no curl).
+    fn is_trellis(&self, path: &str) -> bool {
+        if self.marked {
+            return true;
+        }
+        if path == "/healthz" {
+            return self.status == StatusCode::OK && self.body.trim_ascii() == b"ok";
+        }
+        path.starts_with("/v1/")
+            && self
+                .json()
+                .as_ref()
+                .and_then(Value::as_object)
+                .is_some_and(|o| V1_KEYS.iter().any(|k| o.contains_key(*k)))
+    }
+
+    /// `HTTP 404 Not Found, text/html: <h1>Not Found</h1>`: what answered, in one short line.
+    fn summary(&self) -> String {
+        let mut out = format!("HTTP {}", self.status);
+        if let Some(content_type) = &self.content_type {
+            out.push_str(&format!(", {content_type}"));
+        }
+        let text = String::from_utf8_lossy(&self.body);
+        match text.lines().map(str::trim).find(|l| !l.is_empty()) {
+            Some(line) => {
+                out.push_str(": ");
+                out.push_str(&printable(line, 60));
+            }
+            None => out.push_str(", no body"),
+        }
+        out
+    }
+
     /// The body as JSON, when it is JSON.
     pub fn json(&self) -> Option<Value> {
         serde_json::from_slice(&self.body).ok()
@@ -173,12 +230,33 @@ impl Client {
             ),
         };
         let request = self.request(method, path, body)?;
-        match timeout_at(deadline, exchange(stream, request)).await {
-            Ok(reply) => reply.with_context(|| format!("the admin API at {url} failed")),
-            Err(_) => Err(anyhow!(
-                "the admin API at {url} did not answer within {limit_text}"
-            )),
+        let reply = match timeout_at(deadline, exchange(stream, request)).await {
+            Ok(Ok(reply)) => reply,
+            // Bytes that are no HTTP answer (an SSH banner, a TLS alert): something else listens there.
+            Ok(Err(e)) if e.is_parse() || e.is_parse_status() => {
+                bail!("{}", self.not_trellis(&format!("not HTTP: {e}")))
+            }
+            Ok(Err(e)) => return Err(anyhow!(e).context(format!("the admin API at {url} failed"))),
+            Err(_) => bail!("the admin API at {url} did not answer within {limit_text}"),
+        };
+        if !reply.is_trellis(path) {
+            bail!("{}", self.not_trellis(&reply.summary()));
         }
+        Ok(reply)
+    }
+
+    /// Something answered at the address, but not the admin API: say what, and how to aim elsewhere.
+    fn not_trellis(&self, what: &str) -> String {
+        let origin = match &self.origin {
+            Origin::Flag => "it is the --admin address".to_owned(),
+            Origin::Config(path) => format!("it is admin.listen of {}", path.display()),
+            Origin::Default => "it is the default address".to_owned(),
+        };
+        format!(
+            "{} answered but is not a trellis admin API ({what}); {origin}: pass -c FILE (the \
+             configuration of the running trellis) or --admin URL",
+            self.endpoint.authority()
+        )
     }
 
     fn request(
@@ -211,15 +289,44 @@ impl Client {
     }
 }
 
-async fn exchange(stream: TcpStream, request: Request<Full<Bytes>>) -> anyhow::Result<Reply> {
+async fn exchange(stream: TcpStream, request: Request<Full<Bytes>>) -> hyper::Result<Reply> {
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     // The connection does the I/O; it ends by itself once the response is read (or on error).
     tokio::spawn(connection);
     let response = sender.send_request(request).await?;
     let status = response.status();
+    let headers = response.headers();
+    let marked = headers
+        .get(SERVER)
+        .is_some_and(|v| v.as_bytes() == crate::admin::SERVER_NAME.as_bytes());
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .map(|v| printable(&String::from_utf8_lossy(v.as_bytes()), 60));
     let body = response.into_body().collect().await?.to_bytes();
-    Ok(Reply { status, body })
+    Ok(Reply {
+        status,
+        body,
+        content_type,
+        marked,
+    })
+}
+
+/// At most `max` characters of a peer's text, control characters escaped: whatever answered on the
+/// port must not drive the terminal.
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 fn unreachable(url: &str, why: &str) -> String {
@@ -297,12 +404,84 @@ mod tests {
         }
     }
 
-    #[test]
-    fn errors_are_the_servers_words() {
-        let reply = |status: u16, body: &str| Reply {
+    fn reply(status: u16, content_type: Option<&str>, body: &str, marked: bool) -> Reply {
+        Reply {
             status: StatusCode::from_u16(status).unwrap(),
             body: Bytes::from(body.to_owned()),
+            content_type: content_type.map(str::to_owned),
+            marked,
+        }
+    }
+
+    #[test]
+    fn the_admin_api_is_known_by_its_server_header_or_its_json() {
+        assert!(reply(200, None, "ok\n", true).is_trellis("/healthz"));
+        // A daemon from before the header, or `trellis echo`: `200 ok`, and nothing else.
+        assert!(reply(200, None, "ok\n", false).is_trellis("/healthz"));
+        assert!(!reply(200, None, "hello\n", false).is_trellis("/healthz"));
+        assert!(!reply(503, None, "ok\n", false).is_trellis("/healthz"));
+        // A daemon from before the header: its JSON.
+        let status = r#"{"version":"0.1.0","config":{},"target_groups":[]}"#;
+        assert!(reply(200, None, status, false).is_trellis("/v1/status"));
+        let error = r#"{"error":"no target group web"}"#;
+        assert!(reply(404, None, error, false).is_trellis("/v1/target-groups/web/targets"));
+        for (body, why) in [
+            ("hello\n", "not JSON"),
+            ("[1, 2]", "not an object"),
+            (r#"{"status":"UP"}"#, "none of the keys"),
+        ] {
+            assert!(
+                !reply(200, None, body, false).is_trellis("/v1/status"),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_answered_is_one_short_printable_line() {
+        let html = reply(
+            404,
+            Some("text/html"),
+            "\n  <h1>Not Found</h1>\n<p>no</p>",
+            false,
+        );
+        assert_eq!(
+            html.summary(),
+            "HTTP 404 Not Found, text/html: <h1>Not Found</h1>"
+        );
+        assert_eq!(
+            reply(200, None, "", false).summary(),
+            "HTTP 200 OK, no body"
+        );
+        let long = "x".repeat(100);
+        assert_eq!(
+            reply(200, None, &long, false).summary(),
+            format!("HTTP 200 OK: {}…", "x".repeat(60))
+        );
+        assert_eq!(printable("a\u{1b}[2Jb", 60), "a\\u{1b}[2Jb");
+    }
+
+    #[test]
+    fn not_trellis_says_where_the_address_came_from() {
+        let client = |origin: Origin| Client {
+            endpoint: Endpoint::default(),
+            origin,
+            token: None,
         };
+        assert_eq!(
+            client(Origin::Default).not_trellis("HTTP 200 OK: hello"),
+            "127.0.0.1:9901 answered but is not a trellis admin API (HTTP 200 OK: hello); it is the \
+             default address: pass -c FILE (the configuration of the running trellis) or --admin URL"
+        );
+        let from_file = client(Origin::Config("/etc/trellis/trellis.toml".into()));
+        assert!(from_file
+            .not_trellis("x")
+            .contains("; it is admin.listen of /etc/trellis/trellis.toml: pass -c FILE"));
+    }
+
+    #[test]
+    fn errors_are_the_servers_words() {
+        let reply = |status: u16, body: &str| reply(status, None, body, true);
         assert_eq!(
             reply(404, "{\"error\":\"no target group web\"}\n").error(),
             "no target group web"
@@ -318,6 +497,7 @@ mod tests {
     fn every_write_is_sent_as_json_even_without_a_body() {
         let client = Client {
             endpoint: Endpoint::default(),
+            origin: Origin::Default,
             token: Some("s3cret".to_owned()),
         };
         let content_type = |method: Method, body: Option<&Value>| {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::client::{Client, Endpoint};
+use super::client::{Client, Endpoint, Origin};
 
 /// Where `-c` points unless told otherwise: the same default as `trellis run`.
 const DEFAULT_CONFIG: &str = "/etc/trellis/trellis.toml";
@@ -41,14 +41,21 @@ pub fn client(args: &AdminArgs) -> anyhow::Result<Client> {
     } else {
         AdminTable::default()
     };
-    let endpoint = match (&args.admin, table.listen) {
-        (Some(endpoint), _) => endpoint.clone(),
-        (None, Some(listen)) => Endpoint::from_listen(listen),
-        (None, None) => Endpoint::default(),
+    let (endpoint, origin) = match (&args.admin, table.listen) {
+        (Some(endpoint), _) => (endpoint.clone(), Origin::Flag),
+        (None, Some(listen)) => (
+            Endpoint::from_listen(listen),
+            Origin::Config(args.config.clone()),
+        ),
+        (None, None) => (Endpoint::default(), Origin::Default),
     };
     let token_file = args.token_file.clone().or(table.token_file);
     let token = token_file.as_deref().map(read_token).transpose()?;
-    Ok(Client { endpoint, token })
+    Ok(Client {
+        endpoint,
+        origin,
+        token,
+    })
 }
 
 /// The `[admin]` table of `path`. A file that does not validate still names its admin API: it is

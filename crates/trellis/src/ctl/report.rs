@@ -181,7 +181,11 @@ fn header(status: &Value) -> String {
                 parts.push(format!("sha256 {}", sha.get(..12).unwrap_or(sha)));
             }
             if let Some(at) = config["loaded_at"].as_str() {
-                parts.push(format!("loaded {at}"));
+                parts.push(format!("loaded {}", to_seconds(at)));
+            }
+            // An older daemon sends no `changed_at` (and resets `loaded_at` on every change of targets).
+            if let Some(at) = config["changed_at"].as_str() {
+                parts.push(format!("targets changed {}", to_seconds(at)));
             }
             let reloads = &config["reloads"];
             if reloads.is_object() {
@@ -200,6 +204,14 @@ fn header(status: &Value) -> String {
         line.push_str(&fleet_line(fleet));
     }
     line
+}
+
+/// `2025-05-01T12:00:00.123Z` → `2025-05-01T12:00:00Z`: a person reads seconds.
+fn to_seconds(at: &str) -> String {
+    match at.split_once('.') {
+        Some((seconds, fraction)) if fraction.ends_with('Z') => format!("{seconds}Z"),
+        _ => at.to_string(),
+    }
 }
 
 /// A fleet node's place: its name, the revision it serves, and the store's state.
@@ -386,7 +398,8 @@ mod tests {
             "config": {
                 "path": "/etc/trellis/trellis.toml",
                 "sha256": "3f2a9c1b7d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8",
-                "loaded_at": "2025-05-01T12:00:00Z",
+                "loaded_at": "2025-05-01T12:00:00.250Z",
+                "changed_at": "2025-05-01T12:03:10.004Z",
                 "reloads": {"ok": 2, "error": 1}
             },
             "services": [
@@ -423,7 +436,7 @@ mod tests {
         assert_eq!(
             render(&sample()),
             "\
-trellis 0.1.0  config /etc/trellis/trellis.toml  sha256 3f2a9c1b7d4e  loaded 2025-05-01T12:00:00Z  reloads 2 ok, 1 failed
+trellis 0.1.0  config /etc/trellis/trellis.toml  sha256 3f2a9c1b7d4e  loaded 2025-05-01T12:00:00Z  targets changed 2025-05-01T12:03:10Z  reloads 2 ok, 1 failed
 
 SERVICE  HOSTS                          LISTENER  PROTOCOL  ADDRESS       RULES
 shop     shop.internal,*.shop.internal  web       http      0.0.0.0:8080  1

@@ -91,7 +91,11 @@ pub struct Running {
     /// The file plus registered targets: what is served.
     pub effective: Arc<Config>,
     pub sha256: String,
+    /// When the configuration was loaded: at start and at every reload, not when targets change.
     pub loaded_at: SystemTime,
+    /// When the served targets last changed (registration, deregistration, scaling, or a reload that
+    /// changed them); the start time until then.
+    pub changed_at: SystemTime,
     /// The admin bearer token, when `admin.token_file` is set.
     pub token: Option<String>,
     /// (group, address) of the targets that came from the admin API.
@@ -222,6 +226,7 @@ impl Daemon {
         let proxy = Proxy::new(effective.clone(), targets.clone(), &prometheus)?;
         warn_unverified(&config);
         let server = Server::start(proxy.clone())?;
+        let started = SystemTime::now();
         Ok(Arc::new(Daemon {
             store,
             admin_listen: config.admin.listen,
@@ -235,7 +240,8 @@ impl Daemon {
                 file: config,
                 effective,
                 sha256,
-                loaded_at: SystemTime::now(),
+                loaded_at: started,
+                changed_at: started,
                 token,
                 registered,
                 scaled: HashSet::new(),
@@ -247,7 +253,7 @@ impl Daemon {
             scaling_metrics,
             fleet: std::sync::OnceLock::new(),
             gauges,
-            started: SystemTime::now(),
+            started,
             change: tokio::sync::Mutex::new(()),
         }))
     }
@@ -324,13 +330,21 @@ impl Daemon {
                 self.admin_listen
             )]));
         }
-        if file.admin.listen != self.current().file.admin.listen {
+        let current = self.current();
+        if file.admin.listen != current.file.admin.listen {
             tracing::warn!(
                 "admin.listen changed to {}; the admin API moves there at the next restart",
                 file.admin.listen
             );
         }
-        self.apply(file, sha256, token, &registrations)
+        // In fleet mode a registration on another node arrives as a reload: the configuration was
+        // loaded again only if it is a different one.
+        let loaded_at = if self.store.loads_target_changes() && sha256 == current.sha256 {
+            current.loaded_at
+        } else {
+            SystemTime::now()
+        };
+        self.apply(file, sha256, loaded_at, token, &registrations)
     }
 
     /// Registers `address` in `group` (weight 1 unless given), or changes its weight (kept unless given);
@@ -396,6 +410,7 @@ impl Daemon {
         let applied = self.apply(
             current.file.clone(),
             current.sha256.clone(),
+            current.loaded_at,
             current.token.clone(),
             &next,
         );
@@ -407,11 +422,13 @@ impl Daemon {
         applied.map(|_| ())
     }
 
-    /// The one way the served configuration changes. Called with the change lock held.
+    /// The one way the served configuration changes. Called with the change lock held. `loaded_at` is
+    /// when `file` was loaded (the running one's for a change of targets only).
     fn apply(
         self: &Arc<Self>,
         file: Config,
         sha256: String,
+        loaded_at: SystemTime,
         token: Option<String>,
         registrations: &[Registration],
     ) -> Result<Arc<Running>, ChangeError> {
@@ -467,11 +484,17 @@ impl Daemon {
         }
         drop(draining);
         *self.lock_registrations() = registrations.to_vec();
+        let changed_at = if before == after {
+            old.changed_at
+        } else {
+            SystemTime::now()
+        };
         let running = Arc::new(Running {
             file,
             effective,
             sha256,
-            loaded_at: SystemTime::now(),
+            loaded_at,
+            changed_at,
             token,
             registered,
             scaled,
@@ -503,6 +526,7 @@ impl Daemon {
             this.apply(
                 current.file.clone(),
                 current.sha256.clone(),
+                current.loaded_at,
                 current.token.clone(),
                 &registrations,
             )

@@ -135,18 +135,28 @@ impl GroupHandle {
 /// Group metrics, resolved per group when its controller starts.
 #[derive(Clone)]
 pub struct ScalingMetrics {
-    capacity: IntGaugeVec,
+    /// Instances by lifecycle state: a count, so a sum by group is the group's instances.
+    instances: IntGaugeVec,
+    /// The setpoints: min, desired, max.
+    bounds: IntGaugeVec,
     activities: IntCounterVec,
 }
 
 impl ScalingMetrics {
     pub fn new(registry: &prometheus::Registry) -> prometheus::Result<Self> {
-        let capacity = IntGaugeVec::new(
+        let instances = IntGaugeVec::new(
             Opts::new(
                 "trellis_scaling_group_instances",
-                "Scaling group capacity: desired, and instances by lifecycle state (in_service, pending, terminating)",
+                "Scaling group instances by lifecycle state (in_service, pending, terminating, warmed)",
             ),
             &["scaling_group", "state"],
+        )?;
+        let bounds = IntGaugeVec::new(
+            Opts::new(
+                "trellis_scaling_group_capacity",
+                "Scaling group capacity: its min, desired and max number of instances",
+            ),
+            &["scaling_group", "bound"],
         )?;
         let activities = IntCounterVec::new(
             Opts::new(
@@ -157,12 +167,23 @@ impl ScalingMetrics {
             ),
             &["scaling_group", "kind"],
         )?;
-        registry.register(Box::new(capacity.clone()))?;
+        registry.register(Box::new(instances.clone()))?;
+        registry.register(Box::new(bounds.clone()))?;
         registry.register(Box::new(activities.clone()))?;
         Ok(ScalingMetrics {
-            capacity,
+            instances,
+            bounds,
             activities,
         })
+    }
+
+    /// `trellis_scaling_group_capacity` of `group`: (min, desired, max).
+    fn set_bounds(&self, group: &str, (min, desired, max): (u32, u32, u32)) {
+        for (bound, n) in [("min", min), ("desired", desired), ("max", max)] {
+            self.bounds
+                .with_label_values(&[group, bound])
+                .set(i64::from(n));
+        }
     }
 }
 
@@ -1246,11 +1267,12 @@ impl Controller {
         let count = |s: Lifecycle| self.instances.iter().filter(|i| i.meta.state == s).count();
         let gauge = |state: &str, n: usize| {
             self.metrics
-                .capacity
+                .instances
                 .with_label_values(&[&self.group.name, state])
                 .set(n as i64)
         };
-        gauge("desired", self.decider.desired() as usize);
+        let bounds = (min, self.decider.desired(), max);
+        self.metrics.set_bounds(&self.group.name, bounds);
         gauge("in_service", count(Lifecycle::InService));
         gauge("pending", count(Lifecycle::Pending));
         gauge("terminating", count(Lifecycle::Terminating));

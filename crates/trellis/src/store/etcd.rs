@@ -214,6 +214,10 @@ impl Store for EtcdStore {
         self.state.register(registry)
     }
 
+    fn loads_target_changes(&self) -> bool {
+        true
+    }
+
     fn fleet_status(&self) -> Option<serde_json::Value> {
         Some(self.state.status())
     }

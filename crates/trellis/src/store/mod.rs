@@ -68,6 +68,13 @@ pub trait Store: Send + Sync {
         Ok(())
     }
 
+    /// Whether a load also serves as the way other nodes' target changes arrive (fleet mode: every change
+    /// under the prefix is read as a reload), so that a load of an unchanged configuration is a change
+    /// of targets, not a new load of the configuration.
+    fn loads_target_changes(&self) -> bool {
+        false
+    }
+
     /// The `fleet` part of `/v1/status`; `None` outside fleet mode.
     fn fleet_status(&self) -> Option<serde_json::Value> {
         None

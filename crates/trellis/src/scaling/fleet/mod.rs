@@ -458,11 +458,12 @@ impl FleetGroup {
         let count = |s: &str| records.iter().filter(|r| lifecycle(r) == s).count();
         let gauge = |state: &str, n: usize| {
             self.metrics
-                .capacity
+                .instances
                 .with_label_values(&[&self.group.name, state])
                 .set(n as i64)
         };
-        gauge("desired", desired as usize);
+        self.metrics
+            .set_bounds(&self.group.name, (min, desired, max));
         gauge("in_service", count("in_service"));
         gauge("pending", count("pending"));
         gauge("terminating", count("terminating"));
