@@ -138,6 +138,32 @@ impl Proxy {
         (all.iter().sum(), all[4])
     }
 
+    /// A target group's response-head latency histogram: each bucket's upper bound in seconds and its
+    /// cumulative count (the last bound is infinite). What the status page turns into p50 and p99 over
+    /// the interval between two of its polls.
+    pub fn group_latency(&self, group: &str) -> Vec<(f64, u64)> {
+        use prometheus::core::Collector;
+        let Ok(histogram) = self
+            .metrics
+            .group_duration
+            .get_metric_with_label_values(&[group])
+        else {
+            return Vec::new();
+        };
+        let families = histogram.collect();
+        let Some(metric) = families.first().and_then(|f| f.get_metric().first()) else {
+            return Vec::new();
+        };
+        let h = metric.get_histogram();
+        let mut buckets: Vec<(f64, u64)> = h
+            .get_bucket()
+            .iter()
+            .map(|b| (b.upper_bound(), b.cumulative_count()))
+            .collect();
+        buckets.push((f64::INFINITY, h.get_sample_count()));
+        buckets
+    }
+
     /// Counts the keys of every rate limiter into `trellis_rate_limit_keys` (when `/metrics` is scraped),
     /// dropping their full buckets on the way.
     pub fn refresh_rate_limit_keys(&self) {

@@ -12,6 +12,16 @@ use trellis_targets::{TargetRegistry, TargetView};
 
 use crate::daemon::{Daemon, Drain, Running};
 
+/// Milliseconds on a monotonic clock (from the first status served); only differences mean anything.
+fn sampled() -> Duration {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed()
+}
+
+fn round_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
 pub fn status(daemon: &Daemon) -> Value {
     let running = daemon.current();
     let config = &running.effective;
@@ -36,7 +46,17 @@ pub fn status(daemon: &Daemon) -> Value {
                 now,
             );
             let (requests, errors) = daemon.proxy.group_traffic(&tg.name);
-            group["traffic"] = json!({"requests": requests, "errors": errors});
+            let latency = daemon.proxy.group_latency(&tg.name);
+            group["traffic"] = json!({
+                "requests": requests,
+                "errors": errors,
+                // Cumulative, as in /metrics: the page takes the difference between two polls. The
+                // last bound is infinite, written as null.
+                "latency_seconds": {
+                    "le": latency.iter().map(|(le, _)| le.is_finite().then_some(*le)).collect::<Vec<_>>(),
+                    "counts": latency.iter().map(|(_, n)| *n).collect::<Vec<_>>(),
+                },
+            });
             group
         })
         .collect();
@@ -60,6 +80,9 @@ pub fn status(daemon: &Daemon) -> Value {
     let uptime = now.1.duration_since(daemon.started).unwrap_or_default();
     let mut status = json!({
         "version": env!("CARGO_PKG_VERSION"),
+        // The server's monotonic clock, in milliseconds, when these counters were read: rates are
+        // counter differences over its differences, whatever the browser's clock does.
+        "sampled_ms": round_ms(sampled()),
         "trellis": {
             "version": env!("CARGO_PKG_VERSION"),
             "started_at": humantime::format_rfc3339_seconds(daemon.started).to_string(),
