@@ -556,6 +556,14 @@ async fn a_fleet_group_at_zero_is_woken_by_a_request_at_any_node_and_goes_back_t
     // The request arrives at the node that does not own the group: held there while the owner wakes it.
     let other = if owner == "node-a" { 1 } else { 0 };
     let (other_ip, other_name) = (ips[other], if other == 0 { "node-a" } else { "node-b" });
+    // That node serves the fleet's listener once it has read the configuration.
+    eventually(WAIT, "the listener up at the other node", || async {
+        tokio::net::TcpStream::connect((other_ip, port))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
     let woke = Instant::now();
     let reply = reqwest::Client::new()
         .get(format!("http://{other_ip}:{port}/"))

@@ -3,7 +3,7 @@
 //! healthy is rolled back (or fails) while the old instances serve, and the API and CLI drive it.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,15 +63,16 @@ impl Load {
     }
 }
 
-/// Samples the group's in-service count every 20 ms until stopped; the fewest seen.
-fn fewest_in_service(trellis: &Trellis) -> (Arc<AtomicBool>, tokio::task::JoinHandle<u64>) {
+/// Samples, every 20 ms until stopped, how many targets of the group the proxy routes to as healthy
+/// (the target group's view, not the scaler's count); (the fewest seen, samples taken).
+fn fewest_healthy(trellis: &Trellis) -> (Arc<AtomicBool>, tokio::task::JoinHandle<(u64, u64)>) {
     let stop = Arc::new(AtomicBool::new(false));
     let url = trellis.admin_url("/v1/status");
-    let fewest = Arc::new(AtomicU64::new(u64::MAX));
     let task = {
         let stop = stop.clone();
         tokio::spawn(async move {
             let c = reqwest::Client::new();
+            let (mut fewest, mut samples) = (u64::MAX, 0);
             while !stop.load(Ordering::SeqCst) {
                 if let Ok(reply) = c.get(&url).send().await {
                     if let Ok(Ok(v)) = reply
@@ -79,14 +80,17 @@ fn fewest_in_service(trellis: &Trellis) -> (Arc<AtomicBool>, tokio::task::JoinHa
                         .await
                         .map(|b| serde_json::from_slice::<Value>(&b))
                     {
-                        if let Some(n) = v["scaling_groups"][0]["in_service"].as_u64() {
-                            fewest.fetch_min(n, Ordering::SeqCst);
+                        if let Some(targets) = v["target_groups"][0]["targets"].as_array() {
+                            let healthy =
+                                targets.iter().filter(|t| t["state"] == "healthy").count();
+                            fewest = fewest.min(healthy as u64);
+                            samples += 1;
                         }
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            fewest.load(Ordering::SeqCst)
+            (fewest, samples)
         })
     };
     (stop, task)
@@ -131,7 +135,7 @@ async fn a_reload_that_changes_launch_replaces_every_instance_under_load_without
     wait_group(&trellis, "two in service", |g| g["in_service"] == 2).await;
 
     let load = Load::start(port);
-    let (stop_sampling, sampler) = fewest_in_service(&trellis);
+    let (stop_sampling, sampler) = fewest_healthy(&trellis);
     trellis.write_config(&with_command(&cfg, &named("v2-")));
     assert_eq!(trellis.reload().await.0, 200);
     let g = wait_group(&trellis, "the refresh to end", done).await;
@@ -140,7 +144,8 @@ async fn a_reload_that_changes_launch_replaces_every_instance_under_load_without
     })
     .await;
     stop_sampling.store(true, Ordering::SeqCst);
-    let fewest = sampler.await.unwrap();
+    let (fewest, samples) = sampler.await.unwrap();
+    assert!(samples > 10, "only {samples} samples of the target group");
     let (served, failures) = load.stop().await;
 
     assert_eq!(refresh_status(&g), "successful", "{g:#}");
@@ -148,7 +153,7 @@ async fn a_reload_that_changes_launch_replaces_every_instance_under_load_without
     assert!(failures.is_empty(), "failed requests: {failures:#?}");
     assert!(
         fewest >= 2,
-        "in service fell to {fewest} during the refresh"
+        "healthy targets fell to {fewest} during the refresh"
     );
     let g = group(&trellis).await;
     for instance in g["instances"].as_array().unwrap() {
@@ -310,4 +315,60 @@ async fn the_api_and_cli_start_follow_and_cancel_a_refresh_and_protected_instanc
     assert!(stdout.contains("web: refresh 2 cancelled"), "{stdout}");
     let (code, reply) = api(reqwest::Method::DELETE, None).await;
     assert_eq!(code, 409, "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_a_refresh_stops_its_instances_that_do_not_serve_yet_and_keeps_the_old_ones() {
+    let port = free_port();
+    let cfg = without_policies(port, 2, 2);
+    let trellis = Trellis::start(&cfg, &[port]).await;
+    wait_group(&trellis, "two in service", |g| g["in_service"] == 2).await;
+    let load = Load::start(port);
+    let (stop_sampling, sampler) = fewest_healthy(&trellis);
+
+    // New instances that never listen, within the grace period: pending, neither failed nor serving.
+    trellis.write_config(&with_command(&cfg, "[\"sleep\", \"60\", \"{port}\"]"));
+    assert_eq!(trellis.reload().await.0, 200);
+    wait_group(&trellis, "the refresh's two new instances pending", |g| {
+        g["pending"] == 2
+    })
+    .await;
+    let (code, view) = trellis
+        .admin(
+            reqwest::Method::DELETE,
+            "/v1/scaling-groups/web/refresh",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (code, view["status"].as_str()),
+        (200, Some("cancelled")),
+        "{view}"
+    );
+    let g = wait_group(&trellis, "only the old instances left", |g| {
+        g["instances"].as_array().is_some_and(|i| i.len() == 2)
+    })
+    .await;
+    stop_sampling.store(true, Ordering::SeqCst);
+    let (fewest, samples) = sampler.await.unwrap();
+    let (served, failures) = load.stop().await;
+    for instance in g["instances"].as_array().unwrap() {
+        assert_eq!(instance["generation"], 1, "{g:#}");
+        assert_eq!(instance["lifecycle"], "in_service", "{g:#}");
+    }
+    assert!(failures.is_empty(), "failed requests: {failures:#?}");
+    assert!(
+        samples > 5 && fewest >= 2,
+        "healthy fell to {fewest} ({samples} samples)"
+    );
+    assert!(
+        served.keys().all(|k| k == "web-1" || k == "web-2"),
+        "{served:?}"
+    );
+    assert!(
+        g["activities"]
+            .to_string()
+            .contains("cancelled by an operator"),
+        "{g:#}"
+    );
 }

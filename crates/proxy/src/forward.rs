@@ -205,15 +205,24 @@ async fn woken(
     timeout: Duration,
 ) -> Option<Arc<Group>> {
     conn.proxy.wake(name);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
+    let mut woken_at = start;
     loop {
         if let Some(group) = conn.proxy.snapshot().group(slot) {
             if group.has_routable_target() {
                 return Some(group.clone());
             }
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return None;
+        }
+        // Again every second while it waits: a wake-up lost on its way (a fleet's store that did not
+        // answer) is sent again, and the group sees a request still waiting.
+        if now - woken_at >= Duration::from_secs(1) {
+            conn.proxy.wake(name);
+            woken_at = now;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

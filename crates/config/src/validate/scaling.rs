@@ -87,7 +87,16 @@ fn scaling_group(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawScalingGroup) ->
         ],
     );
     let launch = match &raw.launch {
-        Some(l) => launch(d, ctx, &p("launch"), l, max),
+        Some(l) => {
+            // A warm pool's instances hold ports too.
+            let warm = raw
+                .warm_pool
+                .as_ref()
+                .and_then(|w| w.size)
+                .filter(|n| (1..=100).contains(n))
+                .unwrap_or(0);
+            launch(d, ctx, &p("launch"), l, (max, warm))
+        }
         None => {
             fields::missing(d, &p("launch"));
             Launch::Command(CommandLaunch {
@@ -196,7 +205,7 @@ const PROCESS_KEYS: &[&str] = &[
 ];
 const COMMAND_KEYS: &[&str] = &["launch", "terminate", "list", "hook_timeout"];
 
-fn launch(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawLaunch, max: i64) -> Launch {
+fn launch(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawLaunch, max: (i64, i64)) -> Launch {
     let p = |key: &str| format!("{path}.{key}");
     let present = |key: &str| match key {
         "command" => raw.command.is_some(),
@@ -263,17 +272,28 @@ fn argv(d: &mut Diags, path: &str, raw: &Option<Vec<String>>, required: bool) ->
     raw.clone().unwrap_or_default()
 }
 
-fn process(d: &mut Diags, ctx: &Ctx, path: &str, raw: &RawLaunch, max: i64) -> ProcessLaunch {
+/// `max`: the group's max and its warm pool's size, each instance needing a port of `ports`.
+fn process(
+    d: &mut Diags,
+    ctx: &Ctx,
+    path: &str,
+    raw: &RawLaunch,
+    (max, warm): (i64, i64),
+) -> ProcessLaunch {
     let p = |key: &str| format!("{path}.{key}");
     let command = argv(d, &p("command"), &raw.command, true);
     let env = raw.env.clone().unwrap_or_default();
     let ports = raw.ports.as_ref().and_then(|text| match port_range(text) {
         Ok((lo, hi)) => {
             let count = i64::from(hi) - i64::from(lo) + 1;
-            if count < max {
+            if count < max + warm {
+                let of = match warm {
+                    0 => format!("max is {max}"),
+                    _ => format!("max {max} and warm_pool.size {warm} make {}", max + warm),
+                };
                 d.err(
                     &p("ports"),
-                    format!("{text:?} has {count} ports but max is {max}: each instance needs one"),
+                    format!("{text:?} has {count} ports but {of}: each instance needs one"),
                 );
             }
             Some((lo, hi))

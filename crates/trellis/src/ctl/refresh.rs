@@ -45,6 +45,7 @@ pub fn refresh(args: RefreshArgs) -> ExitCode {
             return Ok(ExitCode::SUCCESS);
         }
         let deadline = args.timeout.map(|t| Instant::now() + t);
+        let id = view["id"].as_u64();
         let mut last = line(args.group, &view);
         while !done(&view) {
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -52,7 +53,17 @@ pub fn refresh(args: RefreshArgs) -> ExitCode {
             }
             tokio::time::sleep(POLL).await;
             let reply = client.send(Method::GET, &path, None, QUICK).await?;
-            view = success(&client, &reply)?;
+            let latest = success(&client, &reply)?;
+            match latest["id"].as_u64() {
+                // The status lags the start by at most a tick: still ours, as it was.
+                seen if seen < id => continue,
+                seen if seen > id => anyhow::bail!(
+                    "refresh {} was superseded by refresh {} (a reload changed launch)",
+                    id.unwrap_or(0),
+                    seen.unwrap_or(0)
+                ),
+                _ => view = latest,
+            }
             let now = line(args.group, &view);
             if now != last {
                 println!("{now}");

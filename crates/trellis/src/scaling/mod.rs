@@ -163,7 +163,7 @@ impl ScalingMetrics {
                 "trellis_scaling_activities_total",
                 "Scaling activities by kind (scale, scheduled, scale_in_blocked, reconfigure, launch, launch_failed, \
                  replace, terminate, terminate_failed, terminated, adopt, adopt_failed, retire, retired, lifecycle_hook, \
-                 launch_abandoned, wake, refresh, warmed, to_warm_pool, warm_to_service; fleet: owner)",
+                 launch_abandoned, wake, refresh, warmed, warm_failed, to_warm_pool, warm_to_service; fleet: owner)",
             ),
             &["scaling_group", "kind"],
         )?;
@@ -289,6 +289,7 @@ fn spawn_group(
         launches: vec![(1, group.launch.clone())],
         refresh: None,
         vouch: Vec::new(),
+        warm_fresh: Duration::ZERO,
         records: StateDir::choose(Some(daemon.state_dir().to_path_buf())),
         dirty: false,
         scheduler: scheduler(group),
@@ -313,6 +314,8 @@ fn spawn_group(
 /// feed their policies through it.
 #[derive(Default)]
 struct Tally {
+    /// Any instance, warming or not, completed or had a request in flight: the group is not idle.
+    busy: bool,
     requests: u64,
     in_flight: u64,
     measured: u32,
@@ -359,16 +362,16 @@ enum Zero {
 }
 
 /// Scale to zero, for a single node's controller and a fleet's owner alike: `last_request` moves with
-/// every evaluation that saw a request (completed or in flight); after `idle` without one, desired
-/// goes to 0.
+/// every evaluation that saw a request (completed or in flight, on any instance, warming ones too);
+/// after `idle` without one, desired goes to 0.
 fn idle_to_zero(
     decider: &mut Decider,
     zero: Option<trellis_config::ScaleToZero>,
-    sample: &Sample,
+    busy: bool,
     last_request: &mut Instant,
     now: Instant,
 ) -> Zero {
-    if sample.requests_per_second > 0.0 || sample.in_flight > 0.0 {
+    if busy {
         *last_request = now;
     }
     let Some(zero) = zero else {
@@ -499,6 +502,8 @@ struct Live {
     generation: u64,
     /// In the warm pool: its launching hooks are done and it passed its health check.
     warm_ready: bool,
+    /// In the warm pool: when it last passed its health check.
+    warm_passed_at: Option<Instant>,
     /// In the warm pool: its health probe under way.
     probe: Option<tokio::task::JoinHandle<trellis_targets::ProbeResult>>,
     /// Terminating for a scale-in: may go back to the warm pool once drained.
@@ -529,6 +534,8 @@ struct Controller {
     refresh: Option<refresh::Running>,
     /// Instances taken from the warm pool, to be vouched for once registered.
     vouch: Vec<SocketAddr>,
+    /// How recent a warm instance's last pass must be for it to go in service already healthy.
+    warm_fresh: Duration,
     /// Where the command provider's instance records are kept.
     records: StateDir,
     /// The set of members changed: the target group must be updated.
@@ -562,7 +569,11 @@ impl Controller {
                 return;
             };
             let now = Instant::now();
-            self.answer(now);
+            if self.answer(now) {
+                // What an operator just asked for shows at once (`trellis refresh --wait` reads it
+                // next), not after this tick's launches and stops.
+                self.publish(&daemon, now);
+            }
             self.scheduled(now);
             self.reap(now);
             self.follow_health(&daemon, now);
@@ -603,8 +614,11 @@ impl Controller {
         }
     }
 
-    fn answer(&mut self, now: Instant) {
+    /// Takes the operators' requests; whether there were any.
+    fn answer(&mut self, now: Instant) -> bool {
+        let mut any = false;
         while let Ok(command) = self.inbox.try_recv() {
+            any = true;
             match command {
                 Command::SetDesired(n, reply) => {
                     if let Some(d) = self.decider.set_desired(n, now, "set by an operator") {
@@ -640,6 +654,9 @@ impl Controller {
                                 true,
                             );
                         } else {
+                            self.stop_refresh(
+                                "stopped: a reload changed launch (on_launch_change = false)",
+                            );
                             self.activity(
                                 "reconfigure",
                                 "new launch settings apply to the next launches (on_launch_change = false)".into(),
@@ -663,14 +680,9 @@ impl Controller {
                 }
                 Command::Retire => {
                     self.retiring = true;
-                    if let Some(running) = self.refresh.as_mut() {
-                        if !running.refresh.status.is_done() {
-                            running
-                                .refresh
-                                .cancel("the scaling group was removed from the configuration");
-                            running.ended_at = Some(SystemTime::now());
-                        }
-                    }
+                    self.stop_refresh(
+                        "stopped: the scaling group was removed from the configuration",
+                    );
                     self.decider.set_bounds(0, 0, now);
                     for live in &mut self.instances {
                         live.meta.protected = false;
@@ -690,6 +702,7 @@ impl Controller {
                 }
             }
         }
+        any
     }
 
     /// Scheduled policies that fired since the last tick set their bounds and desired capacity.
@@ -780,15 +793,13 @@ impl Controller {
                 in_service.push(live.generation);
             }
         }
+        // A launch that made it into service ends a crash loop; instances already serving say nothing
+        // about the ones that keep failing next to them.
+        if !in_service.is_empty() {
+            self.backoff.succeeded();
+        }
         for generation in in_service {
             self.refresh_success(generation);
-        }
-        if self
-            .instances
-            .iter()
-            .any(|i| i.meta.state == Lifecycle::InService)
-        {
-            self.backoff.succeeded();
         }
         for (id, reason, was, generation) in replace {
             if let Some(live) = self.instances.iter_mut().find(|i| i.meta.id == id) {
@@ -826,11 +837,12 @@ impl Controller {
                 .zip(live.last_cpu)
                 .map(|(now, then)| now.saturating_sub(then));
             live.last_cpu = cpu;
+            let in_flight = stats.map_or(0, |s| u64::from(s.in_flight()));
+            tally.busy |= delta > 0 || in_flight > 0;
             if live.meta.warming(warmup, now) {
                 tally.warming += 1;
                 continue;
             }
-            let in_flight = stats.map_or(0, |s| u64::from(s.in_flight()));
             tally.measured(delta, in_flight, cpu_delta);
         }
         let sample = tally.sample(period);
@@ -838,7 +850,7 @@ impl Controller {
         match idle_to_zero(
             &mut self.decider,
             self.group.scale_to_zero,
-            &sample,
+            tally.busy,
             &mut self.last_request,
             now,
         ) {
@@ -917,10 +929,19 @@ impl Controller {
                     matches!(m.state, Lifecycle::Pending | Lifecycle::InService) && !m.protected
                 })
                 .collect();
-            candidates.sort_by_key(|&i| self.instances[i].meta.launched_at);
-            if self.group.termination_policy == TerminationPolicy::Newest {
-                candidates.reverse();
-            }
+            // Instances not serving yet go first (a scale-in never trades one that serves for one that
+            // might), then the termination policy's choice.
+            let newest = self.group.termination_policy == TerminationPolicy::Newest;
+            candidates.sort_by(|&a, &b| {
+                let (x, y) = (&self.instances[a].meta, &self.instances[b].meta);
+                let by_age = if newest {
+                    y.launched_at.cmp(&x.launched_at)
+                } else {
+                    x.launched_at.cmp(&y.launched_at)
+                };
+                let serving = |m: &Instance| m.state == Lifecycle::InService;
+                serving(x).cmp(&serving(y)).then(by_age)
+            });
             let excess = (live - desired) as usize;
             if candidates.len() < excess && !self.protection_noted {
                 self.protection_noted = true;
@@ -992,6 +1013,7 @@ impl Controller {
                     stop_signal: self.stop_signal(),
                     generation: self.generation,
                     warm_ready: false,
+                    warm_passed_at: None,
                     probe: None,
                     reuse: false,
                 });
@@ -999,27 +1021,34 @@ impl Controller {
                 self.save_records();
                 true
             }
-            Err(e) => {
+            Err((e, no_room)) => {
                 let wait = self.backoff.failed(Instant::now());
                 self.activity(
                     "launch_failed",
                     format!("cannot launch {name}: {e}; next try in {wait:?}"),
                 );
-                self.refresh_failure(self.generation, &format!("cannot launch {name}: {e}"));
+                if !no_room {
+                    self.refresh_failure(self.generation, &format!("cannot launch {name}: {e}"));
+                }
                 false
             }
         }
     }
 
-    async fn launch(&self, name: &str) -> Result<(SocketAddr, Handle), String> {
+    /// Starts an instance; the error says why, and whether only room was missing (every port of the
+    /// range taken, which says nothing about the launch itself).
+    async fn launch(&self, name: &str) -> Result<(SocketAddr, Handle), (String, bool)> {
         match &self.provider {
             Provider::Process(p) => {
                 let taken: HashSet<u16> = self.instances.iter().map(|i| i.address.port()).collect();
-                let process = p.launch(name, &taken).map_err(|e| e.to_string())?;
+                let process = p.launch(name, &taken).map_err(|e| {
+                    let no_room = matches!(e, trellis_scaler::ScalerError::PortsExhausted { .. });
+                    (e.to_string(), no_room)
+                })?;
                 Ok((process.address(), Handle::Process(Box::new(process))))
             }
             Provider::Command(c) => {
-                let vm = c.launch(name).await?;
+                let vm = c.launch(name).await.map_err(|e| (e, false))?;
                 Ok((vm.address, Handle::Vm(vm.id)))
             }
         }
@@ -1066,6 +1095,7 @@ impl Controller {
                 hook: None,
                 generation: self.generation,
                 warm_ready: false,
+                warm_passed_at: None,
                 probe: None,
                 reuse: false,
                 admitted: true,

@@ -144,7 +144,8 @@ impl Controller {
         previous: u64,
         supersede: bool,
     ) -> Result<Value, Refused> {
-        if let Some(running) = self.refresh.as_mut() {
+        let mut previous = previous;
+        if let Some(running) = self.refresh.as_ref() {
             if !running.refresh.status.is_done() {
                 if !supersede {
                     return Err(Refused::Conflict(format!(
@@ -153,8 +154,13 @@ impl Controller {
                         running.refresh.status.as_str()
                     )));
                 }
-                running.refresh.cancel("superseded by a newer refresh");
-                running.ended_at = Some(SystemTime::now());
+                // A rollback goes to the last launch known to serve, not to the one superseded.
+                previous = if running.refresh.rolling_back {
+                    running.refresh.target
+                } else {
+                    running.refresh.previous
+                };
+                self.stop_refresh("superseded by a newer refresh");
             }
         }
         let id = self.refresh.as_ref().map_or(1, |r| r.refresh.id + 1);
@@ -201,7 +207,7 @@ impl Controller {
     }
 
     pub(super) fn cancel_refresh(&mut self) -> Result<Value, Refused> {
-        let Some(running) = self.refresh.as_mut() else {
+        let Some(running) = self.refresh.as_ref() else {
             return Err(Refused::Conflict("no instance refresh has run".into()));
         };
         if running.refresh.status.is_done() {
@@ -211,15 +217,43 @@ impl Controller {
                 running.refresh.status.as_str()
             )));
         }
-        running.refresh.cancel("cancelled by an operator");
+        self.stop_refresh("cancelled by an operator");
+        Ok(self.refresh_view())
+    }
+
+    /// Ends the refresh in progress (cancelled, with `reason`): its new instances that are not in
+    /// service yet are stopped, so that the scale-in that follows never takes an old instance that
+    /// serves in their place; the ones in service stay.
+    pub(super) fn stop_refresh(&mut self, reason: &str) {
+        let Some(running) = self.refresh.as_mut() else {
+            return;
+        };
+        if running.refresh.status.is_done() {
+            return;
+        }
+        running.refresh.cancel(reason);
         running.ended_at = Some(SystemTime::now());
-        let (id, percent) = (running.refresh.id, running.refresh.percentage_complete());
-        let view = running.view();
+        let (id, target) = (running.refresh.id, running.refresh.target);
+        let percent = running.refresh.percentage_complete();
+        let mut stopped = Vec::new();
+        for live in &mut self.instances {
+            if live.generation == target && live.meta.state == Lifecycle::Pending {
+                live.meta.terminate();
+                stopped.push(live.meta.id.clone());
+                self.dirty = true;
+            }
+        }
+        let stopped = match stopped.len() {
+            0 => String::new(),
+            _ => format!(
+                "; its instances not in service yet stop: {}",
+                stopped.join(", ")
+            ),
+        };
         self.activity(
             "refresh",
-            format!("instance refresh {id} cancelled at {percent}% by an operator; the instances replaced so far stay"),
+            format!("instance refresh {id} {reason} at {percent}%; the instances replaced so far stay{stopped}"),
         );
-        Ok(view)
     }
 
     /// One of the group's instances of `generation` failed before going in service.
@@ -278,10 +312,17 @@ impl Controller {
     pub(super) fn refresh_step(&mut self, now: Instant) -> Option<u32> {
         let _ = now;
         let desired = self.decider.desired();
-        let running = self.refresh.as_mut()?;
+        let running = self.refresh.as_ref()?;
         if running.refresh.status.is_done() {
             return None;
         }
+        if running.refresh.target != self.generation {
+            // New launches are of another generation than the refresh's (a reload changed `launch`
+            // without starting a refresh): it could only replace them as they come.
+            self.stop_refresh("stopped: the launch changed under it");
+            return None;
+        }
+        let running = self.refresh.as_mut()?;
         let members: Vec<Member> = self
             .instances
             .iter()

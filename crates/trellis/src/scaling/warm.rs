@@ -41,6 +41,9 @@ impl Controller {
             _ => 0,
         };
         let check = Self::health_check(daemon, &self.group.target_group);
+        self.warm_fresh = check
+            .as_ref()
+            .map_or(std::time::Duration::ZERO, |c| c.interval + c.timeout);
         // Which warm instances the pool keeps: of the current launch, ready ones first (an instance
         // back from a scale-in beats one still booting), then the oldest.
         let mut pool: Vec<usize> = (0..self.instances.len())
@@ -62,33 +65,62 @@ impl Controller {
             .collect();
         let kept = pool.len() - leaving.len();
         let mut warmed = Vec::new();
+        let mut cooled = Vec::new();
         for &i in &pool {
             let live = &mut self.instances[i];
-            if leaving.contains(&i) || live.warm_ready || live.hook.is_some() {
+            if leaving.contains(&i) || live.hook.is_some() {
                 continue;
             }
-            match (&check, live.probe.take()) {
-                (Some(check), None) if check.enabled => {
+            let Some(check) = check.as_ref().filter(|c| c.enabled) else {
+                // Health checks off: ready once its hooks are done, like a target that is `unavailable`.
+                if !live.warm_ready {
+                    live.warm_ready = true;
+                    warmed.push((live.meta.id.clone(), "health checks are off".into()));
+                }
+                continue;
+            };
+            match live.probe.take() {
+                Some(probe) if !probe.is_finished() => live.probe = Some(probe),
+                Some(probe) => {
+                    let Ok(result) = probe.await else { continue };
+                    match (result.passed, live.warm_ready) {
+                        (true, was_ready) => {
+                            live.warm_passed_at = Some(now);
+                            if !was_ready {
+                                live.warm_ready = true;
+                                warmed.push((live.meta.id.clone(), result.detail));
+                            }
+                        }
+                        (false, true) => {
+                            live.warm_ready = false;
+                            cooled.push((live.meta.id.clone(), result.detail));
+                        }
+                        (false, false) => {}
+                    }
+                }
+                // Until it first passes, every tick (a boot is what the pool hides); then at the check's
+                // interval, so that a warm instance that stops answering is not put in service.
+                None if !live.warm_ready
+                    || live
+                        .warm_passed_at
+                        .is_none_or(|at| now.saturating_duration_since(at) >= check.interval) =>
+                {
                     let (check, address) = (check.clone(), live.address);
                     live.probe = Some(tokio::spawn(async move {
                         trellis_health::probe(&check, address).await
                     }));
                 }
-                (Some(_), Some(probe)) if !probe.is_finished() => live.probe = Some(probe),
-                (Some(_), Some(probe)) => {
-                    if let Ok(result) = probe.await {
-                        if result.passed {
-                            live.warm_ready = true;
-                            warmed.push((live.meta.id.clone(), result.detail));
-                        }
-                    }
-                }
-                // Health checks off: ready once its hooks are done, like a target that is `unavailable`.
-                _ => {
-                    live.warm_ready = true;
-                    warmed.push((live.meta.id.clone(), "health checks are off".into()));
-                }
+                None => {}
             }
+        }
+        for (id, detail) in cooled {
+            self.activity(
+                "warm_failed",
+                format!("warm instance {id} failed its health check ({detail}); not ready until it passes again"),
+            );
+        }
+        if !warmed.is_empty() {
+            self.backoff.succeeded();
         }
         for (id, detail) in warmed {
             self.activity(
@@ -126,12 +158,16 @@ impl Controller {
             .collect();
         ready.sort_by_key(|&i| self.instances[i].meta.launched_at);
         ready.truncate(wanted as usize);
+        let fresh = self.warm_fresh;
         for &i in &ready {
             let live = &mut self.instances[i];
             live.meta.state = Lifecycle::Pending;
             live.admitted = true;
             live.warm_ready = false;
-            self.vouch.push(live.address);
+            // Healthy at once only on a pass within the check's interval; else its prober decides.
+            if live.warm_passed_at.is_some_and(|at| at.elapsed() <= fresh) {
+                self.vouch.push(live.address);
+            }
             let id = live.meta.id.clone();
             self.dirty = true;
             self.activity(
@@ -172,6 +208,7 @@ impl Controller {
         live.admitted = false;
         // Checked again before it serves: it may have changed while it drained.
         live.warm_ready = false;
+        live.warm_passed_at = None;
         let id = live.meta.id.clone();
         self.activity(
             "to_warm_pool",

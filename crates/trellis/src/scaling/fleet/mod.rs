@@ -216,16 +216,12 @@ impl FleetGroup {
         }
     }
 
-    /// A request waits here for the group, which the fleet scaled to zero: the owner (whichever node it
-    /// is) is asked to wake it, through the store, at most once a `WAKE_EVERY`.
+    /// A request waits here for the group (nothing serves it: scaled to zero, or its instances are not
+    /// up): the owner, whichever node it is, is told through the store, at most once a `WAKE_EVERY`. It
+    /// wakes a group at zero, and a waiting request counts as one against `idle` either way.
     async fn wake(&mut self) {
-        let desired = self
-            .view
-            .state
-            .as_ref()
-            .map_or(self.group.desired, |s| s.desired);
         let recent = self.woke_at.is_some_and(|at| at.elapsed() < WAKE_EVERY);
-        if desired > 0 || recent || self.retiring {
+        if recent || self.retiring {
             return;
         }
         self.woke_at = Some(Instant::now());

@@ -594,6 +594,7 @@ impl Owner {
                 self.last_cpu.insert(record.id.clone(), ticks);
             }
             let instance = instance_of(record, now_ms, now);
+            tally.busy |= delta > 0 || in_flight > 0;
             if instance.warming(group.instance_warmup, now) {
                 tally.warming += 1;
                 continue;
@@ -604,7 +605,7 @@ impl Owner {
         match idle_to_zero(
             &mut self.decider,
             group.scale_to_zero,
-            &sample,
+            tally.busy,
             &mut self.last_request,
             now,
         ) {
