@@ -239,14 +239,35 @@ async fn bytes_group_counters_errors_timeouts_and_target_states() {
             .unwrap()
             .clone()
     };
+    let traffic = group("g")["traffic"].clone();
     assert_eq!(
-        group("g")["traffic"],
-        serde_json::json!({"requests": 2, "errors": 0})
+        (&traffic["requests"], &traffic["errors"]),
+        (&serde_json::json!(2), &serde_json::json!(0))
+    );
+    // The latency histogram the page takes its p50 and p99 from: cumulative, ending in an unbounded
+    // bucket that holds every request.
+    let latency = &traffic["latency_seconds"];
+    let counts: Vec<u64> = latency["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .collect();
+    let le = latency["le"].as_array().unwrap();
+    assert_eq!(counts.len(), le.len(), "{latency}");
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{latency}");
+    assert_eq!(
+        (counts.last(), le.last()),
+        (Some(&2), Some(&serde_json::Value::Null))
     );
     assert_eq!(group("g")["targets"][0]["requests"], 2);
+    let dead = group("dead")["traffic"].clone();
     assert_eq!(
-        group("dead")["traffic"],
-        serde_json::json!({"requests": 1, "errors": 1})
+        (dead["requests"].as_u64(), dead["errors"].as_u64()),
+        (Some(1), Some(1))
     );
+    // Its status and the sample's time on the server's clock, for rates that do not depend on the
+    // browser's.
+    assert!(status["sampled_ms"].as_f64().is_some(), "{status}");
     assert!(status["trellis"]["uptime_seconds"].as_f64().unwrap() >= 0.0);
 }

@@ -158,6 +158,11 @@ async fn the_page_shows_every_target_group_and_target_with_its_state() {
     for label in ["<dt>loaded</dt>", "<dt>changed</dt>"] {
         assert!(dom.contains(label), "the header has no {label}");
     }
+    // Latency over the last poll interval, in the summary and per group (a dash here: the traffic came
+    // before the page, and virtual time leaves none between its polls; deploy/loadtest/page-check.py
+    // checks the figures in real time under load).
+    assert!(dom.contains("id=\"latency-p50\""), "no latency tile\n{main}");
+    assert!(dom.contains("data-latency"), "no latency per group\n{main}");
 
     let png =
         std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", shot.display()));
