@@ -161,7 +161,10 @@ async fn the_page_shows_every_target_group_and_target_with_its_state() {
     // Latency over the last poll interval, in the summary and per group (a dash here: the traffic came
     // before the page, and virtual time leaves none between its polls; deploy/loadtest/page-check.py
     // checks the figures in real time under load).
-    assert!(dom.contains("id=\"latency-p50\""), "no latency tile\n{main}");
+    assert!(
+        dom.contains("id=\"latency-p50\""),
+        "no latency tile\n{main}"
+    );
     assert!(dom.contains("data-latency"), "no latency per group\n{main}");
 
     let png =
