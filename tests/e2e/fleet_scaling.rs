@@ -595,3 +595,77 @@ async fn a_fleet_group_at_zero_is_woken_by_a_request_at_any_node_and_goes_back_t
         "{g}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_a_fleet_lifecycle_hooks_run_on_the_instance_s_node_and_gate_its_routing() {
+    let Some(etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("last-look");
+    let prefix = "/trellis/hooks";
+    let port = free_port();
+    let ports = instance_ports();
+    let ips = ["127.0.0.9", "127.0.0.10"];
+    let file = |name: &str, ip: &str| node_file(&etcd, prefix, name, ip);
+    let nodes = [
+        Trellis::start(&file("node-a", ips[0]), &[]).await,
+        Trellis::start(&file("node-b", ips[1]), &[]).await,
+    ];
+    let mut text = shared(port, ports, 1, 2).replace("desired = 1", "desired = 2");
+    text.truncate(text.find("[[scaling_group.policy]]").unwrap());
+    // The launching hook abandons web-1 only; the terminating one asks the leaving instance for its
+    // health and keeps the status line it got.
+    text.push_str(&format!(
+        "[[scaling_group.lifecycle_hook]]\nname = \"gate\"\ntransition = \"launching\"\n\
+         command = [\"sh\", \"-c\", \"test \\\"$0\\\" != web-1\", \"{{id}}\"]\ntimeout = \"5s\"\n\
+         [[scaling_group.lifecycle_hook]]\nname = \"last-look\"\ntransition = \"terminating\"\n\
+         command = [\"bash\", \"-c\", \"exec 3<>/dev/tcp/${{0%:*}}/${{0##*:}} && printf 'GET /healthz HTTP/1.0\\\\r\\\\n\\\\r\\\\n' >&3 && head -n 1 <&3 > {}\", \"{{address}}\"]\n\
+         timeout = \"5s\"\n",
+        seen.display()
+    ));
+    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let g = settled(&nodes[0], ports, 2, "two admitted instances in service").await;
+    let ids: BTreeSet<String> = g["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(!ids.contains("web-1"), "web-1 was abandoned: {g}");
+    assert!(
+        g["activities"]
+            .to_string()
+            .contains("abandoned by its launching hooks"),
+        "{g}"
+    );
+    // Both nodes route to both admitted instances.
+    for ip in ips {
+        let mut served = BTreeSet::new();
+        for _ in 0..20 {
+            served.extend(served_by(ip, port).await);
+        }
+        assert_eq!(served, ids, "{ip} serves the admitted instances");
+    }
+
+    // Down to one: the leaving instance's terminating hook runs on its node while it still answers.
+    let (status, reply) = nodes[1]
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/scaling-groups/web/desired",
+            Some(json!({"desired": 1})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    settled(&nodes[0], ports, 1, "one instance left").await;
+    let line = std::fs::read_to_string(&seen).expect("the terminating hook ran");
+    assert!(
+        line.starts_with("HTTP/1.") && line.contains(" 200 "),
+        "{line:?}"
+    );
+}

@@ -189,7 +189,7 @@ fn single_node_scaling_features_are_refused_in_a_fleet_rather_than_ignored_and_s
         Path::new("shop.toml"),
         &node,
     ));
-    for key in ["instance_refresh", "warm_pool", "lifecycle_hook[0]"] {
+    for key in ["instance_refresh", "warm_pool"] {
         assert!(
             errors
                 .iter()
@@ -198,9 +198,28 @@ fn single_node_scaling_features_are_refused_in_a_fleet_rather_than_ignored_and_s
             "{key}: {errors:?}"
         );
     }
-    // Scale to zero runs in a fleet: the owner scales to zero, and any node wakes the group.
+    // Scale to zero runs in a fleet: the owner scales to zero, and any node wakes the group. So do
+    // lifecycle hooks, on the node that runs the instance; but not with the command provider's machines.
     assert!(
-        !errors.iter().any(|e| e.contains("scale_to_zero")),
+        !errors
+            .iter()
+            .any(|e| e.contains("scale_to_zero") || e.contains("lifecycle_hook")),
+        "{errors:?}"
+    );
+    let command = group.replace(
+        "provider = \"process\"\ncommand = [\"x\", \"{port}\"]\nports = \"20000-20009\"\n",
+        "provider = \"command\"\nlaunch = [\"l\"]\nterminate = [\"t\"]\n",
+    );
+    let errors = self::errors(parse_shared(
+        &format!("{shared}{command}"),
+        Path::new("shop.toml"),
+        &node,
+    ));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("scaling_group[0].lifecycle_hook[0]:")
+                && e.contains("command provider")),
         "{errors:?}"
     );
 }

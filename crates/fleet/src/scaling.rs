@@ -92,6 +92,9 @@ pub struct Report {
     /// CPU time used so far, in clock ticks.
     #[serde(default)]
     pub cpu_ticks: Option<u64>,
+    /// Its launching lifecycle hooks have continued (or it has none): the fleet may route to it.
+    #[serde(default)]
+    pub admitted: bool,
 }
 
 /// A node's request counters for the group's instances, by address: what the owner sums.

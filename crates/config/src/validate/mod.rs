@@ -114,7 +114,7 @@ pub(crate) fn validate(
     }
     let scaling_groups = scaling::scaling_groups(d, &ctx, &doc.scaling_groups);
     if node.is_some() {
-        // A fleet's owner does not run lifecycle hooks yet: refused rather than silently skipped.
+        // What a fleet does not run yet is refused rather than silently skipped.
         for (i, group) in scaling_groups.iter().enumerate() {
             if group.warm_pool.is_some() {
                 d.err(
@@ -133,10 +133,11 @@ pub(crate) fn validate(
                     "instance refresh runs on a single node only for now, not in fleet mode",
                 );
             }
-            if !group.lifecycle_hooks.is_empty() {
+            // Hooks run on the node that runs the instance; a machine of the command provider has none.
+            if !group.lifecycle_hooks.is_empty() && matches!(group.launch, Launch::Command(_)) {
                 d.err(
                     &format!("scaling_group[{i}].lifecycle_hook[0]"),
-                    "lifecycle hooks run on a single node only for now, not in fleet mode",
+                    "lifecycle hooks with the command provider run on a single node only for now, not in fleet mode",
                 );
             }
         }

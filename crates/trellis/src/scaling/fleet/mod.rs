@@ -133,7 +133,8 @@ impl FleetGroup {
             let records = self.records();
             if self.read {
                 self.runner
-                    .step(&self.group, &records, self.retiring, &daemon);
+                    .step(&self.group, &records, self.retiring, &daemon)
+                    .await;
                 self.report(&records, &daemon).await;
             }
             self.route(&records, &daemon).await;
@@ -413,9 +414,16 @@ impl FleetGroup {
         let members: Vec<SocketAddr> = if self.retiring {
             Vec::new()
         } else {
+            // With launching hooks, an instance joins once its node says they continued.
+            let hooked = self
+                .group
+                .lifecycle_hooks
+                .iter()
+                .any(|h| h.transition == trellis_config::HookTransition::Launching);
             records
                 .iter()
                 .filter(|r| !r.terminating)
+                .filter(|r| !hooked || self.view.reports.get(&r.id).is_some_and(|rep| rep.admitted))
                 .map(|r| r.address)
                 .collect()
         };
@@ -534,6 +542,7 @@ fn with_own_reports(
                 exited: None,
                 stopped: false,
                 cpu_ticks: None,
+                admitted: true,
             },
         );
     }

@@ -7,10 +7,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use trellis_config::{Launch, ScalingGroup};
+use trellis_config::{HookResult, HookTransition, Launch, LifecycleHook, ScalingGroup};
 use trellis_fleet::{InstanceRecord, NodeLoad, Report};
 use trellis_scaler::{ProcessInstance, ProcessProvider};
 
+use super::super::hooks::{self, HookRun};
 use crate::daemon::Daemon;
 
 pub(super) struct Runner {
@@ -19,6 +20,9 @@ pub(super) struct Runner {
     provider: Option<ProcessProvider>,
     stop_signal: i32,
     stop_timeout: Duration,
+    /// The group's lifecycle hooks: run here, on the node that runs the instance.
+    launching: Vec<LifecycleHook>,
+    terminating: Vec<LifecycleHook>,
     local: BTreeMap<String, Local>,
 }
 
@@ -27,6 +31,10 @@ struct Local {
     process: Option<ProcessInstance>,
     /// Stopping in the background: its outcome, once done.
     stopping: Option<JoinHandle<String>>,
+    /// Its launching or terminating hooks, running.
+    hook: Option<JoinHandle<HookRun>>,
+    /// Its terminating hooks have run (or there are none).
+    terminate_hooked: bool,
     report: Report,
     /// The report as last written to the store.
     published: Option<Report>,
@@ -40,14 +48,20 @@ impl Runner {
             provider: None,
             stop_signal: libc::SIGTERM,
             stop_timeout: Duration::from_secs(10),
+            launching: Vec::new(),
+            terminating: Vec::new(),
             local: BTreeMap::new(),
         };
         runner.reconfigure(group);
         runner
     }
 
-    /// New launch settings apply to the next launches, as on a single node.
+    /// New launch settings apply to the next launches, as on a single node; new hooks to the next
+    /// transitions.
     pub fn reconfigure(&mut self, group: &ScalingGroup) {
+        self.launching = hooks::for_transition(&group.lifecycle_hooks, HookTransition::Launching);
+        self.terminating =
+            hooks::for_transition(&group.lifecycle_hooks, HookTransition::Terminating);
         if let Launch::Process(launch) = &group.launch {
             self.provider = Some(
                 ProcessProvider::new(
@@ -73,7 +87,7 @@ impl Runner {
 
     /// Brings this node's instances in line with `records`. With `retiring`, every instance here is
     /// leaving, whatever the records say.
-    pub fn step(
+    pub async fn step(
         &mut self,
         group: &ScalingGroup,
         records: &[InstanceRecord],
@@ -95,8 +109,10 @@ impl Runner {
                 exited: None,
                 stopped: false,
                 cpu_ticks: None,
+                admitted: false,
             };
             let mut process = None;
+            let mut hook = None;
             if record.terminating || retiring {
                 // Told to stop something that is not running here (this node restarted): done.
                 report.stopped = true;
@@ -106,6 +122,17 @@ impl Runner {
                         tracing::info!(scaling_group = %group.name, instance = %record.id, address = %record.address, pid = p.pid(), "instance launched on this node");
                         report.pid = Some(p.pid());
                         process = Some(p);
+                        // Launching hooks hold it out of every node's routing until they continue.
+                        if self.launching.is_empty() {
+                            report.admitted = true;
+                        } else {
+                            hook = Some(tokio::spawn(hooks::run(
+                                self.launching.clone(),
+                                record.id.clone(),
+                                record.address.to_string(),
+                                group.name.clone(),
+                            )));
+                        }
                     }
                     Err(e) => report.exited = Some(format!("could not be started: {e}")),
                 }
@@ -116,6 +143,8 @@ impl Runner {
                     address: record.address,
                     process,
                     stopping: None,
+                    hook,
+                    terminate_hooked: self.terminating.is_empty(),
                     report,
                     published: None,
                 },
@@ -125,6 +154,30 @@ impl Runner {
         let mut forget = Vec::new();
         for (id, local) in &mut self.local {
             let record = records.iter().find(|r| &r.id == id);
+            if let Some(run) = finished(&mut local.hook).await {
+                if local.report.admitted || local.report.exited.is_some() {
+                    // The terminating hooks: the stop follows whatever they returned.
+                    tracing::info!(scaling_group = %group.name, instance = %id, "terminating hooks: {}", run.detail);
+                    local.terminate_hooked = true;
+                } else if run.result == HookResult::Continue {
+                    tracing::info!(scaling_group = %group.name, instance = %id, "launching hooks: {}; the fleet routes to it", run.detail);
+                    local.report.admitted = true;
+                } else {
+                    // Abandoned: stopped here, and reported as a launch that failed (the owner backs off
+                    // and replaces it).
+                    tracing::warn!(scaling_group = %group.name, instance = %id, "launching hooks: {}; abandoned", run.detail);
+                    local.report.exited =
+                        Some(format!("abandoned by its launching hooks ({})", run.detail));
+                    local.terminate_hooked = true;
+                    let process = local.process.take();
+                    local.stopping = Some(tokio::spawn(async move {
+                        match process {
+                            Some(p) => p.stop(stop_signal, stop_timeout).await,
+                            None => "not running".to_string(),
+                        }
+                    }));
+                }
+            }
             if let Some(p) = local.process.as_mut() {
                 if let Some(how) = p.exited() {
                     tracing::warn!(scaling_group = %group.name, instance = %id, "instance {how}");
@@ -138,6 +191,18 @@ impl Runner {
                 // gone was replaced (its process already exited) or its group retired: no one routes to
                 // it any more either way.
                 if record.is_some() && daemon.routes_or_drains(&group.target_group, local.address) {
+                    continue;
+                }
+                // Drained and still running: the terminating hooks first, then the stop.
+                if !local.terminate_hooked && local.process.is_some() {
+                    if local.hook.is_none() {
+                        local.hook = Some(tokio::spawn(hooks::run(
+                            self.terminating.clone(),
+                            id.clone(),
+                            local.address.to_string(),
+                            group.name.clone(),
+                        )));
+                    }
                     continue;
                 }
                 let process = local.process.take();
@@ -220,4 +285,16 @@ impl Runner {
         }
         load
     }
+}
+
+/// A hook run that has finished, taken out of `slot` (its result is ready: this does not wait).
+async fn finished(slot: &mut Option<JoinHandle<HookRun>>) -> Option<HookRun> {
+    if !slot.as_ref().is_some_and(|h| h.is_finished()) {
+        return None;
+    }
+    let run = slot.take()?.await;
+    Some(run.unwrap_or_else(|e| HookRun {
+        result: HookResult::Abandon,
+        detail: format!("hook task failed: {e}"),
+    }))
 }
