@@ -435,6 +435,42 @@ async fn the_command_provider_launches_terminates_and_readopts_after_a_restart()
     );
     assert_eq!(vm_pids(dir.path()), survivor);
     assert_eq!(get(&client::http1(), port, "/").await.status, 200);
+
+    // Down again, and the launch hook changed meanwhile: the machine it adopts was made by the older
+    // launch, so a refresh replaces it (launch first), and the records say which launch made what.
+    let mut second = second;
+    second.signal(libc::SIGTERM);
+    second.wait_exit(WAIT).await;
+    let changed = cfg
+        .replace("desired = 2", "desired = 1")
+        .replace("\"{id}\"]\nterminate", "\"{id}\", \"v2\"]\nterminate");
+    assert_ne!(changed, cfg.replace("desired = 2", "desired = 1"));
+    let third = Trellis::start_with(&changed, &[port], opts()).await;
+    let g = wait_group(&third, "the older machine replaced", |g| {
+        g["instance_refresh"]["status"] == "successful"
+            && g["instances"].as_array().is_some_and(|i| i.len() == 1)
+    })
+    .await;
+    let activities = g["activities"].to_string();
+    assert!(
+        activities.contains("made by an older launch"),
+        "{activities}"
+    );
+    assert!(
+        activities.contains("machines of an older launch were adopted"),
+        "{activities}"
+    );
+    eventually(WAIT, "the older machine stopped", || {
+        let pids = vm_pids(dir.path());
+        let old = survivor.clone();
+        async move { (pids.len() == 1 && pids != old).then_some(()) }
+    })
+    .await;
+    let records: Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("scaling-web.json")).unwrap())
+            .unwrap();
+    assert!(records[0]["launch"].is_string(), "{records}");
+    assert_eq!(get(&client::http1(), port, "/").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -290,6 +290,7 @@ fn spawn_group(
         refresh: None,
         vouch: Vec::new(),
         warm_fresh: Duration::ZERO,
+        older_marks: Default::default(),
         records: StateDir::choose(Some(daemon.state_dir().to_path_buf())),
         dirty: false,
         scheduler: scheduler(group),
@@ -466,12 +467,95 @@ pub fn save_machines(
     group: &str,
     machines: &[MachineRecord],
 ) -> std::io::Result<()> {
+    let marked: Vec<(MachineRecord, Mark)> = machines
+        .iter()
+        .map(|m| (m.clone(), Mark::default()))
+        .collect();
+    save_marked(state, group, &marked)
+}
+
+/// What a restart must know of a machine besides where it is: the launch that made it (a
+/// [`launch_identity`]), and whether it waits in the warm pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mark {
+    pub launch: Option<String>,
+    pub warm: bool,
+}
+
+fn save_marked(
+    state: &StateDir,
+    group: &str,
+    machines: &[(MachineRecord, Mark)],
+) -> std::io::Result<()> {
     let list: Vec<Value> = machines
         .iter()
-        .map(|(name, id, address)| json!({"name": name, "id": id, "address": address.to_string()}))
+        .map(|((name, id, address), mark)| {
+            let mut record = json!({"name": name, "id": id, "address": address.to_string()});
+            if let Some(launch) = &mark.launch {
+                record["launch"] = json!(launch);
+            }
+            if mark.warm {
+                record["warm"] = json!(true);
+            }
+            record
+        })
         .collect();
     let bytes = serde_json::to_vec_pretty(&list).unwrap_or_default();
     state.write_atomic(&machines_file(group), &bytes)
+}
+
+/// The marks of the recorded machines, by provider id (records from before marks have none).
+fn load_marks(state: &StateDir, group: &str) -> std::collections::HashMap<String, Mark> {
+    let Ok(Some(bytes)) = state.read(&machines_file(group)) else {
+        return Default::default();
+    };
+    let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&bytes) else {
+        return Default::default();
+    };
+    list.iter()
+        .filter_map(|r| {
+            let mark = Mark {
+                launch: r["launch"].as_str().map(str::to_string),
+                warm: r["warm"].as_bool().unwrap_or(false),
+            };
+            Some((r["id"].as_str()?.to_string(), mark))
+        })
+        .collect()
+}
+
+/// What makes an instance what it is, as a short digest: the command line and environment of a
+/// process, the launch hook of a machine. Timeouts and stop signals are left out: changing them does
+/// not make the running instances out of date.
+pub fn launch_identity(launch: &Launch) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    let mut put = |part: &str| {
+        digest.update(part.as_bytes());
+        digest.update([0]);
+    };
+    match launch {
+        Launch::Process(p) => {
+            put("process");
+            p.command.iter().for_each(|a| put(a));
+            for (k, v) in &p.env {
+                put(k);
+                put(v);
+            }
+            put(&p
+                .workdir
+                .as_ref()
+                .map(|w| w.display().to_string())
+                .unwrap_or_default());
+        }
+        Launch::Command(c) => {
+            put("command");
+            c.launch.iter().for_each(|a| put(a));
+        }
+    }
+    digest.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 enum Provider {
@@ -536,6 +620,8 @@ struct Controller {
     vouch: Vec<SocketAddr>,
     /// How recent a warm instance's last pass must be for it to go in service already healthy.
     warm_fresh: Duration,
+    /// Adopted machines made by an older launch: the launch identity they were recorded with.
+    older_marks: std::collections::HashMap<String, String>,
     /// Where the command provider's instance records are kept.
     records: StateDir,
     /// The set of members changed: the target group must be updated.
@@ -1061,6 +1147,8 @@ impl Controller {
             return;
         };
         let recorded = self.load_records();
+        let marks = load_marks(&self.records, &self.group.name);
+        let current = launch_identity(&self.group.launch);
         let existing = match c.list().await {
             None => recorded,
             Some(Ok(listed)) => listed
@@ -1083,24 +1171,45 @@ impl Controller {
             }
         };
         let now = Instant::now();
+        let mut older = 0;
         for (name, id, address) in existing {
+            let mark = marks.get(&id).cloned().unwrap_or_default();
+            // Made by another launch than the file's now: generation 0, which a refresh replaces.
+            let generation = match &mark.launch {
+                Some(launch) if *launch != current => {
+                    self.older_marks.insert(id.clone(), launch.clone());
+                    older += 1;
+                    0
+                }
+                _ => self.generation,
+            };
+            let what = match (generation, mark.warm) {
+                (0, _) => " (made by an older launch)",
+                (_, true) => " into the warm pool",
+                _ => "",
+            };
             self.activity(
                 "adopt",
-                format!("instance {name} ({id}) at {address} adopted"),
+                format!("instance {name} ({id}) at {address} adopted{what}"),
             );
+            let mut meta = Instance::launched(name.clone(), now);
+            let warm = mark.warm && generation != 0;
+            if warm {
+                meta.state = Lifecycle::Warmed;
+            }
             if let Some(n) = name.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()) {
                 self.next_id = self.next_id.max(n + 1);
             }
             self.instances.push(Live {
                 hook: None,
-                generation: self.generation,
+                generation,
                 warm_ready: false,
                 warm_passed_at: None,
                 probe: None,
                 reuse: false,
-                admitted: true,
+                admitted: !warm,
                 terminate_hooked: false,
-                meta: Instance::launched(name, now),
+                meta,
                 address,
                 handle: Some(Handle::Vm(id)),
                 retry_at: None,
@@ -1111,6 +1220,18 @@ impl Controller {
             self.dirty = true;
         }
         self.save_records();
+        if older > 0 && self.group.instance_refresh.on_launch_change {
+            // The launch changed while trellis was down: the same refresh a reload would start, but
+            // with nothing known to roll back to.
+            let mut preferences = self.group.instance_refresh;
+            preferences.auto_rollback = false;
+            let _ = self.start_refresh(
+                preferences,
+                "machines of an older launch were adopted",
+                0,
+                false,
+            );
+        }
     }
 
     fn load_records(&self) -> Vec<MachineRecord> {
@@ -1121,15 +1242,25 @@ impl Controller {
         if !matches!(self.provider, Provider::Command(_)) {
             return;
         }
-        let list: Vec<MachineRecord> = self
+        let list: Vec<(MachineRecord, Mark)> = self
             .instances
             .iter()
             .filter_map(|i| match &i.handle {
-                Some(Handle::Vm(id)) => Some((i.meta.id.clone(), id.clone(), i.address)),
+                Some(Handle::Vm(id)) => {
+                    let launch = match self.launch_of(i.generation) {
+                        Some(launch) => Some(launch_identity(launch)),
+                        None => self.older_marks.get(id).cloned(),
+                    };
+                    let mark = Mark {
+                        launch,
+                        warm: i.meta.state == Lifecycle::Warmed,
+                    };
+                    Some(((i.meta.id.clone(), id.clone(), i.address), mark))
+                }
                 _ => None,
             })
             .collect();
-        if let Err(e) = save_machines(&self.records, &self.group.name, &list) {
+        if let Err(e) = save_marked(&self.records, &self.group.name, &list) {
             tracing::error!(scaling_group = %self.group.name, error = %e, "cannot save instance records");
         }
     }

@@ -106,7 +106,7 @@ impl Running {
 
 impl Controller {
     /// The launch configuration of a generation this group has run (kept for a rollback).
-    fn launch_of(&self, generation: u64) -> Option<&Launch> {
+    pub(super) fn launch_of(&self, generation: u64) -> Option<&Launch> {
         self.launches
             .iter()
             .find(|(g, _)| *g == generation)

@@ -175,6 +175,10 @@ impl Controller {
                 format!("instance {id} taken from the warm pool into service"),
             );
         }
+        if !ready.is_empty() {
+            // A restart must adopt them as serving now, not as warm.
+            self.save_records();
+        }
         ready.len() as u32
     }
 
@@ -210,6 +214,7 @@ impl Controller {
         live.warm_ready = false;
         live.warm_passed_at = None;
         let id = live.meta.id.clone();
+        self.save_records();
         self.activity(
             "to_warm_pool",
             format!("instance {id} drained and returned to the warm pool (reuse_on_scale_in)"),
