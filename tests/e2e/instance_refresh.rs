@@ -181,6 +181,29 @@ async fn a_reload_that_changes_launch_replaces_every_instance_under_load_without
         .admin(reqwest::Method::GET, "/v1/scaling-groups/web/refresh", None)
         .await;
     assert_eq!((code, view["status"].as_str()), (200, Some("successful")));
+
+    // A change to how instances are stopped is not a new launch: nothing is replaced.
+    let ids = |g: &Value| -> Vec<String> {
+        g["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let before = group(&trellis).await;
+    let v2 = with_command(&cfg, &named("v2-"));
+    trellis.write_config(&v2.replace("stop_timeout = \"2s\"", "stop_timeout = \"3s\""));
+    assert_eq!(trellis.reload().await.0, 200);
+    let g = wait_group(&trellis, "the settings taken", |g| {
+        g["activities"]
+            .to_string()
+            .contains("no instance is replaced")
+    })
+    .await;
+    assert_eq!(g["instance_refresh"]["id"], 1, "{g:#}");
+    assert_eq!(g["launch_generation"], 2, "{g:#}");
+    assert_eq!(ids(&g), ids(&before), "no instance replaced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

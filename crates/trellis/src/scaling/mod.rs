@@ -724,7 +724,11 @@ impl Controller {
                         );
                     }
                     self.decider.reconfigure(&group);
-                    let launch_changed = group.launch != self.group.launch;
+                    // What makes an instance changed (its command, environment, launch hook), or
+                    // only how it is run (timeouts, stop signal, ports, log directory)?
+                    let launch_changed =
+                        launch_identity(&group.launch) != launch_identity(&self.group.launch);
+                    let settings_changed = !launch_changed && group.launch != self.group.launch;
                     if group.policies != self.group.policies {
                         self.scheduler = scheduler(&group);
                     }
@@ -748,6 +752,8 @@ impl Controller {
                                 "new launch settings apply to the next launches (on_launch_change = false)".into(),
                             );
                         }
+                    } else if settings_changed {
+                        self.resettle_launch();
                     }
                 }
                 Command::StartRefresh(overrides, reply) => {

@@ -128,6 +128,31 @@ impl Controller {
         self.generation
     }
 
+    /// The file's `launch` changed only in how instances are run (timeouts, stop signal, ports, log
+    /// directory): it applies from now on, without replacing anyone. Not while the group runs another
+    /// launch than the file's (after a rollback): that one's settings stay.
+    pub(super) fn resettle_launch(&mut self) {
+        let launch = self.group.launch.clone();
+        let current = self.generation;
+        let runs_the_file = self
+            .launch_of(current)
+            .is_some_and(|l| super::launch_identity(l) == super::launch_identity(&launch));
+        if !runs_the_file {
+            return;
+        }
+        self.provider = provider(&self.group.name, &launch);
+        for (g, l) in &mut self.launches {
+            if *g == current {
+                *l = launch.clone();
+            }
+        }
+        self.activity(
+            "reconfigure",
+            "new launch settings (not what makes an instance) apply from now on; no instance is replaced"
+                .into(),
+        );
+    }
+
     fn refresh_previous(&self) -> Option<u64> {
         self.refresh
             .as_ref()
