@@ -142,3 +142,28 @@ async fn with_reuse_on_scale_in_a_scale_in_returns_its_instances_to_the_pool() {
     assert_eq!(g["warm_pool"]["warmed"], 1, "{g:#}");
     assert_eq!(group(&trellis).await["in_service"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_warm_instance_that_never_passes_its_check_is_replaced() {
+    let port = free_port();
+    let mut cfg = config(port, 0, 2);
+    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    let start = cfg.find("command = [").unwrap();
+    let end = start + cfg[start..].find('\n').unwrap();
+    cfg.replace_range(start..end, "command = [\"sleep\", \"60\", \"{port}\"]");
+    let cfg = cfg.replace(
+        "health_check_grace_period = \"10s\"",
+        "health_check_grace_period = \"1s\"",
+    ) + "  [scaling_group.warm_pool]\n  size = 1\n";
+    let trellis = Trellis::start(&cfg, &[port]).await;
+    let g = wait_group(&trellis, "the first warm instance replaced", |g| {
+        g["activities"]
+            .to_string()
+            .contains("did not pass its health check within 1s 400ms")
+    })
+    .await;
+    assert_eq!(ready(&g), 0, "{g:#}");
+    assert_eq!(g["in_service"], 0, "{g:#}");
+    // The back-off holds the next try: a crash loop in the pool is no fork bomb either.
+    assert!(g["launch_backoff"]["failures"].as_u64() >= Some(1), "{g:#}");
+}

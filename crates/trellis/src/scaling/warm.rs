@@ -66,10 +66,21 @@ impl Controller {
         let kept = pool.len() - leaving.len();
         let mut warmed = Vec::new();
         let mut cooled = Vec::new();
+        let mut never = Vec::new();
+        let grace = self.group.health_check_grace_period;
         for &i in &pool {
             let live = &mut self.instances[i];
             if leaving.contains(&i) || live.hook.is_some() {
                 continue;
+            }
+            // As a pending instance is replaced when unhealthy past the grace period: a warm one that
+            // has not passed by then (and the checks an unhealthy verdict takes) is not going to.
+            if let Some(check) = check.as_ref().filter(|c| c.enabled && !live.warm_ready) {
+                let limit = grace + check.interval * check.unhealthy_threshold;
+                if now.saturating_duration_since(live.meta.launched_at) >= limit {
+                    never.push((i, limit));
+                    continue;
+                }
             }
             let Some(check) = check.as_ref().filter(|c| c.enabled) else {
                 // Health checks off: ready once its hooks are done, like a target that is `unavailable`.
@@ -112,6 +123,20 @@ impl Controller {
                 }
                 None => {}
             }
+        }
+        for (i, limit) in never {
+            let live = &mut self.instances[i];
+            live.meta.terminate();
+            let (id, generation) = (live.meta.id.clone(), live.generation);
+            let wait = self.backoff.failed(now);
+            self.activity(
+                "replace",
+                format!(
+                    "warm instance {id} did not pass its health check within {}; replacing it, next launch in {wait:?}",
+                    humantime::format_duration(limit)
+                ),
+            );
+            self.refresh_failure(generation, &format!("{id} never passed its health check"));
         }
         for (id, detail) in cooled {
             self.activity(
