@@ -317,9 +317,10 @@ async fn protect(daemon: &Arc<Daemon>, name: &str, id: &str, req: Request<Incomi
 /// store cannot be written (503, as for registrations).
 fn refused_reply(refused: crate::scaling::Refused) -> Reply {
     match refused {
+        // Removed by a reload a moment ago, or trellis is shutting down: try again (or not).
         crate::scaling::Refused::Stopped => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the scaling group has stopped",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scaling group has stopped (removed by a reload, or trellis is shutting down)",
         ),
         crate::scaling::Refused::Unavailable(message) => {
             error(StatusCode::SERVICE_UNAVAILABLE, &message)

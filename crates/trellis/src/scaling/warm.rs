@@ -57,10 +57,20 @@ impl Controller {
                 live.meta.launched_at,
             )
         });
+        // Past max_instance_lifetime in the pool: replaced there, not taken into service to be
+        // replaced at once.
+        let lifetime = self.group.max_instance_lifetime;
+        let expired = |i: usize| {
+            lifetime.is_some_and(|l| {
+                now.saturating_duration_since(self.instances[i].meta.launched_at) >= l
+            })
+        };
         let leaving: Vec<usize> = pool
             .iter()
             .enumerate()
-            .filter(|&(rank, &i)| rank >= size || self.instances[i].generation != self.generation)
+            .filter(|&(rank, &i)| {
+                rank >= size || self.instances[i].generation != self.generation || expired(i)
+            })
             .map(|(_, &i)| i)
             .collect();
         let kept = pool.len() - leaving.len();
