@@ -669,3 +669,126 @@ async fn in_a_fleet_lifecycle_hooks_run_on_the_instance_s_node_and_gate_its_rout
         "{line:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_refreshes_its_instances_when_the_launch_changes_and_on_request_without_a_failed_request(
+) {
+    let Some(etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/refresh";
+    let port = free_port();
+    let ports = instance_ports();
+    let ips = ["127.0.0.11", "127.0.0.12"];
+    let file = |name: &str, ip: &str| node_file(&etcd, prefix, name, ip);
+    let nodes = [
+        Trellis::start(&file("node-a", ips[0]), &[]).await,
+        Trellis::start(&file("node-b", ips[1]), &[]).await,
+    ];
+    let mut text = shared(port, ports, 2, 2);
+    text.truncate(text.find("[[scaling_group.policy]]").unwrap());
+    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    settled(&nodes[0], ports, 2, "two instances in service").await;
+
+    // Keep-alive clients at both nodes for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let served = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let mut load = Vec::new();
+    for ip in ips {
+        let (stop, failures, served) = (stop.clone(), failures.clone(), served.clone());
+        load.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            while !stop.load(Ordering::Relaxed) {
+                match client.get(format!("http://{ip}:{port}/")).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let by = r.headers().get("x-served-by").and_then(|v| v.to_str().ok());
+                        served.lock().unwrap().insert(by.unwrap_or("?").to_string());
+                    }
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("{ip}: {}", r.status())),
+                    Err(e) => failures.lock().unwrap().push(format!("{ip}: {e}")),
+                }
+            }
+        }));
+    }
+
+    // A new launch applied to the fleet: the owner refreshes every instance, launch first.
+    let v2 = text.replace("\"--name\", \"{id}\"", "\"--name\", \"v2-{id}\"");
+    assert_ne!(v2, text);
+    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &v2);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let g = eventually(WAIT, "the refresh to succeed", || async {
+        let g = group(&nodes[1]).await;
+        (g["instance_refresh"]["status"] == "successful").then_some(g)
+    })
+    .await;
+    assert_eq!(g["instance_refresh"]["id"], 1, "{g}");
+    settled(&nodes[0], ports, 2, "two new instances in service").await;
+    for _ in 0..10 {
+        let by = served_by(ips[0], port).await.unwrap_or_default();
+        assert!(by.starts_with("v2-"), "served by {by}");
+    }
+
+    // On request through the node that does not own it: the same launch, every instance again.
+    let owner = g["owner"].as_str().unwrap().to_string();
+    let other = if owner == "node-a" { 1 } else { 0 };
+    let before: BTreeSet<String> = g["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect();
+    let (code, view) = nodes[other]
+        .admin(
+            reqwest::Method::POST,
+            "/v1/scaling-groups/web/refresh",
+            None,
+        )
+        .await;
+    assert_eq!((code, view["id"].as_u64()), (201, Some(2)), "{view}");
+    let done = eventually(WAIT, "the requested refresh to succeed", || async {
+        let g = group(&nodes[other]).await;
+        (g["instance_refresh"]["id"] == 2 && g["instance_refresh"]["status"] == "successful")
+            .then_some(g)
+    })
+    .await;
+    assert!(
+        done["activities"]
+            .to_string()
+            .contains("requested through the API"),
+        "{done}"
+    );
+    let g = settled(&nodes[other], ports, 2, "two newer instances in service").await;
+    let after: BTreeSet<String> = g["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(before.is_disjoint(&after), "{before:?} → {after:?}");
+
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    let served = served.lock().unwrap().clone();
+    assert!(
+        served.iter().any(|s| s.starts_with("v2-")) && served.iter().any(|s| !s.starts_with("v2-")),
+        "{served:?}"
+    );
+}

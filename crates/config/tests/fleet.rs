@@ -174,12 +174,11 @@ fn fleet_settings_are_checked() {
 }
 
 #[test]
-fn single_node_scaling_features_are_refused_in_a_fleet_rather_than_ignored_and_scale_to_zero_is_not(
-) {
+fn what_a_fleet_does_not_run_is_refused_rather_than_ignored() {
     let node = parse(NODE, Path::new("node.toml")).expect("valid node file");
     let group = "\n[[scaling_group]]\nname = \"pool\"\ntarget_group = \"g\"\nmin = 0\nmax = 2\n\
                  [scaling_group.launch]\nprovider = \"process\"\ncommand = [\"x\", \"{port}\"]\nports = \"20000-20009\"\n\
-                 [scaling_group.instance_refresh]\nmin_healthy_percent = 50\n\
+                 [scaling_group.instance_refresh]\nmin_healthy_percent = 50\nauto_rollback = true\n\
                  [scaling_group.warm_pool]\nsize = 1\n\
                  [scaling_group.scale_to_zero]\nidle = \"1m\"\n\
                  [[scaling_group.lifecycle_hook]]\nname = \"h\"\ntransition = \"launching\"\ncommand = [\"true\"]\n";
@@ -189,15 +188,19 @@ fn single_node_scaling_features_are_refused_in_a_fleet_rather_than_ignored_and_s
         Path::new("shop.toml"),
         &node,
     ));
-    for key in ["instance_refresh", "warm_pool"] {
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.contains(&format!("scaling_group[0].{key}:"))
-                    && e.contains("single node only")),
-            "{key}: {errors:?}"
-        );
-    }
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("scaling_group[0].warm_pool:") && e.contains("single node only")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(
+            |e| e.contains("scaling_group[0].instance_refresh.auto_rollback:")
+                && e.contains("does not roll")
+        ),
+        "{errors:?}"
+    );
     // Scale to zero runs in a fleet: the owner scales to zero, and any node wakes the group. So do
     // lifecycle hooks, on the node that runs the instance; but not with the command provider's machines.
     assert!(

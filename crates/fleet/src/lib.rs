@@ -23,6 +23,7 @@ mod store;
 pub use error::FleetError;
 pub use nodes::{now, Lease, NodeInfo};
 pub use scaling::{
-    ActivityRecord, GroupState, GroupView, InstanceRecord, NodeLoad, Owner, OwnerWrite, Report,
+    ActivityRecord, GroupState, GroupView, InstanceRecord, NodeLoad, Owner, OwnerWrite,
+    RefreshRecord, RefreshRequest, Report,
 };
 pub use store::{Applied, ImportedGroup, Loaded, Registration, Store};

@@ -9,8 +9,9 @@
 //! - `instances/{id}`: [`InstanceRecord`], written by the owner;
 //! - `reports/{id}`: [`Report`], written by the node that runs the instance, under its lease;
 //! - `load/{node}`: [`NodeLoad`], written by every node, under its lease;
-//! - `requests/desired`, `requests/protect/{id}`: an operator's wish, written by whichever node's admin
-//!   API took it; the owner applies each once (it remembers the newest revision it applied).
+//! - `requests/desired`, `requests/protect/{id}`, `requests/wake`, `requests/refresh`: an operator's (or a
+//!   waiting request's) wish, written by whichever node took it; the owner applies each once (it
+//!   remembers the newest revision it applied).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,6 +40,46 @@ pub struct GroupState {
     /// The latest activities, oldest first.
     #[serde(default)]
     pub activities: Vec<ActivityRecord>,
+    /// The latest instance refresh (a new owner continues one in progress).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshRecord>,
+}
+
+/// An instance refresh as the owner keeps it in the group's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRecord {
+    pub id: u64,
+    /// `pending`, `in_progress`, `successful`, `failed`, `cancelled`.
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    /// Why it started.
+    #[serde(default)]
+    pub cause: String,
+    /// The launch instances are replaced with (its identity, as in [`InstanceRecord::launch`]).
+    pub target: String,
+    pub min_healthy_percent: u32,
+    pub max_healthy_percent: u32,
+    #[serde(default)]
+    pub percentage_complete: u32,
+    #[serde(default)]
+    pub skipped_protected: Vec<String>,
+    /// Milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    #[serde(default)]
+    pub ended_at_ms: Option<u64>,
+}
+
+/// An operator's refresh request: start one (with these overrides of the group's settings) or cancel
+/// the one in progress.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshRequest {
+    #[serde(default)]
+    pub cancel: bool,
+    #[serde(default)]
+    pub min_healthy_percent: Option<u32>,
+    #[serde(default)]
+    pub max_healthy_percent: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +113,10 @@ pub struct InstanceRecord {
     /// Leaving: taken out of every node's routing, drained, then stopped by its node.
     #[serde(default)]
     pub terminating: bool,
+    /// The identity of the launch that makes it (a digest of what makes an instance); a node starts
+    /// it only under the same launch. `None` in records from before: taken as the current launch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<String>,
 }
 
 /// What the node that runs an instance says about it.
@@ -149,6 +194,8 @@ pub struct GroupView {
     pub protect_requests: Vec<(String, bool, i64)>,
     /// The newest wake-up (a request waits at that node for a group scaled to zero), and its revision.
     pub wake_request: Option<(String, i64)>,
+    /// The newest refresh request, and its revision.
+    pub refresh_request: Option<(RefreshRequest, i64)>,
 }
 
 /// A fenced write of the owner: puts and deletes of keys under the group.
@@ -188,6 +235,10 @@ fn load_key(prefix: &str, group: &str, node: &str) -> String {
 
 fn desired_key(prefix: &str, group: &str) -> String {
     format!("{}requests/desired", keys::group(prefix, group))
+}
+
+fn refresh_key(prefix: &str, group: &str) -> String {
+    format!("{}requests/refresh", keys::group(prefix, group))
 }
 
 fn wake_key(prefix: &str, group: &str) -> String {
@@ -261,6 +312,10 @@ impl Store {
                 Some(("requests", "desired")) => {
                     let d: DesiredValue = serde_json::from_slice(value).map_err(corrupt)?;
                     view.desired_request = Some((d.desired, kv.mod_revision()));
+                }
+                Some(("requests", "refresh")) => {
+                    let r: RefreshRequest = serde_json::from_slice(value).map_err(corrupt)?;
+                    view.refresh_request = Some((r, kv.mod_revision()));
                 }
                 Some(("requests", "wake")) => {
                     let w: WakeValue = serde_json::from_slice(value).map_err(corrupt)?;
@@ -409,6 +464,22 @@ impl Store {
     pub async fn request_desired(&self, group: &str, desired: u32) -> Result<(), FleetError> {
         let key = desired_key(self.prefix(), group);
         let value = json(&DesiredValue { desired });
+        self.on_a_member(|mut client| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { client.put(key, value, None).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// An operator's instance refresh request (start or cancel), for the group's owner to apply.
+    pub async fn request_refresh(
+        &self,
+        group: &str,
+        request: &RefreshRequest,
+    ) -> Result<(), FleetError> {
+        let key = refresh_key(self.prefix(), group);
+        let value = json(request);
         self.on_a_member(|mut client| {
             let (key, value) = (key.clone(), value.clone());
             async move { client.put(key, value, None).await }

@@ -262,6 +262,7 @@ fn imported_groups(
                     in_service_at_ms: None,
                     protected: false,
                     terminating: false,
+                    launch: None,
                 })
                 .collect::<Vec<_>>();
             let activity = trellis_fleet::ActivityRecord {
@@ -283,6 +284,7 @@ fn imported_groups(
                     last_activity_ms: None,
                     requests_applied: 0,
                     activities: vec![activity],
+                    refresh: None,
                 },
                 instances,
             })

@@ -122,15 +122,18 @@ pub(crate) fn validate(
                     "warm pools run on a single node only for now, not in fleet mode",
                 );
             }
+            // A fleet's nodes know only the current launch: a refresh there fails instead of rolling
+            // back, and saying otherwise in the file would be a promise not kept.
             if doc
                 .scaling_groups
                 .get(i)
                 .and_then(Option::as_ref)
-                .is_some_and(|g| g.instance_refresh.is_some())
+                .and_then(|g| g.instance_refresh.as_ref())
+                .is_some_and(|r| r.auto_rollback == Some(true))
             {
                 d.err(
-                    &format!("scaling_group[{i}].instance_refresh"),
-                    "instance refresh runs on a single node only for now, not in fleet mode",
+                    &format!("scaling_group[{i}].instance_refresh.auto_rollback"),
+                    "a fleet does not roll a refresh back (its nodes know only the current launch): leave it out or set it to false",
                 );
             }
             // Hooks run on the node that runs the instance; a machine of the command provider has none.

@@ -53,7 +53,7 @@ impl Overrides {
         Ok(o)
     }
 
-    fn apply(self, base: InstanceRefresh) -> Result<InstanceRefresh, String> {
+    pub(super) fn apply(self, base: InstanceRefresh) -> Result<InstanceRefresh, String> {
         let p = InstanceRefresh {
             min_healthy_percent: self.min_healthy_percent.unwrap_or(base.min_healthy_percent),
             max_healthy_percent: self.max_healthy_percent.unwrap_or(base.max_healthy_percent),

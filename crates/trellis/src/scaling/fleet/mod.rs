@@ -27,8 +27,6 @@ use crate::store::FleetState;
 use owner::Owner;
 use runner::Runner;
 
-/// Instance refresh is refused in a fleet's configuration; the API says so too.
-const NO_REFRESH: &str = "instance refresh runs on a single node only for now, not in fleet mode";
 /// Requests held for a group at zero ask the owner to wake it at most this often (from each node).
 const WAKE_EVERY: Duration = Duration::from_secs(1);
 
@@ -207,14 +205,97 @@ impl FleetGroup {
                 }
                 Command::Retire => self.retiring = true,
                 Command::Wake => self.wake().await,
-                Command::StartRefresh(_, reply) => {
-                    let _ = reply.send(Err(Refused::Conflict(NO_REFRESH.into())));
+                Command::StartRefresh(overrides, reply) => {
+                    let _ = reply.send(self.start_refresh(overrides).await);
                 }
                 Command::CancelRefresh(reply) => {
-                    let _ = reply.send(Err(Refused::Conflict(NO_REFRESH.into())));
+                    let _ = reply.send(self.cancel_refresh().await);
                 }
             }
         }
+    }
+
+    /// The latest refresh as this node knows it (the owner's, or the stored state's).
+    fn latest_refresh(&self) -> Option<trellis_fleet::RefreshRecord> {
+        match &self.owner {
+            Some(owner) => owner.refresh_record(),
+            None => self.view.state.as_ref().and_then(|s| s.refresh.clone()),
+        }
+    }
+
+    /// `POST …/refresh` at this node: written to the store for the owner, which starts it.
+    async fn start_refresh(
+        &mut self,
+        overrides: super::RefreshOverrides,
+    ) -> Result<Value, Refused> {
+        let latest = self.latest_refresh();
+        if let Some(r) = latest
+            .as_ref()
+            .filter(|r| matches!(r.status.as_str(), "pending" | "in_progress"))
+        {
+            return Err(Refused::Conflict(format!(
+                "refresh {} is {}; cancel it first (DELETE)",
+                r.id, r.status
+            )));
+        }
+        if overrides.auto_rollback == Some(true) {
+            return Err(Refused::Invalid(
+                "auto_rollback: a fleet does not roll back (its nodes know only the current launch)".into(),
+            ));
+        }
+        let settings = overrides
+            .apply(self.group.instance_refresh)
+            .map_err(Refused::Invalid)?;
+        let request = trellis_fleet::RefreshRequest {
+            cancel: false,
+            min_healthy_percent: Some(settings.min_healthy_percent),
+            max_healthy_percent: Some(settings.max_healthy_percent),
+        };
+        self.fleet
+            .store
+            .request_refresh(&self.group.name, &request)
+            .await
+            .map_err(|e| Refused::Unavailable(e.to_string()))?;
+        // The owner numbers it next, in the order of the requests.
+        let id = latest.map_or(1, |r| r.id + 1);
+        Ok(json!({
+            "id": id,
+            "status": "pending",
+            "percentage_complete": 0,
+            "reason": "",
+            "cause": "requested through the API",
+            "rolling_back": false,
+            "min_healthy_percent": settings.min_healthy_percent,
+            "max_healthy_percent": settings.max_healthy_percent,
+            "auto_rollback": false,
+            "skipped_protected": [],
+        }))
+    }
+
+    /// `DELETE …/refresh` at this node: written to the store for the owner, which stops it.
+    async fn cancel_refresh(&mut self) -> Result<Value, Refused> {
+        let Some(latest) = self.latest_refresh() else {
+            return Err(Refused::Conflict("no instance refresh has run".into()));
+        };
+        if !matches!(latest.status.as_str(), "pending" | "in_progress") {
+            return Err(Refused::Conflict(format!(
+                "refresh {} is already {}",
+                latest.id, latest.status
+            )));
+        }
+        let request = trellis_fleet::RefreshRequest {
+            cancel: true,
+            ..Default::default()
+        };
+        self.fleet
+            .store
+            .request_refresh(&self.group.name, &request)
+            .await
+            .map_err(|e| Refused::Unavailable(e.to_string()))?;
+        let mut view = refresh_view(&latest);
+        view["status"] = json!("cancelled");
+        view["reason"] = json!("cancelled by an operator");
+        Ok(view)
     }
 
     /// A request waits here for the group (nothing serves it: scaled to zero, or its instances are not
@@ -477,7 +558,12 @@ impl FleetGroup {
             None => state.map(|s| s.activities.clone()).unwrap_or_default(),
         };
         let backoff = self.owner.as_ref().map(|o| o.backoff());
+        let refresh = match &self.owner {
+            Some(owner) => owner.refresh_record(),
+            None => state.and_then(|s| s.refresh.clone()),
+        };
         self.status.set(json!({
+            "instance_refresh": refresh.as_ref().map(refresh_view),
             "name": self.group.name,
             "target_group": self.group.target_group,
             "owner": self.view.owner.as_ref().map(|o| o.node.clone()),
@@ -584,4 +670,26 @@ async fn terminate_machines(
             }
         }
     }
+}
+
+/// A refresh record as `/v1/status` and `GET …/refresh` show it (the shape a single node's has).
+fn refresh_view(r: &trellis_fleet::RefreshRecord) -> Value {
+    let at = |ms: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+            .to_string()
+    };
+    json!({
+        "id": r.id,
+        "status": r.status,
+        "percentage_complete": r.percentage_complete,
+        "reason": r.reason,
+        "cause": r.cause,
+        "rolling_back": false,
+        "started_at": at(r.started_at_ms),
+        "ended_at": r.ended_at_ms.map(at),
+        "min_healthy_percent": r.min_healthy_percent,
+        "max_healthy_percent": r.max_healthy_percent,
+        "auto_rollback": false,
+        "skipped_protected": r.skipped_protected,
+    })
 }

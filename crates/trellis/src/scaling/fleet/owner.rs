@@ -17,8 +17,12 @@ use trellis_scaler::{renewal, Backoff, Decider, Instance, Lifecycle, Renewal, Re
 use trellis_targets::TargetState;
 
 use super::super::{
-    fire_scheduled, idle_to_zero, scheduler, wake, ScalingMetrics, Tally, Zero, ACTIVITIES,
+    fire_scheduled, idle_to_zero, launch_identity, scheduler, wake, ScalingMetrics, Tally, Zero,
+    ACTIVITIES,
 };
+
+mod refresh;
+pub use refresh::tag_launch;
 
 /// An instance that never reports (its node took the record but nothing came back) is replaced after
 /// its grace period, and never sooner than this.
@@ -57,6 +61,10 @@ pub(super) struct Owner {
     /// When the fleet last had a request for the group (or a wake): scale to zero counts from here. A
     /// new owner starts counting when it takes over.
     last_request: Instant,
+    /// The tag new records get: the launch's identity (with `#N` after an operator's refresh).
+    launch: String,
+    /// The latest instance refresh.
+    refresh: Option<refresh::FleetRefresh>,
     /// Command provider: instance ids to launch with the hook, taken by the group's task (hooks are
     /// slow and asynchronous; the decisions here are not).
     to_launch: Vec<String>,
@@ -154,8 +162,13 @@ impl Owner {
             last_evaluation: now,
             protection_noted: false,
             last_request: now,
+            launch: launch_identity(&group.launch),
+            refresh: None,
             to_launch: Vec::new(),
         };
+        if let Some(record) = view.state.as_ref().and_then(|s| s.refresh.as_ref()) {
+            owner.resume_refresh(group, record);
+        }
         let previous = match &view.state {
             Some(_) => "continuing from the stored state",
             None => "a new group",
@@ -169,6 +182,29 @@ impl Owner {
                 owner.decider.desired()
             ),
         );
+        // Instances of another launch than the configuration's (it changed while no node owned the
+        // group, or the last owner died before it saw it): the refresh a reload would have started.
+        let current = tag_launch(&owner.launch).to_string();
+        let older = owner.records.iter().any(|r| {
+            !r.terminating
+                && r.launch
+                    .as_deref()
+                    .is_some_and(|t| tag_launch(t) != current)
+        });
+        let running = owner
+            .refresh
+            .as_ref()
+            .is_some_and(|r| !r.refresh.status.is_done());
+        if older && !running && group.instance_refresh.on_launch_change {
+            let p = group.instance_refresh;
+            owner.start_refresh(
+                group,
+                (p.min_healthy_percent, p.max_healthy_percent),
+                "instances of an older launch found",
+                false,
+                metrics,
+            );
+        }
         owner
     }
 
@@ -183,6 +219,11 @@ impl Owner {
 
     pub fn activities(&self) -> &[ActivityRecord] {
         &self.activities
+    }
+
+    /// The latest refresh as it stands now.
+    pub fn refresh_record(&self) -> Option<trellis_fleet::RefreshRecord> {
+        self.refresh.as_ref().map(refresh::FleetRefresh::snapshot)
     }
 
     pub fn backoff(&self) -> &Backoff {
@@ -204,6 +245,25 @@ impl Owner {
         self.decider.reconfigure(group);
         if group.policies != old.policies {
             self.scheduler = scheduler(group);
+        }
+        if launch_identity(&group.launch) != launch_identity(&old.launch) {
+            self.launch = launch_identity(&group.launch);
+            if group.instance_refresh.on_launch_change {
+                let p = group.instance_refresh;
+                self.start_refresh(
+                    group,
+                    (p.min_healthy_percent, p.max_healthy_percent),
+                    "a reload changed launch",
+                    false,
+                    metrics,
+                );
+            } else {
+                self.stop_refresh(
+                    group,
+                    "stopped: a reload changed launch (on_launch_change = false)",
+                    metrics,
+                );
+            }
         }
     }
 
@@ -250,6 +310,7 @@ impl Owner {
             in_service_at_ms: None,
             protected: false,
             terminating: false,
+            launch: Some(self.launch.clone()),
         });
         self.changed.insert(id.to_string());
         let text = format!("instance {id} launched at {address} (id {provider_id})");
@@ -350,6 +411,7 @@ impl Owner {
                 .map(|at| ms_at(at, now_ms, now)),
             requests_applied: self.requests_applied,
             activities: self.activities.clone(),
+            refresh: self.refresh.as_ref().map(refresh::FleetRefresh::snapshot),
         }
     }
 
@@ -402,6 +464,40 @@ impl Owner {
                 }
             }
         }
+        if let Some((request, revision)) = &view.refresh_request {
+            if *revision > self.requests_applied {
+                newest = newest.max(*revision);
+                let running = self
+                    .refresh
+                    .as_ref()
+                    .filter(|r| !r.refresh.status.is_done())
+                    .map(|r| r.record.id);
+                match (request.cancel, running) {
+                    (true, Some(_)) => {
+                        self.stop_refresh(group, "cancelled by an operator", metrics)
+                    }
+                    (true, None) => {}
+                    (false, Some(id)) => {
+                        let text =
+                            format!("a refresh request was ignored: refresh {id} is in progress");
+                        self.activity(group, metrics, "refresh", text);
+                    }
+                    (false, None) => {
+                        let p = group.instance_refresh;
+                        self.start_refresh(
+                            group,
+                            (
+                                request.min_healthy_percent.unwrap_or(p.min_healthy_percent),
+                                request.max_healthy_percent.unwrap_or(p.max_healthy_percent),
+                            ),
+                            "requested through the API",
+                            true,
+                            metrics,
+                        );
+                    }
+                }
+            }
+        }
         for (id, protected, revision) in &view.protect_requests {
             if *revision <= self.requests_applied {
                 continue;
@@ -437,6 +533,9 @@ impl Owner {
         let alive = |node: &str| !settled || nodes.iter().any(|n| n.node == node);
         let grace = group.health_check_grace_period;
         let mut events = Vec::new();
+        // For a refresh: (the record's tag, why it failed before service, or None: it went in service).
+        let mut outcomes: Vec<(String, Option<String>)> = Vec::new();
+        let current = self.launch.clone();
         self.unreported.retain(|id, _| {
             self.records.iter().any(|r| &r.id == id) && !view.reports.contains_key(id)
         });
@@ -476,12 +575,17 @@ impl Owner {
                 ));
                 continue;
             }
+            let tag = record.launch.clone().unwrap_or_else(|| current.clone());
             if let Some(how) = report.and_then(|r| r.exited.as_deref()) {
                 let pending = record.in_service_at_ms.is_none();
+                if pending {
+                    outcomes.push((tag, Some(format!("{} {how}", record.id))));
+                }
                 events.push((record.id.clone(), "exited", how.to_string(), pending));
                 continue;
             }
             if unreported_for >= grace.max(REPORT_DEADLINE) {
+                outcomes.push((tag, Some(format!("{} never reported", record.id))));
                 events.push((
                     record.id.clone(),
                     "replace",
@@ -500,8 +604,12 @@ impl Owner {
                 record.in_service_at_ms = Some(now_ms);
                 self.changed.insert(record.id.clone());
                 self.backoff.succeeded();
+                outcomes.push((tag.clone(), None));
             }
             if let Some(Replace::Unhealthy(reason) | Replace::Exited(reason)) = replace {
+                if record.in_service_at_ms.is_none() {
+                    outcomes.push((tag, Some(format!("{} unhealthy: {reason}", record.id))));
+                }
                 record.terminating = true;
                 self.changed.insert(record.id.clone());
                 events.push((
@@ -510,6 +618,12 @@ impl Owner {
                     format!("unhealthy ({reason}); replacing it"),
                     false,
                 ));
+            }
+        }
+        for (tag, failure) in outcomes {
+            match failure {
+                Some(why) => self.refresh_failed(group, &tag, &why, metrics),
+                None => self.refresh_succeeded(&tag),
             }
         }
         for (id, kind, text, failed_launch) in events {
@@ -632,7 +746,10 @@ impl Owner {
         now_ms: u64,
         metrics: &ScalingMetrics,
     ) {
-        let desired = self.renew(group, now, now_ms, metrics);
+        let desired = match self.refresh_step(group, now, now_ms, metrics) {
+            Some(capacity) => capacity,
+            None => self.renew(group, now, now_ms, metrics),
+        };
         let live = self.records.iter().filter(|r| !r.terminating).count() as u32;
         if live <= desired {
             self.protection_noted = false;
@@ -663,6 +780,7 @@ impl Owner {
                     in_service_at_ms: None,
                     protected: false,
                     terminating: false,
+                    launch: Some(self.launch.clone()),
                 });
                 self.changed.insert(id.clone());
                 let text = format!("instance {id} placed on node {node} at {address}");

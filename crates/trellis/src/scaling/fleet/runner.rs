@@ -20,6 +20,8 @@ pub(super) struct Runner {
     provider: Option<ProcessProvider>,
     stop_signal: i32,
     stop_timeout: Duration,
+    /// The identity of the launch this node's configuration has (see `launch_identity`).
+    identity: String,
     /// The group's lifecycle hooks: run here, on the node that runs the instance.
     launching: Vec<LifecycleHook>,
     terminating: Vec<LifecycleHook>,
@@ -48,6 +50,7 @@ impl Runner {
             provider: None,
             stop_signal: libc::SIGTERM,
             stop_timeout: Duration::from_secs(10),
+            identity: String::new(),
             launching: Vec::new(),
             terminating: Vec::new(),
             local: BTreeMap::new(),
@@ -59,6 +62,7 @@ impl Runner {
     /// New launch settings apply to the next launches, as on a single node; new hooks to the next
     /// transitions.
     pub fn reconfigure(&mut self, group: &ScalingGroup) {
+        self.identity = super::super::launch_identity(&group.launch);
         self.launching = hooks::for_transition(&group.lifecycle_hooks, HookTransition::Launching);
         self.terminating =
             hooks::for_transition(&group.lifecycle_hooks, HookTransition::Terminating);
@@ -100,6 +104,15 @@ impl Runner {
             .filter(|r| r.node == self.node && r.provider_id.is_none());
         for record in mine {
             if self.local.contains_key(&record.id) {
+                continue;
+            }
+            // Placed under another launch than this node's configuration has: it has not reached this
+            // node yet (or has moved on); started once they agree.
+            let other_launch = record
+                .launch
+                .as_deref()
+                .is_some_and(|tag| super::owner::tag_launch(tag) != self.identity);
+            if other_launch && !record.terminating && !retiring {
                 continue;
             }
             let mut report = Report {
