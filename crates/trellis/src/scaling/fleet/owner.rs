@@ -247,6 +247,11 @@ impl Owner {
             self.scheduler = scheduler(group);
         }
         if launch_identity(&group.launch) != launch_identity(&old.launch) {
+            // Records from before tags were made by the launch that is going.
+            for r in self.records.iter_mut().filter(|r| r.launch.is_none()) {
+                r.launch = Some(self.launch.clone());
+                self.changed.insert(r.id.clone());
+            }
             self.launch = launch_identity(&group.launch);
             if group.instance_refresh.on_launch_change {
                 let p = group.instance_refresh;
