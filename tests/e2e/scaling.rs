@@ -446,11 +446,34 @@ async fn the_command_provider_launches_terminates_and_readopts_after_a_restart()
         .replace("\"{id}\"]\nterminate", "\"{id}\", \"v2\"]\nterminate");
     assert_ne!(changed, cfg.replace("desired = 2", "desired = 1"));
     let third = Trellis::start_with(&changed, &[port], opts()).await;
-    let g = wait_group(&third, "the older machine replaced", |g| {
-        g["instance_refresh"]["status"] == "successful"
-            && g["instances"].as_array().is_some_and(|i| i.len() == 1)
+    // Served throughout: the adopted machine stays until its replacement is in service.
+    eventually(WAIT, "the adopted machine serving", || async {
+        (get(&client::http1(), port, "/").await.status == 200).then_some(())
     })
     .await;
+    let mut failed = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    let g = loop {
+        let reply = get(&client::http1(), port, "/").await;
+        if reply.status != 200 {
+            failed.push(reply.status);
+        }
+        let g = group(&third).await;
+        if g["instance_refresh"]["status"] == "successful"
+            && g["instances"].as_array().is_some_and(|i| i.len() == 1)
+        {
+            break g;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no refresh within {WAIT:?}\n{g:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        failed.is_empty(),
+        "failed during the refresh: {failed:?}\n{g:#}"
+    );
     let activities = g["activities"].to_string();
     assert!(
         activities.contains("made by an older launch"),

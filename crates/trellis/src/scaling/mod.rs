@@ -524,8 +524,8 @@ fn load_marks(state: &StateDir, group: &str) -> std::collections::HashMap<String
 }
 
 /// What makes an instance what it is, as a short digest: the command line and environment of a
-/// process, the launch hook of a machine. Timeouts and stop signals are left out: changing them does
-/// not make the running instances out of date.
+/// process, the launch hook of a machine. Timeouts, stop signals and the working directory are left
+/// out: changing them does not make the running instances out of date.
 pub fn launch_identity(launch: &Launch) -> String {
     use sha2::{Digest, Sha256};
     let mut digest = Sha256::new();
@@ -541,11 +541,8 @@ pub fn launch_identity(launch: &Launch) -> String {
                 put(k);
                 put(v);
             }
-            put(&p
-                .workdir
-                .as_ref()
-                .map(|w| w.display().to_string())
-                .unwrap_or_default());
+            // Not `workdir`: a relative one resolves against each fleet node's own directory, and
+            // nodes must agree on what a launch is.
         }
         Launch::Command(c) => {
             put("command");
@@ -588,6 +585,8 @@ struct Live {
     warm_ready: bool,
     /// In the warm pool: when it last passed its health check.
     warm_passed_at: Option<Instant>,
+    /// In the warm pool with its launching hooks done: since when (its check's deadline runs from here).
+    warm_since: Option<Instant>,
     /// In the warm pool: its health probe under way.
     probe: Option<tokio::task::JoinHandle<trellis_targets::ProbeResult>>,
     /// Terminating for a scale-in: may go back to the warm pool once drained.
@@ -1106,6 +1105,7 @@ impl Controller {
                     generation: self.generation,
                     warm_ready: false,
                     warm_passed_at: None,
+                    warm_since: None,
                     probe: None,
                     reuse: false,
                 });
@@ -1202,6 +1202,14 @@ impl Controller {
             let warm = mark.warm && generation != 0;
             if warm {
                 meta.state = Lifecycle::Warmed;
+            } else if mark.warm {
+                // Warm, of an older launch: it never served; it goes.
+                meta.terminate();
+            } else {
+                // It served before the restart: in service (its checks replace it if it no longer
+                // answers), so that a refresh launches its replacement before it goes.
+                meta.state = Lifecycle::InService;
+                meta.in_service_at = Some(now);
             }
             if let Some(n) = name.rsplit('-').next().and_then(|n| n.parse::<u64>().ok()) {
                 self.next_id = self.next_id.max(n + 1);
@@ -1211,9 +1219,10 @@ impl Controller {
                 generation,
                 warm_ready: false,
                 warm_passed_at: None,
+                warm_since: None,
                 probe: None,
                 reuse: false,
-                admitted: !warm,
+                admitted: !mark.warm,
                 terminate_hooked: false,
                 meta,
                 address,

@@ -83,11 +83,13 @@ impl Controller {
             if leaving.contains(&i) || live.hook.is_some() {
                 continue;
             }
+            let since = *live.warm_since.get_or_insert(now);
             // As a pending instance is replaced when unhealthy past the grace period: a warm one that
-            // has not passed by then (and the checks an unhealthy verdict takes) is not going to.
+            // has not passed by then (and the checks an unhealthy verdict takes), counted from when it
+            // entered the pool with its hooks done, is not going to.
             if let Some(check) = check.as_ref().filter(|c| c.enabled && !live.warm_ready) {
                 let limit = grace + check.interval * check.unhealthy_threshold;
-                if now.saturating_duration_since(live.meta.launched_at) >= limit {
+                if now.saturating_duration_since(since) >= limit {
                     never.push((i, limit));
                     continue;
                 }
@@ -248,6 +250,7 @@ impl Controller {
         // Checked again before it serves: it may have changed while it drained.
         live.warm_ready = false;
         live.warm_passed_at = None;
+        live.warm_since = None;
         let id = live.meta.id.clone();
         self.save_records();
         self.activity(

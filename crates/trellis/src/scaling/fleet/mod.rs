@@ -197,7 +197,9 @@ impl FleetGroup {
                     if let Some(owner) = self.owner.as_mut() {
                         owner.reconfigure(&self.group, &group, &self.metrics);
                     }
-                    if group.launch != self.group.launch {
+                    if group.launch != self.group.launch
+                        || group.lifecycle_hooks != self.group.lifecycle_hooks
+                    {
                         self.runner.reconfigure(&group);
                         self.hooks = hooks(&group);
                     }

@@ -195,7 +195,14 @@ impl Owner {
             .refresh
             .as_ref()
             .is_some_and(|r| !r.refresh.status.is_done());
-        if older && !running && group.instance_refresh.on_launch_change {
+        // One to this launch that an operator cancelled, or that failed, is not started again by an
+        // owner change.
+        let settled = owner.refresh.as_ref().is_some_and(|r| {
+            tag_launch(&r.record.target) == current
+                && matches!(r.record.status.as_str(), "failed" | "cancelled")
+                && r.record.reason != "stopped: the launch changed while no node owned the group"
+        });
+        if older && !running && !settled && group.instance_refresh.on_launch_change {
             let p = group.instance_refresh;
             owner.start_refresh(
                 group,

@@ -35,8 +35,11 @@ struct Local {
     stopping: Option<JoinHandle<String>>,
     /// Its launching or terminating hooks, running.
     hook: Option<JoinHandle<HookRun>>,
-    /// Its terminating hooks have run (or there are none).
+    /// Its terminating hooks have run (or there were none when it drained).
     terminate_hooked: bool,
+    /// Its launching hooks abandoned it: reported as exited once it has stopped (so that its port is
+    /// free before the owner places a replacement).
+    abandoned: Option<String>,
     report: Report,
     /// The report as last written to the store.
     published: Option<Report>,
@@ -157,7 +160,8 @@ impl Runner {
                     process,
                     stopping: None,
                     hook,
-                    terminate_hooked: self.terminating.is_empty(),
+                    terminate_hooked: false,
+                    abandoned: None,
                     report,
                     published: None,
                 },
@@ -168,9 +172,12 @@ impl Runner {
         for (id, local) in &mut self.local {
             let record = records.iter().find(|r| &r.id == id);
             if let Some(run) = finished(&mut local.hook).await {
-                if local.report.admitted || local.report.exited.is_some() {
+                if local.report.admitted {
                     // The terminating hooks: the stop follows whatever they returned.
                     tracing::info!(scaling_group = %group.name, instance = %id, "terminating hooks: {}", run.detail);
+                    local.terminate_hooked = true;
+                } else if local.report.exited.is_some() {
+                    // It exited while its launching hooks ran: the owner replaces it anyway.
                     local.terminate_hooked = true;
                 } else if run.result == HookResult::Continue {
                     tracing::info!(scaling_group = %group.name, instance = %id, "launching hooks: {}; the fleet routes to it", run.detail);
@@ -179,7 +186,7 @@ impl Runner {
                     // Abandoned: stopped here, and reported as a launch that failed (the owner backs off
                     // and replaces it).
                     tracing::warn!(scaling_group = %group.name, instance = %id, "launching hooks: {}; abandoned", run.detail);
-                    local.report.exited =
+                    local.abandoned =
                         Some(format!("abandoned by its launching hooks ({})", run.detail));
                     local.terminate_hooked = true;
                     let process = local.process.take();
@@ -206,7 +213,11 @@ impl Runner {
                 if record.is_some() && daemon.routes_or_drains(&group.target_group, local.address) {
                     continue;
                 }
-                // Drained and still running: the terminating hooks first, then the stop.
+                // Drained and still running: the terminating hooks first (as configured now), then
+                // the stop.
+                if !local.terminate_hooked && self.terminating.is_empty() {
+                    local.terminate_hooked = true;
+                }
                 if !local.terminate_hooked && local.process.is_some() {
                     if local.hook.is_none() {
                         local.hook = Some(tokio::spawn(hooks::run(
@@ -228,8 +239,12 @@ impl Runner {
             }
             if local.stopping.as_ref().is_some_and(|s| s.is_finished()) {
                 local.stopping = None;
-                local.report.stopped = true;
                 local.report.pid = None;
+                match local.abandoned.take() {
+                    // Not a stop the owner asked for: a launch that failed.
+                    Some(why) => local.report.exited = Some(why),
+                    None => local.report.stopped = true,
+                }
                 tracing::info!(scaling_group = %group.name, instance = %id, "instance stopped on this node");
                 if record.is_none() {
                     forget.push(id.clone());
