@@ -403,6 +403,7 @@ async fn one_of_three_etcd_members_down_changes_nothing() {
     let node = Trellis::start(&node_file(&etcd, prefix, "node-a", "127.0.0.7"), &[]).await;
     // The member the node and the CLI list first goes.
     etcd.kill(0);
+    etcd.wait_healthy_after_kill().await;
     apply_and_serve(
         &etcd,
         prefix,

@@ -117,6 +117,10 @@ pub struct InstanceRecord {
     /// it only under the same launch. `None` in records from before: taken as the current launch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch: Option<String>,
+    /// Its launching hooks continued (as its node reported once): kept here, not only in the report,
+    /// which lives under the node's lease and is gone for a moment after an etcd outage.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub admitted: bool,
 }
 
 /// What the node that runs an instance says about it.

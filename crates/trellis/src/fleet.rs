@@ -263,6 +263,7 @@ fn imported_groups(
                     protected: false,
                     terminating: false,
                     launch: None,
+                    admitted: false,
                 })
                 .collect::<Vec<_>>();
             let activity = trellis_fleet::ActivityRecord {

@@ -125,6 +125,41 @@ impl Etcd {
         .await;
     }
 
+    /// Waits until a member still running answers `/health` as healthy: after a member was killed,
+    /// the others have a leader again (an election can take seconds on a loaded machine).
+    pub async fn wait_healthy_after_kill(&self) {
+        let alive: Vec<String> = self
+            .members
+            .iter()
+            .zip(&self.health)
+            .filter(|(m, _)| m.is_some())
+            .map(|(_, h)| h.clone())
+            .collect();
+        eventually(
+            Duration::from_secs(20),
+            "the etcd members left to have a leader",
+            || {
+                let alive = alive.clone();
+                async move {
+                    for health in alive {
+                        let Ok(resp) = reqwest::get(&health).await else {
+                            continue;
+                        };
+                        if resp
+                            .text()
+                            .await
+                            .is_ok_and(|t| t.contains("\"health\":\"true\""))
+                        {
+                            return Some(());
+                        }
+                    }
+                    None
+                }
+            },
+        )
+        .await;
+    }
+
     /// Kills every member (SIGKILL): the store is gone, its data stays.
     pub fn stop(&mut self) {
         for member in &mut self.members {

@@ -506,7 +506,11 @@ impl FleetGroup {
             records
                 .iter()
                 .filter(|r| !r.terminating)
-                .filter(|r| !hooked || self.view.reports.get(&r.id).is_some_and(|rep| rep.admitted))
+                .filter(|r| {
+                    !hooked
+                        || r.admitted
+                        || self.view.reports.get(&r.id).is_some_and(|rep| rep.admitted)
+                })
                 .map(|r| r.address)
                 .collect()
         };

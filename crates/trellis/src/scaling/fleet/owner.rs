@@ -323,6 +323,7 @@ impl Owner {
             protected: false,
             terminating: false,
             launch: Some(self.launch.clone()),
+            admitted: false,
         });
         self.changed.insert(id.to_string());
         let text = format!("instance {id} launched at {address} (id {provider_id})");
@@ -587,6 +588,10 @@ impl Owner {
                 ));
                 continue;
             }
+            if report.is_some_and(|r| r.admitted) && !record.admitted {
+                record.admitted = true;
+                self.changed.insert(record.id.clone());
+            }
             let tag = record.launch.clone().unwrap_or_else(|| current.clone());
             if let Some(how) = report.and_then(|r| r.exited.as_deref()) {
                 let pending = record.in_service_at_ms.is_none();
@@ -793,6 +798,7 @@ impl Owner {
                     protected: false,
                     terminating: false,
                     launch: Some(self.launch.clone()),
+                    admitted: false,
                 });
                 self.changed.insert(id.clone());
                 let text = format!("instance {id} placed on node {node} at {address}");
