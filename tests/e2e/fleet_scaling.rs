@@ -792,3 +792,100 @@ async fn a_fleet_refreshes_its_instances_when_the_launch_changes_and_on_request_
         "{served:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_s_warm_pool_serves_a_scale_out_in_well_under_a_boot_and_refills() {
+    let Some(etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/warm";
+    let port = free_port();
+    let ports = instance_ports();
+    let ips = ["127.0.0.13", "127.0.0.14"];
+    let file = |name: &str, ip: &str| node_file(&etcd, prefix, name, ip);
+    let nodes = [
+        Trellis::start(&file("node-a", ips[0]), &[]).await,
+        Trellis::start(&file("node-b", ips[1]), &[]).await,
+    ];
+    let mut text = shared(port, ports, 1, 3);
+    text.truncate(text.find("[[scaling_group.policy]]").unwrap());
+    // Instances that take 3 s to boot.
+    let start = text.find("command = [").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    text.replace_range(
+        start..end,
+        "command = [\"sh\", \"-c\", \"sleep 3; exec \\\"$0\\\" echo --listen $1:$2 --name $3 --workers 1\", \"{self}\", \"{host}\", \"{port}\", \"{id}\"]",
+    );
+    text.push_str("[scaling_group.warm_pool]\nsize = 2\n");
+    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready = |g: &Value| g["warm_pool"]["ready"].as_u64().unwrap_or(0);
+    let g = eventually(WAIT, "one in service and two warm", || async {
+        let g = group(&nodes[0]).await;
+        (g["in_service"] == 1 && ready(&g) == 2).then_some(g)
+    })
+    .await;
+    let warm: BTreeSet<String> = g["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["lifecycle"] == "warmed")
+        .filter_map(|i| i["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(warm.len(), 2, "{g}");
+    // Out of every node's routing while warm.
+    for ip in ips {
+        for _ in 0..5 {
+            let by = served_by(ip, port).await.unwrap_or_default();
+            assert!(!warm.contains(&by), "{by} is warm, yet served at {ip}");
+        }
+    }
+
+    let asked = Instant::now();
+    let (status, reply) = nodes[1]
+        .admin(
+            reqwest::Method::PUT,
+            "/v1/scaling-groups/web/desired",
+            Some(json!({"desired": 3})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let g = eventually(WAIT, "three in service", || async {
+        let g = group(&nodes[0]).await;
+        (g["in_service"] == 3).then_some(g)
+    })
+    .await;
+    let took = asked.elapsed();
+    eprintln!("fleet: desired 1 -> 3 in service with a warm pool: {took:?}");
+    assert!(
+        took < Duration::from_millis(2500),
+        "took {took:?} with a warm pool (a boot is 3 s)\n{g}"
+    );
+    assert!(
+        g["activities"]
+            .to_string()
+            .contains("taken from the warm pool into service"),
+        "{g}"
+    );
+    // Both nodes route to the instances that left the pool, and it refills.
+    for ip in ips {
+        let mut seen = BTreeSet::new();
+        for _ in 0..30 {
+            seen.extend(served_by(ip, port).await);
+        }
+        assert!(
+            warm.is_subset(&seen),
+            "{ip} serves {seen:?}, not all of {warm:?}"
+        );
+    }
+    eventually(WAIT, "the pool refilled", || async {
+        let g = group(&nodes[1]).await;
+        (g["in_service"] == 3 && ready(&g) == 2).then_some(())
+    })
+    .await;
+}

@@ -179,7 +179,7 @@ fn what_a_fleet_does_not_run_is_refused_rather_than_ignored() {
     let group = "\n[[scaling_group]]\nname = \"pool\"\ntarget_group = \"g\"\nmin = 0\nmax = 2\n\
                  [scaling_group.launch]\nprovider = \"process\"\ncommand = [\"x\", \"{port}\"]\nports = \"20000-20009\"\n\
                  [scaling_group.instance_refresh]\nmin_healthy_percent = 50\nauto_rollback = true\n\
-                 [scaling_group.warm_pool]\nsize = 1\n\
+                 [scaling_group.warm_pool]\nsize = 1\nreuse_on_scale_in = true\n\
                  [scaling_group.scale_to_zero]\nidle = \"1m\"\n\
                  [[scaling_group.lifecycle_hook]]\nname = \"h\"\ntransition = \"launching\"\ncommand = [\"true\"]\n";
     let shared = SHARED.replace("targets = [\"127.0.0.1:9001\"]", "targets = []");
@@ -189,9 +189,10 @@ fn what_a_fleet_does_not_run_is_refused_rather_than_ignored() {
         &node,
     ));
     assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("scaling_group[0].warm_pool:") && e.contains("single node only")),
+        errors.iter().any(
+            |e| e.contains("scaling_group[0].warm_pool.reuse_on_scale_in:")
+                && e.contains("single node only")
+        ),
         "{errors:?}"
     );
     assert!(
@@ -218,11 +219,13 @@ fn what_a_fleet_does_not_run_is_refused_rather_than_ignored() {
         Path::new("shop.toml"),
         &node,
     ));
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("scaling_group[0].lifecycle_hook[0]:")
-                && e.contains("command provider")),
-        "{errors:?}"
-    );
+    for key in ["lifecycle_hook[0]", "warm_pool"] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(&format!("scaling_group[0].{key}:"))
+                    && e.contains("command provider")),
+            "{key}: {errors:?}"
+        );
+    }
 }

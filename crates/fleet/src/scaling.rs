@@ -121,6 +121,9 @@ pub struct InstanceRecord {
     /// which lives under the node's lease and is gone for a moment after an etcd outage.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub admitted: bool,
+    /// In the warm pool: running, out of every node's routing, until a scale-out takes it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warm: bool,
 }
 
 /// What the node that runs an instance says about it.
@@ -144,6 +147,9 @@ pub struct Report {
     /// Its launching lifecycle hooks have continued (or it has none): the fleet may route to it.
     #[serde(default)]
     pub admitted: bool,
+    /// In the warm pool: it passed its health check, as its node probes it (lately).
+    #[serde(default)]
+    pub warm_ready: bool,
 }
 
 /// A node's request counters for the group's instances, by address: what the owner sums.

@@ -264,6 +264,7 @@ fn imported_groups(
                     terminating: false,
                     launch: None,
                     admitted: false,
+                    warm: false,
                 })
                 .collect::<Vec<_>>();
             let activity = trellis_fleet::ActivityRecord {

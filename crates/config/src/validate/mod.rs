@@ -116,11 +116,16 @@ pub(crate) fn validate(
     if node.is_some() {
         // What a fleet does not run yet is refused rather than silently skipped.
         for (i, group) in scaling_groups.iter().enumerate() {
-            if group.warm_pool.is_some() {
-                d.err(
+            match group.warm_pool {
+                Some(_) if matches!(group.launch, Launch::Command(_)) => d.err(
                     &format!("scaling_group[{i}].warm_pool"),
-                    "warm pools run on a single node only for now, not in fleet mode",
-                );
+                    "warm pools with the command provider run on a single node only for now, not in fleet mode",
+                ),
+                Some(pool) if pool.reuse_on_scale_in => d.err(
+                    &format!("scaling_group[{i}].warm_pool.reuse_on_scale_in"),
+                    "reuse_on_scale_in runs on a single node only for now, not in fleet mode",
+                ),
+                _ => {}
             }
             // A fleet's nodes know only the current launch: a refresh there fails instead of rolling
             // back, and saying otherwise in the file would be a promise not kept.

@@ -505,7 +505,7 @@ impl FleetGroup {
                 .any(|h| h.transition == trellis_config::HookTransition::Launching);
             records
                 .iter()
-                .filter(|r| !r.terminating)
+                .filter(|r| !r.terminating && !r.warm)
                 .filter(|r| {
                     !hooked
                         || r.admitted
@@ -540,6 +540,8 @@ impl FleetGroup {
         let lifecycle = |r: &InstanceRecord| {
             if r.terminating {
                 "terminating"
+            } else if r.warm {
+                "warmed"
             } else if r.in_service_at_ms.is_some() {
                 "in_service"
             } else {
@@ -558,6 +560,7 @@ impl FleetGroup {
         gauge("in_service", count("in_service"));
         gauge("pending", count("pending"));
         gauge("terminating", count("terminating"));
+        gauge("warmed", count("warmed"));
         let (now, now_ms) = (Instant::now(), owner::now_ms());
         let activities = match &self.owner {
             Some(owner) => owner.activities().to_vec(),
@@ -579,6 +582,14 @@ impl FleetGroup {
             "in_service": count("in_service"),
             "pending": count("pending"),
             "terminating": count("terminating"),
+            "warm_pool": self.group.warm_pool.map(|pool| json!({
+                "size": pool.size,
+                "reuse_on_scale_in": false,
+                "warmed": count("warmed"),
+                "ready": records.iter().filter(|r| {
+                    r.warm && !r.terminating && self.view.reports.get(&r.id).is_some_and(|rep| rep.warm_ready)
+                }).count(),
+            })),
             "scheduled": Vec::<Value>::new(),
             "launch_backoff": {
                 "failures": backoff.map_or(0, |b| b.failures()),
@@ -635,6 +646,7 @@ fn with_own_reports(
                 stopped: false,
                 cpu_ticks: None,
                 admitted: true,
+                warm_ready: false,
             },
         );
     }

@@ -63,6 +63,8 @@ pub(super) struct Owner {
     last_request: Instant,
     /// The tag new records get: the launch's identity (with `#N` after an operator's refresh).
     launch: String,
+    /// Warm records whose node reports them ready (as of the last round).
+    ready_warm: BTreeSet<String>,
     /// The latest instance refresh.
     refresh: Option<refresh::FleetRefresh>,
     /// Command provider: instance ids to launch with the hook, taken by the group's task (hooks are
@@ -163,6 +165,7 @@ impl Owner {
             protection_noted: false,
             last_request: now,
             launch: launch_identity(&group.launch),
+            ready_warm: BTreeSet::new(),
             refresh: None,
             to_launch: Vec::new(),
         };
@@ -298,6 +301,7 @@ impl Owner {
             self.next_evaluation = now + group.evaluation_period;
         }
         self.converge(group, nodes, now, now_ms, metrics);
+        self.tend_pool(group, nodes, now, now_ms, metrics);
     }
 
     /// Command provider: the instances to launch now, by id.
@@ -324,6 +328,7 @@ impl Owner {
             terminating: false,
             launch: Some(self.launch.clone()),
             admitted: false,
+            warm: false,
         });
         self.changed.insert(id.to_string());
         let text = format!("instance {id} launched at {address} (id {provider_id})");
@@ -549,6 +554,7 @@ impl Owner {
         // For a refresh: (the record's tag, why it failed before service, or None: it went in service).
         let mut outcomes: Vec<(String, Option<String>)> = Vec::new();
         let current = self.launch.clone();
+        let mut ready_warm = BTreeSet::new();
         self.unreported.retain(|id, _| {
             self.records.iter().any(|r| &r.id == id) && !view.reports.contains_key(id)
         });
@@ -588,6 +594,9 @@ impl Owner {
                 ));
                 continue;
             }
+            if record.warm && report.is_some_and(|r| r.warm_ready && r.exited.is_none()) {
+                ready_warm.insert(record.id.clone());
+            }
             if report.is_some_and(|r| r.admitted) && !record.admitted {
                 record.admitted = true;
                 self.changed.insert(record.id.clone());
@@ -609,6 +618,10 @@ impl Owner {
                     format!("node {} never reported it; replacing it", record.node),
                     true,
                 ));
+                continue;
+            }
+            // Warm: out of routing, so no node's checks speak for it (its node's probe does, above).
+            if record.warm {
                 continue;
             }
             let Some(state) = health(report) else {
@@ -637,6 +650,7 @@ impl Owner {
                 ));
             }
         }
+        self.ready_warm = ready_warm;
         for (tag, failure) in outcomes {
             match failure {
                 Some(why) => self.refresh_failed(group, &tag, &why, metrics),
@@ -705,7 +719,7 @@ impl Owner {
     ) {
         let period = now.saturating_duration_since(self.last_evaluation);
         let mut tally = Tally::default();
-        for record in self.records.iter().filter(|r| !r.terminating) {
+        for record in self.records.iter().filter(|r| !r.terminating && !r.warm) {
             let address = record.address.to_string();
             let (mut delta, mut in_flight) = (0, 0);
             for (node, load) in &view.loads {
@@ -767,10 +781,16 @@ impl Owner {
             Some(capacity) => capacity,
             None => self.renew(group, now, now_ms, metrics),
         };
-        let live = self.records.iter().filter(|r| !r.terminating).count() as u32;
+        let live = self
+            .records
+            .iter()
+            .filter(|r| !r.terminating && !r.warm)
+            .count() as u32;
         if live <= desired {
             self.protection_noted = false;
         }
+        // A scale-out takes ready warm instances first.
+        let live = live + self.take_warm(group, desired.saturating_sub(live), metrics);
         if live < desired && self.backoff.ready(now) && matches!(group.launch, Launch::Command(_)) {
             for _ in live..desired {
                 self.to_launch
@@ -799,6 +819,7 @@ impl Owner {
                     terminating: false,
                     launch: Some(self.launch.clone()),
                     admitted: false,
+                    warm: false,
                 });
                 self.changed.insert(id.clone());
                 let text = format!("instance {id} placed on node {node} at {address}");
@@ -806,7 +827,10 @@ impl Owner {
             }
         } else if live > desired {
             let mut candidates: Vec<usize> = (0..self.records.len())
-                .filter(|&i| !self.records[i].terminating && !self.records[i].protected)
+                .filter(|&i| {
+                    let r = &self.records[i];
+                    !r.terminating && !r.protected && !r.warm
+                })
                 .collect();
             candidates.sort_by_key(|&i| self.records[i].launched_at_ms);
             if group.termination_policy == TerminationPolicy::Newest {
@@ -834,6 +858,101 @@ impl Owner {
         }
     }
 
+    /// Takes up to `wanted` ready warm records of the current launch into service, oldest first:
+    /// every node routes to them from now on. Returns how many.
+    fn take_warm(&mut self, group: &ScalingGroup, wanted: u32, metrics: &ScalingMetrics) -> u32 {
+        let mut ready: Vec<usize> = (0..self.records.len())
+            .filter(|&i| {
+                let r = &self.records[i];
+                r.warm
+                    && !r.terminating
+                    && self.ready_warm.contains(&r.id)
+                    && r.launch.as_deref().unwrap_or(&self.launch) == self.launch
+            })
+            .collect();
+        ready.sort_by_key(|&i| self.records[i].launched_at_ms);
+        ready.truncate(wanted as usize);
+        for &i in &ready {
+            let record = &mut self.records[i];
+            record.warm = false;
+            let id = record.id.clone();
+            self.ready_warm.remove(&id);
+            self.changed.insert(id.clone());
+            let text = format!("instance {id} taken from the warm pool into service");
+            self.activity(group, metrics, "warm_to_service", text);
+        }
+        ready.len() as u32
+    }
+
+    /// Keeps `warm_pool.size` warm records of the current launch (ready ones first, then the oldest);
+    /// the others leave, and the pool refills on the nodes that run the fewest.
+    fn tend_pool(
+        &mut self,
+        group: &ScalingGroup,
+        nodes: &[NodeInfo],
+        now: Instant,
+        now_ms: u64,
+        metrics: &ScalingMetrics,
+    ) {
+        let size = group.warm_pool.map_or(0, |p| p.size as usize);
+        let mut pool: Vec<usize> = (0..self.records.len())
+            .filter(|&i| self.records[i].warm && !self.records[i].terminating)
+            .collect();
+        pool.sort_by_key(|&i| {
+            let r = &self.records[i];
+            (
+                r.launch.as_deref().unwrap_or(&self.launch) != self.launch,
+                !self.ready_warm.contains(&r.id),
+                r.launched_at_ms,
+            )
+        });
+        let mut kept = 0;
+        let mut leaving = Vec::new();
+        for &i in &pool {
+            let r = &self.records[i];
+            if kept < size && r.launch.as_deref().unwrap_or(&self.launch) == self.launch {
+                kept += 1;
+            } else {
+                leaving.push(i);
+            }
+        }
+        for i in leaving {
+            let record = &mut self.records[i];
+            record.terminating = true;
+            let id = record.id.clone();
+            self.changed.insert(id.clone());
+            let text = format!("warm instance {id} terminating: the pool no longer needs it");
+            self.activity(group, metrics, "terminate", text);
+        }
+        if kept >= size || !self.backoff.ready(now) || nodes.is_empty() {
+            return;
+        }
+        for _ in kept..size {
+            let id = format!("{}-{}", group.name, self.next_id);
+            let Some((node, address)) = self.place(group, nodes) else {
+                break;
+            };
+            self.next_id += 1;
+            self.records.push(InstanceRecord {
+                id: id.clone(),
+                node: node.clone(),
+                provider_id: None,
+                address,
+                launched_at_ms: now_ms,
+                in_service_at_ms: None,
+                protected: false,
+                terminating: false,
+                launch: Some(self.launch.clone()),
+                admitted: false,
+                warm: true,
+            });
+            self.changed.insert(id.clone());
+            let text =
+                format!("instance {id} placed on node {node} at {address}, into the warm pool");
+            self.activity(group, metrics, "launch", text);
+        }
+    }
+
     /// `max_instance_lifetime`, as on a single node (see `trellis_scaler::renewal`): one over desired
     /// while an old instance's replacement starts, then the old one drains. Returns the capacity to
     /// converge to.
@@ -846,7 +965,7 @@ impl Owner {
     ) -> u32 {
         let desired = self.decider.desired();
         let live: Vec<usize> = (0..self.records.len())
-            .filter(|&i| !self.records[i].terminating)
+            .filter(|&i| !self.records[i].terminating && !self.records[i].warm)
             .collect();
         let instances: Vec<Instance> = live
             .iter()

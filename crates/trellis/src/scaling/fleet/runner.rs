@@ -40,6 +40,9 @@ struct Local {
     /// Its launching hooks abandoned it: reported as exited once it has stopped (so that its port is
     /// free before the owner places a replacement).
     abandoned: Option<String>,
+    /// In the warm pool: its health probe under way, and when it last passed.
+    probe: Option<JoinHandle<trellis_targets::ProbeResult>>,
+    passed_at: Option<std::time::Instant>,
     report: Report,
     /// The report as last written to the store.
     published: Option<Report>,
@@ -126,6 +129,7 @@ impl Runner {
                 stopped: false,
                 cpu_ticks: None,
                 admitted: false,
+                warm_ready: false,
             };
             let mut process = None;
             let mut hook = None;
@@ -162,12 +166,23 @@ impl Runner {
                     hook,
                     terminate_hooked: false,
                     abandoned: None,
+                    probe: None,
+                    passed_at: None,
                     report,
                     published: None,
                 },
             );
         }
         let (stop_signal, stop_timeout) = (self.stop_signal, self.stop_timeout);
+        let check = daemon
+            .current()
+            .file
+            .target_groups
+            .iter()
+            .find(|t| t.name == group.target_group)
+            .map(|t| t.health_check.clone())
+            .filter(|c| c.enabled);
+        let now = std::time::Instant::now();
         let mut forget = Vec::new();
         for (id, local) in &mut self.local {
             let record = records.iter().find(|r| &r.id == id);
@@ -204,6 +219,10 @@ impl Runner {
                     local.process = None;
                     local.report.exited = Some(how);
                 }
+            }
+            let warm = record.is_some_and(|r| r.warm && !r.terminating);
+            if warm && local.process.is_some() && local.report.admitted {
+                probe_warm(local, check.as_ref(), now).await;
             }
             let leaving = retiring || record.is_none_or(|r| r.terminating);
             if leaving && local.stopping.is_none() && !local.report.stopped {
@@ -325,4 +344,39 @@ async fn finished(slot: &mut Option<JoinHandle<HookRun>>) -> Option<HookRun> {
         result: HookResult::Abandon,
         detail: format!("hook task failed: {e}"),
     }))
+}
+
+/// A warm instance is probed here, with its target group's check: every round until it passes, then
+/// at the check's interval; its report says whether it is ready. Checks off: ready at once.
+async fn probe_warm(
+    local: &mut Local,
+    check: Option<&trellis_config::HealthCheck>,
+    now: std::time::Instant,
+) {
+    let Some(check) = check else {
+        local.report.warm_ready = true;
+        return;
+    };
+    match local.probe.take() {
+        Some(probe) if !probe.is_finished() => local.probe = Some(probe),
+        Some(probe) => {
+            if let Ok(result) = probe.await {
+                local.report.warm_ready = result.passed;
+                if result.passed {
+                    local.passed_at = Some(now);
+                }
+            }
+        }
+        None if !local.report.warm_ready
+            || local
+                .passed_at
+                .is_none_or(|at| now.saturating_duration_since(at) >= check.interval) =>
+        {
+            let (check, address) = (check.clone(), local.address);
+            local.probe = Some(tokio::spawn(async move {
+                trellis_health::probe(&check, address).await
+            }));
+        }
+        None => {}
+    }
 }

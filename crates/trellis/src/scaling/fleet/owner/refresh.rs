@@ -164,7 +164,7 @@ impl Owner {
         let mut stopped = Vec::new();
         for r in &mut self.records {
             let tagged = r.launch.as_deref().unwrap_or(&self.launch) == tag;
-            if tagged && !r.terminating && r.in_service_at_ms.is_none() {
+            if tagged && !r.terminating && !r.warm && r.in_service_at_ms.is_none() {
                 r.terminating = true;
                 stopped.push(r.id.clone());
             }
@@ -222,7 +222,7 @@ impl Owner {
             return None;
         }
         let live: Vec<usize> = (0..self.records.len())
-            .filter(|&i| !self.records[i].terminating)
+            .filter(|&i| !self.records[i].terminating && !self.records[i].warm)
             .collect();
         let instances: Vec<(Instance, u64)> = live
             .iter()
