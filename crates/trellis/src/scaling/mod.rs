@@ -443,6 +443,14 @@ fn machines_file(group: &str) -> String {
 /// The machines a single node's command provider recorded for `group` (what a restart adopts, and what
 /// `trellis fleet import` takes into a fleet). Unreadable records are reported and ignored.
 pub fn load_machines(state: &StateDir, group: &str) -> Vec<MachineRecord> {
+    load_marked(state, group)
+        .into_iter()
+        .map(|(machine, _)| machine)
+        .collect()
+}
+
+/// The recorded machines with their marks (records from before marks have default ones).
+fn load_marked(state: &StateDir, group: &str) -> Vec<(MachineRecord, Mark)> {
     let file = machines_file(group);
     let Ok(Some(bytes)) = state.read(&file) else {
         return Vec::new();
@@ -453,11 +461,16 @@ pub fn load_machines(state: &StateDir, group: &str) -> Vec<MachineRecord> {
     };
     list.iter()
         .filter_map(|r| {
-            Some((
+            let machine = (
                 r["name"].as_str()?.to_string(),
                 r["id"].as_str()?.to_string(),
                 r["address"].as_str()?.parse().ok()?,
-            ))
+            );
+            let mark = Mark {
+                launch: r["launch"].as_str().map(str::to_string),
+                warm: r["warm"].as_bool().unwrap_or(false),
+            };
+            Some((machine, mark))
         })
         .collect()
 }
@@ -502,25 +515,6 @@ fn save_marked(
         .collect();
     let bytes = serde_json::to_vec_pretty(&list).unwrap_or_default();
     state.write_atomic(&machines_file(group), &bytes)
-}
-
-/// The marks of the recorded machines, by provider id (records from before marks have none).
-fn load_marks(state: &StateDir, group: &str) -> std::collections::HashMap<String, Mark> {
-    let Ok(Some(bytes)) = state.read(&machines_file(group)) else {
-        return Default::default();
-    };
-    let Ok(Value::Array(list)) = serde_json::from_slice::<Value>(&bytes) else {
-        return Default::default();
-    };
-    list.iter()
-        .filter_map(|r| {
-            let mark = Mark {
-                launch: r["launch"].as_str().map(str::to_string),
-                warm: r["warm"].as_bool().unwrap_or(false),
-            };
-            Some((r["id"].as_str()?.to_string(), mark))
-        })
-        .collect()
 }
 
 /// What makes an instance what it is, as a short digest: the command line and environment of a
@@ -581,14 +575,10 @@ struct Live {
     hook: Option<tokio::task::JoinHandle<hooks::HookRun>>,
     /// The launch generation it was launched from (see `refresh`).
     generation: u64,
-    /// In the warm pool: its launching hooks are done and it passed its health check.
-    warm_ready: bool,
-    /// In the warm pool: when it last passed its health check.
-    warm_passed_at: Option<Instant>,
+    /// In the warm pool: its own health checking.
+    warm: warm::WarmProbe,
     /// In the warm pool with its launching hooks done: since when (its check's deadline runs from here).
     warm_since: Option<Instant>,
-    /// In the warm pool: its health probe under way.
-    probe: Option<tokio::task::JoinHandle<trellis_targets::ProbeResult>>,
     /// Terminating for a scale-in: may go back to the warm pool once drained.
     reuse: bool,
     /// Registered in the target group: false while its launching hooks run.
@@ -837,7 +827,7 @@ impl Controller {
             let live = self.instances.remove(i);
             self.dirty = true;
             let never_served = live.meta.state == Lifecycle::Pending
-                || (live.meta.state == Lifecycle::Warmed && !live.warm_ready);
+                || (live.meta.state == Lifecycle::Warmed && !live.warm.is_ready());
             if never_served {
                 let wait = self.backoff.failed(now);
                 self.activity(
@@ -1103,10 +1093,8 @@ impl Controller {
                     last_cpu: None,
                     stop_signal: self.stop_signal(),
                     generation: self.generation,
-                    warm_ready: false,
-                    warm_passed_at: None,
+                    warm: warm::WarmProbe::default(),
                     warm_since: None,
-                    probe: None,
                     reuse: false,
                 });
                 self.dirty |= !warm;
@@ -1152,8 +1140,12 @@ impl Controller {
         let Provider::Command(c) = &self.provider else {
             return;
         };
-        let recorded = self.load_records();
-        let marks = load_marks(&self.records, &self.group.name);
+        let marked = load_marked(&self.records, &self.group.name);
+        let marks: std::collections::HashMap<String, Mark> = marked
+            .iter()
+            .map(|((_, id, _), mark)| (id.clone(), mark.clone()))
+            .collect();
+        let recorded: Vec<MachineRecord> = marked.into_iter().map(|(m, _)| m).collect();
         let current = launch_identity(&self.group.launch);
         let existing = match c.list().await {
             None => recorded,
@@ -1217,10 +1209,8 @@ impl Controller {
             self.instances.push(Live {
                 hook: None,
                 generation,
-                warm_ready: false,
-                warm_passed_at: None,
+                warm: warm::WarmProbe::default(),
                 warm_since: None,
-                probe: None,
                 reuse: false,
                 admitted: !mark.warm,
                 terminate_hooked: false,
@@ -1247,10 +1237,6 @@ impl Controller {
                 false,
             );
         }
-    }
-
-    fn load_records(&self) -> Vec<MachineRecord> {
-        load_machines(&self.records, &self.group.name)
     }
 
     fn save_records(&self) {
@@ -1488,7 +1474,7 @@ impl Controller {
                 "address": i.address.to_string(),
                 "lifecycle": i.meta.state.as_str(),
                 "generation": i.generation,
-                "warm_ready": (i.meta.state == Lifecycle::Warmed).then_some(i.warm_ready),
+                "warm_ready": (i.meta.state == Lifecycle::Warmed).then_some(i.warm.is_ready()),
                 "health": daemon
                     .targets
                     .get(&self.group.target_group, i.address)

@@ -3,8 +3,10 @@
 //! of waiting for a boot. The pool always holds the current launch: instances of an older generation
 //! leave it, and it refills after every scale-out.
 
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
+use tokio::task::JoinHandle;
 use trellis_config::HealthCheck;
 use trellis_scaler::Lifecycle;
 use trellis_targets::ProbeResult;
@@ -12,23 +14,107 @@ use trellis_targets::ProbeResult;
 use super::Controller;
 use crate::daemon::Daemon;
 
-impl Controller {
-    fn health_check(daemon: &Daemon, target_group: &str) -> Option<HealthCheck> {
-        daemon
-            .current()
-            .file
-            .target_groups
-            .iter()
-            .find(|t| t.name == target_group)
-            .map(|t| t.health_check.clone())
+/// The health check of `target_group` as the configuration has it now, when it is on.
+pub(super) fn enabled_check(daemon: &Daemon, target_group: &str) -> Option<HealthCheck> {
+    daemon
+        .current()
+        .file
+        .target_groups
+        .iter()
+        .find(|t| t.name == target_group)
+        .map(|t| t.health_check.clone())
+        .filter(|c| c.enabled)
+}
+
+/// A warm instance's own health checking, on a single node and on a fleet's node alike (no prober of
+/// the health checker looks at it: it is in no target group). It is probed with its target group's
+/// check every tick until it passes (a boot is what the pool hides), then every `interval`, so that
+/// one that stops answering is not put in service.
+#[derive(Default)]
+pub(super) struct WarmProbe {
+    probe: Option<JoinHandle<ProbeResult>>,
+    passed_at: Option<Instant>,
+    ready: bool,
+}
+
+/// What one step of a [`WarmProbe`] saw.
+pub(super) enum Probed {
+    Same,
+    /// It passed, and was not ready before: the probe's detail.
+    Ready(String),
+    /// It failed, and was ready before.
+    Lost(String),
+}
+
+impl WarmProbe {
+    pub fn is_ready(&self) -> bool {
+        self.ready
     }
 
+    /// Health checks off: ready at once, as a target that is `unavailable` takes requests. Whether it
+    /// was not before.
+    pub fn ready_unchecked(&mut self) -> bool {
+        !std::mem::replace(&mut self.ready, true)
+    }
+
+    /// Whether it last passed within `window`.
+    pub fn passed_within(&self, window: Duration) -> bool {
+        self.passed_at.is_some_and(|at| at.elapsed() <= window)
+    }
+
+    /// Takes a finished probe's result, or starts the next probe when one is due.
+    pub async fn step(&mut self, check: &HealthCheck, address: SocketAddr, now: Instant) -> Probed {
+        match self.probe.take() {
+            Some(probe) if !probe.is_finished() => {
+                self.probe = Some(probe);
+                Probed::Same
+            }
+            Some(probe) => {
+                let Ok(result) = probe.await else {
+                    return Probed::Same;
+                };
+                match (result.passed, self.ready) {
+                    (true, was_ready) => {
+                        self.passed_at = Some(now);
+                        self.ready = true;
+                        if was_ready {
+                            Probed::Same
+                        } else {
+                            Probed::Ready(result.detail)
+                        }
+                    }
+                    (false, true) => {
+                        self.ready = false;
+                        Probed::Lost(result.detail)
+                    }
+                    (false, false) => Probed::Same,
+                }
+            }
+            None if !self.ready
+                || self
+                    .passed_at
+                    .is_none_or(|at| now.saturating_duration_since(at) >= check.interval) =>
+            {
+                let check = check.clone();
+                self.probe = Some(tokio::spawn(async move {
+                    trellis_health::probe(&check, address).await
+                }));
+                Probed::Same
+            }
+            None => Probed::Same,
+        }
+    }
+}
+
+impl Controller {
     /// Warm instances that may go in service now: launching hooks done, health check passed.
     pub(super) fn warm_ready(&self) -> usize {
         self.instances
             .iter()
             .filter(|i| {
-                i.meta.state == Lifecycle::Warmed && i.warm_ready && i.generation == self.generation
+                i.meta.state == Lifecycle::Warmed
+                    && i.warm.is_ready()
+                    && i.generation == self.generation
             })
             .count()
     }
@@ -40,10 +126,10 @@ impl Controller {
             (Some(pool), false) => pool.size as usize,
             _ => 0,
         };
-        let check = Self::health_check(daemon, &self.group.target_group);
+        let check = enabled_check(daemon, &self.group.target_group);
         self.warm_fresh = check
             .as_ref()
-            .map_or(std::time::Duration::ZERO, |c| c.interval + c.timeout);
+            .map_or(Duration::ZERO, |c| c.interval + c.timeout);
         // Which warm instances the pool keeps: of the current launch, ready ones first (an instance
         // back from a scale-in beats one still booting), then the oldest.
         let mut pool: Vec<usize> = (0..self.instances.len())
@@ -53,7 +139,7 @@ impl Controller {
             let live = &self.instances[i];
             (
                 live.generation != self.generation,
-                !live.warm_ready,
+                !live.warm.is_ready(),
                 live.meta.launched_at,
             )
         });
@@ -87,53 +173,23 @@ impl Controller {
             // As a pending instance is replaced when unhealthy past the grace period: a warm one that
             // has not passed by then (and the checks an unhealthy verdict takes), counted from when it
             // entered the pool with its hooks done, is not going to.
-            if let Some(check) = check.as_ref().filter(|c| c.enabled && !live.warm_ready) {
+            if let Some(check) = check.as_ref().filter(|_| !live.warm.is_ready()) {
                 let limit = grace + check.interval * check.unhealthy_threshold;
                 if now.saturating_duration_since(since) >= limit {
                     never.push((i, limit));
                     continue;
                 }
             }
-            let Some(check) = check.as_ref().filter(|c| c.enabled) else {
-                // Health checks off: ready once its hooks are done, like a target that is `unavailable`.
-                if !live.warm_ready {
-                    live.warm_ready = true;
+            let Some(check) = check.as_ref() else {
+                if live.warm.ready_unchecked() {
                     warmed.push((live.meta.id.clone(), "health checks are off".into()));
                 }
                 continue;
             };
-            match live.probe.take() {
-                Some(probe) if !probe.is_finished() => live.probe = Some(probe),
-                Some(probe) => {
-                    let Ok(result) = probe.await else { continue };
-                    match (result.passed, live.warm_ready) {
-                        (true, was_ready) => {
-                            live.warm_passed_at = Some(now);
-                            if !was_ready {
-                                live.warm_ready = true;
-                                warmed.push((live.meta.id.clone(), result.detail));
-                            }
-                        }
-                        (false, true) => {
-                            live.warm_ready = false;
-                            cooled.push((live.meta.id.clone(), result.detail));
-                        }
-                        (false, false) => {}
-                    }
-                }
-                // Until it first passes, every tick (a boot is what the pool hides); then at the check's
-                // interval, so that a warm instance that stops answering is not put in service.
-                None if !live.warm_ready
-                    || live
-                        .warm_passed_at
-                        .is_none_or(|at| now.saturating_duration_since(at) >= check.interval) =>
-                {
-                    let (check, address) = (check.clone(), live.address);
-                    live.probe = Some(tokio::spawn(async move {
-                        trellis_health::probe(&check, address).await
-                    }));
-                }
-                None => {}
+            match live.warm.step(check, live.address, now).await {
+                Probed::Same => {}
+                Probed::Ready(detail) => warmed.push((live.meta.id.clone(), detail)),
+                Probed::Lost(detail) => cooled.push((live.meta.id.clone(), detail)),
             }
         }
         for (i, limit) in never {
@@ -189,7 +245,7 @@ impl Controller {
             .filter(|&i| {
                 let live = &self.instances[i];
                 live.meta.state == Lifecycle::Warmed
-                    && live.warm_ready
+                    && live.warm.is_ready()
                     && live.generation == self.generation
             })
             .collect();
@@ -200,11 +256,11 @@ impl Controller {
             let live = &mut self.instances[i];
             live.meta.state = Lifecycle::Pending;
             live.admitted = true;
-            live.warm_ready = false;
             // Healthy at once only on a pass within the check's interval; else its prober decides.
-            if live.warm_passed_at.is_some_and(|at| at.elapsed() <= fresh) {
+            if live.warm.passed_within(fresh) {
                 self.vouch.push(live.address);
             }
+            live.warm = WarmProbe::default();
             let id = live.meta.id.clone();
             self.dirty = true;
             self.activity(
@@ -248,8 +304,7 @@ impl Controller {
         live.meta.in_service_at = None;
         live.admitted = false;
         // Checked again before it serves: it may have changed while it drained.
-        live.warm_ready = false;
-        live.warm_passed_at = None;
+        live.warm = WarmProbe::default();
         live.warm_since = None;
         let id = live.meta.id.clone();
         self.save_records();

@@ -799,31 +799,13 @@ impl Owner {
             }
         } else if live < desired && self.backoff.ready(now) && !nodes.is_empty() {
             for _ in live..desired {
-                let id = format!("{}-{}", group.name, self.next_id);
-                let Some((node, address)) = self.place(group, nodes) else {
+                if let Err(id) = self.place_instance(group, nodes, now_ms, false, metrics) {
                     let wait = self.backoff.failed(now);
                     let text =
                         format!("cannot launch {id}: no free port left; next try in {wait:?}");
                     self.activity(group, metrics, "launch_failed", text);
                     break;
-                };
-                self.next_id += 1;
-                self.records.push(InstanceRecord {
-                    id: id.clone(),
-                    node: node.clone(),
-                    provider_id: None,
-                    address,
-                    launched_at_ms: now_ms,
-                    in_service_at_ms: None,
-                    protected: false,
-                    terminating: false,
-                    launch: Some(self.launch.clone()),
-                    admitted: false,
-                    warm: false,
-                });
-                self.changed.insert(id.clone());
-                let text = format!("instance {id} placed on node {node} at {address}");
-                self.activity(group, metrics, "launch", text);
+                }
             }
         } else if live > desired {
             let mut candidates: Vec<usize> = (0..self.records.len())
@@ -928,29 +910,46 @@ impl Owner {
             return;
         }
         for _ in kept..size {
-            let id = format!("{}-{}", group.name, self.next_id);
-            let Some((node, address)) = self.place(group, nodes) else {
+            if self
+                .place_instance(group, nodes, now_ms, true, metrics)
+                .is_err()
+            {
                 break;
-            };
-            self.next_id += 1;
-            self.records.push(InstanceRecord {
-                id: id.clone(),
-                node: node.clone(),
-                provider_id: None,
-                address,
-                launched_at_ms: now_ms,
-                in_service_at_ms: None,
-                protected: false,
-                terminating: false,
-                launch: Some(self.launch.clone()),
-                admitted: false,
-                warm: true,
-            });
-            self.changed.insert(id.clone());
-            let text =
-                format!("instance {id} placed on node {node} at {address}, into the warm pool");
-            self.activity(group, metrics, "launch", text);
+            }
         }
+    }
+
+    /// A new record of the current launch on the node [`Owner::place`] picks, in service or into the
+    /// warm pool; the id it would have had when no node has a free port.
+    fn place_instance(
+        &mut self,
+        group: &ScalingGroup,
+        nodes: &[NodeInfo],
+        now_ms: u64,
+        warm: bool,
+        metrics: &ScalingMetrics,
+    ) -> Result<(), String> {
+        let id = format!("{}-{}", group.name, self.next_id);
+        let (node, address) = self.place(group, nodes).ok_or_else(|| id.clone())?;
+        self.next_id += 1;
+        self.records.push(InstanceRecord {
+            id: id.clone(),
+            node: node.clone(),
+            provider_id: None,
+            address,
+            launched_at_ms: now_ms,
+            in_service_at_ms: None,
+            protected: false,
+            terminating: false,
+            launch: Some(self.launch.clone()),
+            admitted: false,
+            warm,
+        });
+        self.changed.insert(id.clone());
+        let into = if warm { ", into the warm pool" } else { "" };
+        let text = format!("instance {id} placed on node {node} at {address}{into}");
+        self.activity(group, metrics, "launch", text);
+        Ok(())
     }
 
     /// `max_instance_lifetime`, as on a single node (see `trellis_scaler::renewal`): one over desired

@@ -12,6 +12,7 @@ use trellis_fleet::{InstanceRecord, NodeLoad, Report};
 use trellis_scaler::{ProcessInstance, ProcessProvider};
 
 use super::super::hooks::{self, HookRun};
+use super::super::warm::{enabled_check, WarmProbe};
 use crate::daemon::Daemon;
 
 pub(super) struct Runner {
@@ -40,9 +41,8 @@ struct Local {
     /// Its launching hooks abandoned it: reported as exited once it has stopped (so that its port is
     /// free before the owner places a replacement).
     abandoned: Option<String>,
-    /// In the warm pool: its health probe under way, and when it last passed.
-    probe: Option<JoinHandle<trellis_targets::ProbeResult>>,
-    passed_at: Option<std::time::Instant>,
+    /// In the warm pool: its own health checking.
+    warm: WarmProbe,
     report: Report,
     /// The report as last written to the store.
     published: Option<Report>,
@@ -166,22 +166,14 @@ impl Runner {
                     hook,
                     terminate_hooked: false,
                     abandoned: None,
-                    probe: None,
-                    passed_at: None,
+                    warm: WarmProbe::default(),
                     report,
                     published: None,
                 },
             );
         }
         let (stop_signal, stop_timeout) = (self.stop_signal, self.stop_timeout);
-        let check = daemon
-            .current()
-            .file
-            .target_groups
-            .iter()
-            .find(|t| t.name == group.target_group)
-            .map(|t| t.health_check.clone())
-            .filter(|c| c.enabled);
+        let check = enabled_check(daemon, &group.target_group);
         let now = std::time::Instant::now();
         let mut forget = Vec::new();
         for (id, local) in &mut self.local {
@@ -222,7 +214,15 @@ impl Runner {
             }
             let warm = record.is_some_and(|r| r.warm && !r.terminating);
             if warm && local.process.is_some() && local.report.admitted {
-                probe_warm(local, check.as_ref(), now).await;
+                match check.as_ref() {
+                    Some(check) => {
+                        local.warm.step(check, local.address, now).await;
+                    }
+                    None => {
+                        local.warm.ready_unchecked();
+                    }
+                }
+                local.report.warm_ready = local.warm.is_ready();
             }
             let leaving = retiring || record.is_none_or(|r| r.terminating);
             if leaving && local.stopping.is_none() && !local.report.stopped {
@@ -344,39 +344,4 @@ async fn finished(slot: &mut Option<JoinHandle<HookRun>>) -> Option<HookRun> {
         result: HookResult::Abandon,
         detail: format!("hook task failed: {e}"),
     }))
-}
-
-/// A warm instance is probed here, with its target group's check: every round until it passes, then
-/// at the check's interval; its report says whether it is ready. Checks off: ready at once.
-async fn probe_warm(
-    local: &mut Local,
-    check: Option<&trellis_config::HealthCheck>,
-    now: std::time::Instant,
-) {
-    let Some(check) = check else {
-        local.report.warm_ready = true;
-        return;
-    };
-    match local.probe.take() {
-        Some(probe) if !probe.is_finished() => local.probe = Some(probe),
-        Some(probe) => {
-            if let Ok(result) = probe.await {
-                local.report.warm_ready = result.passed;
-                if result.passed {
-                    local.passed_at = Some(now);
-                }
-            }
-        }
-        None if !local.report.warm_ready
-            || local
-                .passed_at
-                .is_none_or(|at| now.saturating_duration_since(at) >= check.interval) =>
-        {
-            let (check, address) = (check.clone(), local.address);
-            local.probe = Some(tokio::spawn(async move {
-                trellis_health::probe(&check, address).await
-            }));
-        }
-        None => {}
-    }
 }
