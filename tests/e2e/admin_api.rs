@@ -8,6 +8,7 @@ use reqwest::header::{HeaderMap, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
+use crate::scaling::drop_policies;
 use crate::support::config::{
     admin_with_token, forward_to, listener, service, target_group, targets, ADMIN_TOKEN,
 };
@@ -146,7 +147,7 @@ async fn a_scaling_group_is_not_resized_by_a_put_that_is_not_json() {
     let port = free_port();
     let mut cfg = crate::scaling::config(port, 0, 3);
     // No policy, no instance: only the operator could move desired here.
-    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    drop_policies(&mut cfg);
     let trellis = Trellis::start(&cfg, &[port]).await;
     let admin = trellis.admin_port.unwrap();
     let desired = "/v1/scaling-groups/web/desired";

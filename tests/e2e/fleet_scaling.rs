@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::fleet::{apply, fleet_cli, fleet_status, node_file, served_by};
+use crate::scaling::{drop_policies, set_command};
 use crate::support::etcd::Etcd;
 use crate::support::{eventually, free_port, instance_ports, Trellis};
 
@@ -108,6 +109,24 @@ fn nodes_of(g: &Value) -> BTreeSet<String> {
         .flatten()
         .filter_map(|i| i["node"].as_str().map(str::to_string))
         .collect()
+}
+
+/// Two fleet nodes, `node-a` and `node-b`, serving on `ips` under `prefix`.
+async fn two_nodes(etcd: &Etcd, prefix: &str, ips: [&str; 2]) -> [Trellis; 2] {
+    [
+        Trellis::start(&node_file(etcd, prefix, "node-a", ips[0]), &[]).await,
+        Trellis::start(&node_file(etcd, prefix, "node-b", ips[1]), &[]).await,
+    ]
+}
+
+/// `trellis fleet apply` of `text` as shop.toml, which must be accepted.
+fn applied(etcd: &Etcd, prefix: &str, dir: &std::path::Path, text: &str) {
+    let out = apply(etcd, prefix, dir, "shop.toml", text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -282,13 +301,8 @@ async fn an_etcd_outage_longer_than_the_lease_replaces_nothing_and_scaling_resum
     let b = Trellis::start(&node_file(&etcd, prefix, "node-b", ips[1]), &[]).await;
     let mut text = shared(port, ports, 2, 4);
     // No policy: only the operator moves desired.
-    text.truncate(text.find("[[scaling_group.policy]]").unwrap());
-    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    drop_policies(&mut text);
+    applied(&etcd, prefix, dir.path(), &text);
     settled(&a, ports, 2, "two instances in service").await;
     let before = running(ports);
 
@@ -365,12 +379,7 @@ async fn command_hooks_run_on_the_owner_and_a_new_owner_keeps_the_machines() {
         Some(Trellis::start(&node_file(&etcd, prefix, "node-b", ips[1]), &[]).await),
     ];
     let text = with_hooks(shared(port, (1, 1), 1, 3), dir.path());
-    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    applied(&etcd, prefix, dir.path(), &text);
 
     let a = nodes[0].as_ref().unwrap();
     let g = eventually(WAIT, "two machines in service", || async {
@@ -531,20 +540,11 @@ async fn a_fleet_group_at_zero_is_woken_by_a_request_at_any_node_and_goes_back_t
     let port = free_port();
     let ports = instance_ports();
     let ips = ["127.0.0.7", "127.0.0.8"];
-    let file = |name: &str, ip: &str| node_file(&etcd, prefix, name, ip);
-    let nodes = [
-        Trellis::start(&file("node-a", ips[0]), &[]).await,
-        Trellis::start(&file("node-b", ips[1]), &[]).await,
-    ];
+    let nodes = two_nodes(&etcd, prefix, ips).await;
     let mut text = shared(port, ports, 0, 1);
-    text.truncate(text.find("[[scaling_group.policy]]").unwrap());
+    drop_policies(&mut text);
     text.push_str("[scaling_group.scale_to_zero]\nidle = \"2s\"\nwake_timeout = \"20s\"\n");
-    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    applied(&etcd, prefix, dir.path(), &text);
     let g = eventually(WAIT, "an owner at desired 0", || async {
         let g = group(&nodes[0]).await;
         g["owner"].is_string().then_some(g)
@@ -607,13 +607,9 @@ async fn in_a_fleet_lifecycle_hooks_run_on_the_instance_s_node_and_gate_its_rout
     let port = free_port();
     let ports = instance_ports();
     let ips = ["127.0.0.9", "127.0.0.10"];
-    let file = |name: &str, ip: &str| node_file(&etcd, prefix, name, ip);
-    let nodes = [
-        Trellis::start(&file("node-a", ips[0]), &[]).await,
-        Trellis::start(&file("node-b", ips[1]), &[]).await,
-    ];
+    let nodes = two_nodes(&etcd, prefix, ips).await;
     let mut text = shared(port, ports, 1, 2).replace("desired = 1", "desired = 2");
-    text.truncate(text.find("[[scaling_group.policy]]").unwrap());
+    drop_policies(&mut text);
     // The launching hook abandons web-1 only; the terminating one asks the leaving instance for its
     // health and keeps the status line it got.
     text.push_str(&format!(
@@ -624,12 +620,7 @@ async fn in_a_fleet_lifecycle_hooks_run_on_the_instance_s_node_and_gate_its_rout
          timeout = \"5s\"\n",
         seen.display()
     ));
-    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    applied(&etcd, prefix, dir.path(), &text);
     let g = settled(&nodes[0], ports, 2, "two admitted instances in service").await;
     let ids: BTreeSet<String> = g["instances"]
         .as_array()
@@ -681,19 +672,10 @@ async fn a_fleet_refreshes_its_instances_when_the_launch_changes_and_on_request_
     let port = free_port();
     let ports = instance_ports();
     let ips = ["127.0.0.11", "127.0.0.12"];
-    let file = |name: &str, ip: &str| node_file(&etcd, prefix, name, ip);
-    let nodes = [
-        Trellis::start(&file("node-a", ips[0]), &[]).await,
-        Trellis::start(&file("node-b", ips[1]), &[]).await,
-    ];
+    let nodes = two_nodes(&etcd, prefix, ips).await;
     let mut text = shared(port, ports, 2, 2);
-    text.truncate(text.find("[[scaling_group.policy]]").unwrap());
-    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    drop_policies(&mut text);
+    applied(&etcd, prefix, dir.path(), &text);
     settled(&nodes[0], ports, 2, "two instances in service").await;
 
     // Keep-alive clients at both nodes for the whole test.
@@ -724,12 +706,7 @@ async fn a_fleet_refreshes_its_instances_when_the_launch_changes_and_on_request_
     // A new launch applied to the fleet: the owner refreshes every instance, launch first.
     let v2 = text.replace("\"--name\", \"{id}\"", "\"--name\", \"v2-{id}\"");
     assert_ne!(v2, text);
-    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &v2);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    applied(&etcd, prefix, dir.path(), &v2);
     let g = eventually(WAIT, "the refresh to succeed", || async {
         let g = group(&nodes[1]).await;
         (g["instance_refresh"]["status"] == "successful").then_some(g)
@@ -803,27 +780,13 @@ async fn a_fleet_s_warm_pool_serves_a_scale_out_in_well_under_a_boot_and_refills
     let port = free_port();
     let ports = instance_ports();
     let ips = ["127.0.0.13", "127.0.0.14"];
-    let file = |name: &str, ip: &str| node_file(&etcd, prefix, name, ip);
-    let nodes = [
-        Trellis::start(&file("node-a", ips[0]), &[]).await,
-        Trellis::start(&file("node-b", ips[1]), &[]).await,
-    ];
+    let nodes = two_nodes(&etcd, prefix, ips).await;
     let mut text = shared(port, ports, 1, 3);
-    text.truncate(text.find("[[scaling_group.policy]]").unwrap());
+    drop_policies(&mut text);
     // Instances that take 3 s to boot.
-    let start = text.find("command = [").unwrap();
-    let end = start + text[start..].find('\n').unwrap();
-    text.replace_range(
-        start..end,
-        "command = [\"sh\", \"-c\", \"sleep 3; exec \\\"$0\\\" echo --listen $1:$2 --name $3 --workers 1\", \"{self}\", \"{host}\", \"{port}\", \"{id}\"]",
-    );
+    set_command(&mut text, "[\"sh\", \"-c\", \"sleep 3; exec \\\"$0\\\" echo --listen $1:$2 --name $3 --workers 1\", \"{self}\", \"{host}\", \"{port}\", \"{id}\"]");
     text.push_str("[scaling_group.warm_pool]\nsize = 2\n");
-    let out = apply(&etcd, prefix, dir.path(), "shop.toml", &text);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    applied(&etcd, prefix, dir.path(), &text);
     let ready = |g: &Value| g["warm_pool"]["ready"].as_u64().unwrap_or(0);
     let g = eventually(WAIT, "one in service and two warm", || async {
         let g = group(&nodes[0]).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::scaling::{config, group, wait_group};
+use crate::scaling::{config, drop_policies, group, set_command, wait_group};
 use crate::support::client::{self, get};
 use crate::support::{free_port, Trellis};
 
@@ -98,16 +98,14 @@ fn fewest_healthy(trellis: &Trellis) -> (Arc<AtomicBool>, tokio::task::JoinHandl
 
 fn without_policies(port: u16, min: u32, max: u32) -> String {
     let mut cfg = config(port, min, max);
-    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    drop_policies(&mut cfg);
     cfg
 }
 
-/// The launch command line replaced by `command`.
+/// `cfg` with its launch command replaced by `command`.
 fn with_command(cfg: &str, command: &str) -> String {
-    let start = cfg.find("command = [").unwrap();
-    let end = start + cfg[start..].find('\n').unwrap();
     let mut out = cfg.to_string();
-    out.replace_range(start..end, &format!("command = {command}"));
+    set_command(&mut out, command);
     out
 }
 

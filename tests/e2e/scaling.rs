@@ -32,6 +32,19 @@ evaluation_period = \"500ms\"\nscale_in_window = \"1500ms\"\ncooldown = \"1s\"\n
     )
 }
 
+/// A configuration's scaling group without its policies (and what follows them): only operators, and
+/// what a test adds after, move its capacity.
+pub(crate) fn drop_policies(text: &mut String) {
+    text.truncate(text.find("[[scaling_group.policy]]").unwrap());
+}
+
+/// The launch `command` line replaced by `command` (a TOML array).
+pub(crate) fn set_command(text: &mut String, command: &str) {
+    let start = text.find("command = [").unwrap();
+    let end = start + text[start..].find('\n').unwrap();
+    text.replace_range(start..end, &format!("command = {command}"));
+}
+
 pub(crate) async fn group(trellis: &Trellis) -> Value {
     trellis.status().await["scaling_groups"][0].clone()
 }
@@ -181,7 +194,7 @@ async fn desired_set_by_hand_is_clamped_and_scale_in_spares_a_protected_instance
     let port = free_port();
     let mut cfg = config(port, 1, 3);
     // No policy: only the operator moves desired here.
-    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    drop_policies(&mut cfg);
     let trellis = Trellis::start(&cfg, &[port]).await;
     wait_group(&trellis, "one instance in service", |g| {
         g["in_service"] == 1
@@ -633,7 +646,7 @@ async fn a_dip_shorter_than_the_scale_in_window_sheds_no_instance() {
 async fn an_instance_past_max_instance_lifetime_is_replaced_without_a_failed_request() {
     let port = free_port();
     let mut cfg = config(port, 1, 2);
-    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    drop_policies(&mut cfg);
     let cfg = cfg.replace(
         "scale_in_window = \"1500ms\"",
         "scale_in_window = \"1500ms\"\nmax_instance_lifetime = \"3s\"",
@@ -696,7 +709,7 @@ async fn lifecycle_hooks_gate_a_launch_and_see_a_leaving_instance_still_answer()
     let dir = tempfile::tempdir().unwrap();
     let seen = dir.path().join("last-look");
     let mut cfg = config(port, 1, 2);
-    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    drop_policies(&mut cfg);
     // The launching hook abandons the first instance only; the terminating one asks the leaving
     // instance for its health and keeps the status line it got.
     cfg.push_str(&format!(
@@ -749,7 +762,7 @@ async fn lifecycle_hooks_gate_a_launch_and_see_a_leaving_instance_still_answer()
 async fn a_group_at_zero_wakes_for_a_request_and_goes_back_to_zero_when_idle() {
     let port = free_port();
     let mut cfg = config(port, 0, 1);
-    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    drop_policies(&mut cfg);
     cfg.push_str("  [scaling_group.scale_to_zero]\n  idle = \"2s\"\n  wake_timeout = \"20s\"\n");
     let trellis = Trellis::start(&cfg, &[port]).await;
     let g = group(&trellis).await;
@@ -786,11 +799,9 @@ async fn a_group_at_zero_wakes_for_a_request_and_goes_back_to_zero_when_idle() {
 async fn a_request_to_a_group_that_cannot_wake_in_time_is_503_waking() {
     let port = free_port();
     let mut cfg = config(port, 0, 1);
-    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
+    drop_policies(&mut cfg);
     // An instance that never listens: the group cannot come up.
-    let start = cfg.find("command = [").unwrap();
-    let end = start + cfg[start..].find('\n').unwrap();
-    cfg.replace_range(start..end, "command = [\"sleep\", \"30\", \"{port}\"]");
+    set_command(&mut cfg, "[\"sleep\", \"30\", \"{port}\"]");
     cfg.push_str("  [scaling_group.scale_to_zero]\n  idle = \"1m\"\n  wake_timeout = \"1s\"\n");
     let trellis = Trellis::start(&cfg, &[port]).await;
     let reply = get(&client::http1(), port, "/").await;

@@ -6,20 +6,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::scaling::{config, group, wait_group};
+use crate::scaling::{config, drop_policies, group, set_command, wait_group};
 use crate::support::client::{self, get};
 use crate::support::{free_port, Trellis};
 
 /// A group of `trellis echo` instances that each sleep 3 s before they listen, with a warm pool.
 fn slow_booting(port: u16, pool: &str) -> String {
     let mut cfg = config(port, 1, 3);
-    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
-    let start = cfg.find("command = [").unwrap();
-    let end = start + cfg[start..].find('\n').unwrap();
-    cfg.replace_range(
-        start..end,
-        "command = [\"sh\", \"-c\", \"sleep 3; exec \\\"$0\\\" echo --listen 127.0.0.1:$1 --name $2 --workers 1\", \"{self}\", \"{port}\", \"{id}\"]",
-    );
+    drop_policies(&mut cfg);
+    set_command(&mut cfg, "[\"sh\", \"-c\", \"sleep 3; exec \\\"$0\\\" echo --listen 127.0.0.1:$1 --name $2 --workers 1\", \"{self}\", \"{port}\", \"{id}\"]");
     cfg.push_str(&format!("  [scaling_group.warm_pool]\n{pool}"));
     cfg
 }
@@ -147,10 +142,8 @@ async fn with_reuse_on_scale_in_a_scale_in_returns_its_instances_to_the_pool() {
 async fn a_warm_instance_that_never_passes_its_check_is_replaced() {
     let port = free_port();
     let mut cfg = config(port, 0, 2);
-    cfg.truncate(cfg.find("[[scaling_group.policy]]").unwrap());
-    let start = cfg.find("command = [").unwrap();
-    let end = start + cfg[start..].find('\n').unwrap();
-    cfg.replace_range(start..end, "command = [\"sleep\", \"60\", \"{port}\"]");
+    drop_policies(&mut cfg);
+    set_command(&mut cfg, "[\"sleep\", \"60\", \"{port}\"]");
     let cfg = cfg.replace(
         "health_check_grace_period = \"10s\"",
         "health_check_grace_period = \"1s\"",
