@@ -183,6 +183,12 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
 // The error is the response to send, built only for a bad request; boxing it would gain nothing.
 #[allow(clippy::result_large_err)]
 async fn json_body(req: Request<Incoming>) -> Result<Value, Reply> {
+    json_body_or(req, None).await
+}
+
+/// The request's JSON body, `if_empty` when it has none (and that is allowed), or the 400 to answer.
+#[allow(clippy::result_large_err)]
+async fn json_body_or(req: Request<Incoming>, if_empty: Option<Value>) -> Result<Value, Reply> {
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -192,6 +198,9 @@ async fn json_body(req: Request<Incoming>) -> Result<Value, Reply> {
             ))
         }
     };
+    if let Some(value) = if_empty.filter(|_| body.trim_ascii().is_empty()) {
+        return Ok(value);
+    }
     serde_json::from_slice(&body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -252,28 +261,10 @@ async fn start_refresh(daemon: &Arc<Daemon>, name: &str, req: Request<Incoming>)
         Ok(g) => g,
         Err(reply) => return reply,
     };
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the body: {e}"),
-            )
-        }
-    };
     // No body: the group's own settings.
-    let body = if body.trim_ascii().is_empty() {
-        json!({})
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("the body is not JSON: {e}"),
-                )
-            }
-        }
+    let body = match json_body_or(req, Some(json!({}))).await {
+        Ok(v) => v,
+        Err(reply) => return reply,
     };
     let overrides = match crate::scaling::RefreshOverrides::from_json(&body) {
         Ok(o) => o,

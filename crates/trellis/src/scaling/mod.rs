@@ -726,11 +726,10 @@ impl Controller {
                         let previous = self.generation;
                         self.new_generation(self.group.launch.clone());
                         if self.group.instance_refresh.on_launch_change {
-                            let _ = self.start_refresh(
+                            self.start_refresh(
                                 self.group.instance_refresh,
                                 "a reload changed launch",
                                 previous,
-                                true,
                             );
                         } else {
                             self.stop_refresh(
@@ -1230,12 +1229,7 @@ impl Controller {
             // with nothing known to roll back to.
             let mut preferences = self.group.instance_refresh;
             preferences.auto_rollback = false;
-            let _ = self.start_refresh(
-                preferences,
-                "machines of an older launch were adopted",
-                0,
-                false,
-            );
+            self.start_refresh(preferences, "machines of an older launch were adopted", 0);
         }
     }
 

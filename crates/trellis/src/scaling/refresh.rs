@@ -160,25 +160,17 @@ impl Controller {
             .map(|r| r.refresh.previous)
     }
 
-    /// Starts a refresh to the current launch, as a new generation (so that instances of the same
-    /// launch are replaced too). A refresh in progress is superseded when `supersede`, else refused.
+    /// Starts a refresh to the current generation from `previous`; a refresh in progress is superseded
+    /// (an operator's request is refused before, in `requested_refresh`). Answers its view.
     pub(super) fn start_refresh(
         &mut self,
         preferences: InstanceRefresh,
         cause: &'static str,
         previous: u64,
-        supersede: bool,
-    ) -> Result<Value, Refused> {
+    ) -> Value {
         let mut previous = previous;
         if let Some(running) = self.refresh.as_ref() {
             if !running.refresh.status.is_done() {
-                if !supersede {
-                    return Err(Refused::Conflict(format!(
-                        "refresh {} is {}; cancel it first (DELETE)",
-                        running.refresh.id,
-                        running.refresh.status.as_str()
-                    )));
-                }
                 // A rollback goes to the last launch known to serve, not to the one superseded.
                 previous = if running.refresh.rolling_back {
                     running.refresh.target
@@ -205,7 +197,7 @@ impl Controller {
                 preferences.auto_rollback
             ),
         );
-        Ok(self.refresh.as_ref().map(Running::view).unwrap_or_default())
+        self.refresh_view()
     }
 
     /// `POST …/refresh`: the current launch again, as a new generation.
@@ -228,7 +220,7 @@ impl Controller {
             .cloned()
             .unwrap_or_else(|| self.group.launch.clone());
         self.new_generation(launch);
-        self.start_refresh(preferences, "requested through the API", previous, false)
+        Ok(self.start_refresh(preferences, "requested through the API", previous))
     }
 
     pub(super) fn cancel_refresh(&mut self) -> Result<Value, Refused> {
