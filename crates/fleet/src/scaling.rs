@@ -70,6 +70,13 @@ pub struct RefreshRecord {
     pub ended_at_ms: Option<u64>,
 }
 
+impl RefreshRecord {
+    /// Not ended yet (`pending` or `in_progress`).
+    pub fn in_progress(&self) -> bool {
+        matches!(self.status.as_str(), "pending" | "in_progress")
+    }
+}
+
 /// An operator's refresh request: start one (with these overrides of the group's settings) or cancel
 /// the one in progress.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -981,7 +981,7 @@ impl Controller {
     /// a refresh asks while one runs). A scale-out takes warm instances first.
     async fn converge(&mut self, now: Instant) {
         // First: an instance retired for its lifetime, or let go by a refresh, no longer counts below.
-        let desired = match self.refresh_step(now) {
+        let desired = match self.refresh_step() {
             Some(capacity) => capacity,
             None => self.renew(now),
         };

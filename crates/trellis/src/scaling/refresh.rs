@@ -2,7 +2,7 @@
 //! API), feeding it the group's instances every tick, acting on its steps, and turning around to the
 //! previous launch when it rolls back. The decisions are `trellis_scaler::Refresh`'s.
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::{json, Value};
 use trellis_config::{InstanceRefresh, Launch};
@@ -326,8 +326,7 @@ impl Controller {
 
     /// While a refresh runs: drains the old instances it lets go now, and returns the capacity to
     /// converge to. `None` when no refresh runs.
-    pub(super) fn refresh_step(&mut self, now: Instant) -> Option<u32> {
-        let _ = now;
+    pub(super) fn refresh_step(&mut self) -> Option<u32> {
         let desired = self.decider.desired();
         let running = self.refresh.as_ref()?;
         if running.refresh.status.is_done() {

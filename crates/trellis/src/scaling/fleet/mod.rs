@@ -231,10 +231,7 @@ impl FleetGroup {
         overrides: super::RefreshOverrides,
     ) -> Result<Value, Refused> {
         let latest = self.latest_refresh();
-        if let Some(r) = latest
-            .as_ref()
-            .filter(|r| matches!(r.status.as_str(), "pending" | "in_progress"))
-        {
+        if let Some(r) = latest.as_ref().filter(|r| r.in_progress()) {
             return Err(Refused::Conflict(format!(
                 "refresh {} is {}; cancel it first (DELETE)",
                 r.id, r.status
@@ -279,7 +276,7 @@ impl FleetGroup {
         let Some(latest) = self.latest_refresh() else {
             return Err(Refused::Conflict("no instance refresh has run".into()));
         };
-        if !matches!(latest.status.as_str(), "pending" | "in_progress") {
+        if !latest.in_progress() {
             return Err(Refused::Conflict(format!(
                 "refresh {} is already {}",
                 latest.id, latest.status

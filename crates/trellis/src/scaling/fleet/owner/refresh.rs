@@ -59,7 +59,7 @@ impl Owner {
     /// A refresh this owner continues from the stored state (its counts start over).
     pub(super) fn resume_refresh(&mut self, group: &ScalingGroup, record: &RefreshRecord) {
         let mut record = record.clone();
-        let running = matches!(record.status.as_str(), "pending" | "in_progress");
+        let running = record.in_progress();
         if running && tag_launch(&record.target) != super::launch_identity(&group.launch) {
             // Its launch is not the configuration's any more (it changed while no node owned the
             // group): no node would start its instances. Ended; the check for older instances in
@@ -69,7 +69,7 @@ impl Owner {
             record.ended_at_ms = Some(now_ms());
         }
         let record = &record;
-        if !matches!(record.status.as_str(), "pending" | "in_progress") {
+        if !record.in_progress() {
             let mut refresh = Refresh::new(record.id, group.instance_refresh, 0, 0);
             // Done: it never steps again.
             refresh.cancel(&record.reason);
