@@ -852,3 +852,59 @@ async fn a_fleet_s_warm_pool_serves_a_scale_out_in_well_under_a_boot_and_refills
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refresh_whose_owner_dies_is_continued_by_the_next_owner_and_runs_each_instance_once() {
+    let Some(etcd) = Etcd::start(1).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = "/trellis/refresh-owner";
+    let port = free_port();
+    let ports = instance_ports();
+    let ips = ["127.0.0.17", "127.0.0.18"];
+    let nodes = two_nodes(&etcd, prefix, ips).await;
+    let mut text = shared(port, ports, 2, 2);
+    drop_policies(&mut text);
+    // Instances that take 2 s to boot: the refresh is still under way when its owner dies.
+    set_command(
+        &mut text,
+        "[\"sh\", \"-c\", \"sleep 2; exec \\\"$0\\\" echo --listen $1:$2 --name $3 --workers 1\", \"{self}\", \"{host}\", \"{port}\", \"{id}\"]",
+    );
+    applied(&etcd, prefix, dir.path(), &text);
+    let g = settled(&nodes[0], ports, 2, "two instances in service").await;
+    let owner = g["owner"].as_str().unwrap().to_string();
+    let (owner_i, other_i) = if owner == "node-a" { (0, 1) } else { (1, 0) };
+
+    applied(
+        &etcd,
+        prefix,
+        dir.path(),
+        &text.replace("--name $3", "--name v2-$3"),
+    );
+    let other = &nodes[other_i];
+    eventually(WAIT, "the refresh under way", || async {
+        let g = group(other).await;
+        (g["instance_refresh"]["status"] == "in_progress" && g["pending"].as_u64()? > 0)
+            .then_some(())
+    })
+    .await;
+    // kill -9 of the owner in the middle: the other node takes over and finishes the same refresh.
+    nodes[owner_i].signal(libc::SIGKILL);
+    let g = eventually(WAIT, "the refresh finished by the next owner", || async {
+        let g = group(other).await;
+        (g["owner"] != owner.as_str() && g["instance_refresh"]["status"] == "successful")
+            .then_some(g)
+    })
+    .await;
+    assert_eq!(
+        g["instance_refresh"]["id"], 1,
+        "continued, not started again: {g}"
+    );
+    // Exactly desired instances, each running once, all of the new launch.
+    let g = settled(other, ports, 2, "two new instances, each running once").await;
+    for _ in 0..10 {
+        let by = served_by(ips[other_i], port).await.unwrap_or_default();
+        assert!(by.starts_with("v2-"), "served by {by}\n{g}");
+    }
+}
